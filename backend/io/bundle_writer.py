@@ -1,0 +1,172 @@
+"""Writes the result bundle that Blender imports (format: ``genmojo_blender.core.bundle``).
+
+A bundle appears only complete: everything is written into a hidden temporary folder beside the
+target and renamed into place at the end, so a crash, a full disk or a cancel never leaves a
+half-written result where the importer would look, and an existing result is only replaced when the
+caller asks for it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+from genmojo_blender.core import bundle as fmt
+
+SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant (colour = 0.5 + C0 * f_dc)
+
+
+@dataclass(frozen=True)
+class CanonicalGaussians:
+    """An object's Gaussians in its own canonical frame, as plain arrays (activated values)."""
+
+    means: np.ndarray  # (N, 3)
+    quats: np.ndarray  # (N, 4) w, x, y, z
+    log_scales: np.ndarray  # (N, 3)
+    colors: np.ndarray  # (N, 3) in [0, 1]
+    opacities: np.ndarray  # (N,) in [0, 1]
+
+
+@dataclass(frozen=True)
+class BakedObject:
+    """Everything the bundle holds about one object."""
+
+    id: str
+    name: str
+    color: tuple[float, float, float]
+    canonical: CanonicalGaussians
+    frames: fmt.ObjectFrames
+    visible: list[bool]
+
+
+class BundleExistsError(FileExistsError):
+    """The target result folder exists and overwriting was not requested."""
+
+
+def write_canonical_ply(path: Path, g: CanonicalGaussians) -> None:
+    """Standard 3DGS vertex PLY (binary): x y z nx ny nz f_dc_0..2 opacity scale_0..2 rot_0..3.
+
+    Opacity is stored as a logit and scales as logs, like every 3DGS tool expects.
+    """
+    n = g.means.shape[0]
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    arr = np.zeros(n, dtype=[(k, "f4") for k in names])
+    arr["x"], arr["y"], arr["z"] = g.means[:, 0], g.means[:, 1], g.means[:, 2]
+    f_dc = (np.clip(g.colors, 0.0, 1.0) - 0.5) / SH_C0
+    for i in range(3):
+        arr[f"f_dc_{i}"] = f_dc[:, i]
+        arr[f"scale_{i}"] = g.log_scales[:, i]
+    op = np.clip(g.opacities, 1e-6, 1 - 1e-6)
+    arr["opacity"] = np.log(op / (1 - op))
+    q = g.quats / np.linalg.norm(g.quats, axis=1, keepdims=True).clip(1e-12)
+    for i in range(4):
+        arr[f"rot_{i}"] = q[:, i]
+    PlyData([PlyElement.describe(arr, "vertex")], text=False).write(str(path))
+
+
+def read_canonical_ply(path: Path) -> CanonicalGaussians:
+    """Inverse of write_canonical_ply (used by tests and by tools that re-open a bundle)."""
+    v = PlyData.read(str(path))["vertex"]
+    means = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)
+    f_dc = np.stack([v[f"f_dc_{i}"] for i in range(3)], 1)
+    return CanonicalGaussians(
+        means=means,
+        quats=np.stack([v[f"rot_{i}"] for i in range(4)], 1).astype(np.float32),
+        log_scales=np.stack([v[f"scale_{i}"] for i in range(3)], 1).astype(np.float32),
+        colors=(0.5 + SH_C0 * f_dc).astype(np.float32),
+        opacities=(1 / (1 + np.exp(-np.asarray(v["opacity"], np.float64)))).astype(np.float32),
+    )
+
+
+def write_preview(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write (T, H, W, 3) uint8 RGB frames as an mp4 (OpenCV's bundled FFmpeg, mp4v codec)."""
+    import cv2
+
+    T, H, W, _ = frames.shape
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (W, H))
+    if not writer.isOpened():
+        raise OSError(f"{path}: OpenCV could not open an mp4 writer")
+    try:
+        for f in frames:
+            writer.write(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OSError(f"{path}: the preview video was not written")
+
+
+def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipInfo,
+                 camera: fmt.CameraTrack, camera_info: fmt.CameraInfo,
+                 objects: list[BakedObject], run: fmt.RunInfo,
+                 preview: np.ndarray | None, overwrite: bool = False) -> Path:
+    """Write a complete bundle to ``out_dir/save_name`` atomically and return its path.
+
+    Raises BundleExistsError if the target exists and ``overwrite`` is False. With ``overwrite``
+    the previous result is moved aside and deleted only after the new one is in place.
+    """
+    out_dir = Path(out_dir)
+    target = out_dir / save_name
+    if target.exists() and not overwrite:
+        raise BundleExistsError(f"{target} already exists; choose another --save_name or pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    T = clip.frame_count
+    tmp = Path(tempfile.mkdtemp(prefix=f".{save_name}.partial-", dir=out_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
+    try:
+        np.savez(tmp / camera_info.file, K=camera.K.astype(np.float64), c2w=camera.c2w.astype(np.float64))
+        entries = []
+        for o in objects:
+            rel = Path("objects") / o.id
+            (tmp / rel).mkdir(parents=True)
+            write_canonical_ply(tmp / rel / "canonical.ply", o.canonical)
+            f = o.frames
+            np.savez(tmp / rel / "frames.npz", means=f.means.astype(np.float32),
+                     quats=f.quats.astype(np.float32), log_scales=f.log_scales.astype(np.float32),
+                     colors=f.colors.astype(np.float32), opacities=f.opacities.astype(np.float32))
+            entries.append(fmt.ObjectInfo(id=o.id, name=o.name, color=o.color,
+                                          num_gaussians=f.num_gaussians,
+                                          canonical_ply=f"objects/{o.id}/canonical.ply",
+                                          frames=f"objects/{o.id}/frames.npz",
+                                          visible=[bool(v) for v in o.visible]))
+        previews = {}
+        if preview is not None:
+            (tmp / "preview").mkdir()
+            write_preview(tmp / "preview" / "input_view.mp4", preview, clip.fps)
+            previews["input_view"] = "preview/input_view.mp4"
+        manifest = fmt.Manifest(clip=clip, camera=camera_info, objects=entries, run=run,
+                                previews=previews,
+                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        (tmp / fmt.MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        # refuse to publish anything the reader would reject
+        opened = fmt.open_bundle(tmp)
+        for o in opened.manifest.objects:
+            if opened.load_frames(o).num_frames != T:
+                raise fmt.BundleError(f"object {o.id}: frame count differs from the clip")
+        opened.load_camera()
+        _publish(tmp, target, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    if target.exists():
+        if not overwrite:
+            raise BundleExistsError(f"{target} appeared while writing; not replacing it")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
