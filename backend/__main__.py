@@ -1,0 +1,7 @@
+"""``python -m backend``: the backend's command line (see backend/cli.py)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""Command line of the backend: ``python -m backend`` or ``genmojo``.
+
+stdout carries only progress events (JSON lines, ``docs/progress-protocol.md``); stderr carries
+human-readable logs. Exit codes: 0 done, 1 internal error, 2 bad input, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from .config import PRESETS, get_preset
+from .errors import Cancelled, GenmojoError, InputError
+from .pipeline import STAGES, RunRequest, run
+from .progress import Reporter
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genmojo",
+        description="Reconstruct every masked object of a video as animated 3D Gaussians and write a "
+                    "result bundle that the GenMOJO Blender extension imports.",
+        epilog="Progress events go to stdout as JSON lines; logs go to stderr. "
+               "Exit codes: 0 done, 1 internal error, 2 bad input, 130 cancelled.")
+    io = p.add_argument_group("input and output")
+    io.add_argument("--data_dir", required=True, type=Path,
+                    help="the clip: a folder of PNG/JPG frames whose names end in a frame number "
+                         "(sorted by it, gaps allowed), or a video file (mp4, mov, m4v, avi, mkv, webm)")
+    io.add_argument("--mask_dir", required=True, type=Path,
+                    help="folder with one sub-folder of binary PNG masks per object (001, 002, ...), named "
+                         "like the frames; 000 is the optional background mask")
+    io.add_argument("--save_name", required=True,
+                    help="name of the result folder created inside --out_dir")
+    io.add_argument("--out_dir", type=Path, default=Path("./gaussians"),
+                    help="folder that receives the result bundle (default: ./gaussians)")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace an existing result of the same name (it is kept until the new one is complete)")
+    io.add_argument("--fps", type=float, default=None,
+                    help="frame rate of an image sequence (default 24; videos use their own)")
+    io.add_argument("--cam_path", type=Path, default=None,
+                    help="MegaSAM camera npz (images, depths, intrinsic, cam_c2w); not supported by this "
+                         "version: runs refuse it rather than ignore it")
+    io.add_argument("--bg_path", type=Path, default=None,
+                    help="inpainted background image for background mode; not supported by this version: "
+                         "runs refuse it rather than ignore it")
+    run_g = p.add_argument_group("run")
+    run_g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="configuration preset: cpu-tiny (sample clip, CI), lite (30 iterations per frame), "
+                            "full (40 per frame; the default)")
+    run_g.add_argument("--lite", action="store_true", help="same as --preset lite (the seed's flag)")
+    run_g.add_argument("--disable_guidance", action="store_true",
+                       help="run without the diffusion (Zero123) prior; required by this version for the "
+                            "lite and full presets")
+    run_g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto uses CUDA (with gsplat) when available, else the CPU rasterizer")
+    run_g.add_argument("--iters", type=int, default=None,
+                       help="override the preset's number of optimisation steps (for quick checks)")
+    run_g.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    run_g.add_argument("--print_config", action="store_true",
+                       help="print the resolved configuration as JSON on stderr before running")
+    return p
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the optimizer polls it between steps and stops cleanly."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.event.set())
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.lite and args.preset not in (None, "lite"):
+        print(f"genmojo: --lite conflicts with --preset {args.preset}", file=sys.stderr)
+        return EXIT_INPUT
+    cfg = get_preset("lite" if args.lite else (args.preset or "full"))
+    if args.seed is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, seed=args.seed)
+    if args.print_config:
+        print(cfg.to_json(), file=sys.stderr)
+    reporter = Reporter(STAGES)
+    stop = _StopFlag()
+    stop.install()
+    if args.iters is not None and args.iters < 1:
+        reporter.failed("--iters must be at least 1", "input", "")
+        return EXIT_INPUT
+    req = RunRequest(data_dir=args.data_dir, mask_dir=args.mask_dir, out_dir=args.out_dir,
+                     save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,
+                     disable_guidance=args.disable_guidance, cam_path=args.cam_path, bg_path=args.bg_path,
+                     iterations=args.iters, command=["genmojo", *argv])
+    try:
+        run(req, cfg, reporter, should_stop=stop)
+    except Cancelled as e:
+        reporter.failed(str(e), "cancelled", "the partial result was discarded; run again to start over")
+        return EXIT_CANCELLED
+    except InputError as e:
+        reporter.failed(str(e), "input", e.hint)
+        return EXIT_INPUT
+    except GenmojoError as e:
+        reporter.failed(str(e), e.kind, e.hint)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        reporter.failed("interrupted", "cancelled", "")
+        return EXIT_CANCELLED
+    except Exception as e:  # report, with the traceback on stderr, instead of dying silently
+        traceback.print_exc(file=sys.stderr)
+        reporter.failed(f"{type(e).__name__}: {e}", "internal",
+                        "this is a bug; the log above has the details")
+        return EXIT_INTERNAL
+    return EXIT_OK

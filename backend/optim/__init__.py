@@ -1,0 +1,1 @@
+"""Optimizers that fit the model to the clip, and their losses."""

@@ -1,0 +1,43 @@
+"""Loss terms of the fit. Each takes rendered and target tensors and returns a scalar."""
+
+from __future__ import annotations
+
+import torch
+
+
+def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error averaged separately inside and outside ``mask``, then summed.
+
+    pred/target (B,H,W) or (B,H,W,C); mask (B,H,W) bool. Balancing keeps small objects from being
+    outweighed by the much larger empty area around them.
+    """
+    err = (pred - target) ** 2
+    if err.dim() == 4:
+        err = err.mean(-1)
+    m = mask.float()
+    dims = tuple(range(1, err.dim()))
+    inside = (err * m).sum(dims) / m.sum(dims).clamp_min(1.0)
+    outside = (err * (1 - m)).sum(dims) / (1 - m).sum(dims).clamp_min(1.0)
+    return (inside + outside).mean()
+
+
+def instance_mse(instance: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each object's composited visibility (B,H,W,K) against its own visible mask (B,H,W,K).
+
+    With modal masks this fixes which object is in front where they overlap in the image.
+    """
+    return ((instance - masks.float()) ** 2).sum(-1).mean()
+
+
+def second_difference(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean squared second difference over the first (time) axis, in units of ``scale``."""
+    if x.shape[0] < 3:
+        return x.new_zeros(())
+    d2 = (x[2:] - 2 * x[1:-1] + x[:-2]) / scale
+    return (d2 ** 2).sum(-1).mean()
+
+
+def oversize(log_scales: torch.Tensor, max_scale: float) -> torch.Tensor:
+    """Penalty for Gaussians whose standard deviation exceeds ``max_scale``."""
+    excess = torch.relu(log_scales - torch.log(torch.tensor(max_scale, device=log_scales.device)))
+    return (excess ** 2).mean()

@@ -1,0 +1,179 @@
+"""The whole run, stage by stage: clip and masks → tracks → canonical Gaussians → fit → bake → bundle.
+
+Each stage hands the next a typed value. All input checks happen in ``prepare`` before anything heavy
+(model building, optimisation) starts, so bad input fails in seconds with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genmojo_blender.core import bundle as fmt
+
+from .bake import bake_objects, render_preview
+from .config import Config
+from .errors import InputError
+from .io.bundle_writer import write_bundle
+from .io.clip import Clip, load_clip
+from .model.camera import Cameras, static_cameras
+from .model.tracks import ObjectTrack, ground_contact_depths, track_objects
+from .optim.skeleton import FitTargets, build_scene, fit_scene
+from .progress import Reporter
+
+STAGES = ["validate", "init", "fit", "bake", "write"]
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked for (paths and switches); the numbers live in ``Config``."""
+
+    data_dir: Path
+    mask_dir: Path
+    out_dir: Path
+    save_name: str
+    device: str = "auto"
+    fps: float | None = None
+    overwrite: bool = False
+    disable_guidance: bool = False
+    cam_path: Path | None = None
+    bg_path: Path | None = None
+    iterations: int | None = None  # overrides the preset's budget (smoke runs)
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """Everything validated and loaded, ready for the heavy stages."""
+
+    clip: Clip
+    tracks: list[ObjectTrack]
+    device: torch.device
+    target: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available else CPU. CUDA needs gsplat; never falls back silently."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {name}: unknown device", "use auto, cpu or cuda")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: PyTorch sees no CUDA GPU on this machine",
+                             "use --device cpu, or install a CUDA build of PyTorch")
+        try:
+            import gsplat  # noqa: F401
+        except ImportError as e:
+            raise InputError(f"--device cuda needs gsplat, which is not installed ({e})",
+                             "pip install gsplat==1.5.3 in the backend's Python, or use --device cpu") from e
+    return torch.device(name)
+
+
+def _check_output(out_dir: Path, save_name: str, overwrite: bool) -> Path:
+    if not _SAFE_NAME.match(save_name):
+        raise InputError(f"--save_name {save_name!r}: not a plain folder name",
+                         "use letters, digits, '.', '_' and '-' only (no slashes), starting with a letter or digit")
+    target = out_dir / save_name
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: a result with this name already exists",
+                         "choose another --save_name, or pass --overwrite to replace it")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{out_dir}: cannot create the output folder ({e.strerror})",
+                         "choose a writable --out_dir") from e
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"{out_dir}: the output folder is not writable", "choose a writable --out_dir")
+    return target
+
+
+def prepare(req: RunRequest, cfg: Config) -> Prepared:
+    """Validate options, output and inputs; load the clip and track the objects. No optimisation."""
+    if cfg.guidance and not req.disable_guidance:
+        raise InputError(
+            f"preset {cfg.preset!r} asks for score-distillation guidance (Zero123), which this backend "
+            "version does not provide",
+            "pass --disable_guidance to run the reconstruction without the diffusion prior")
+    for flag, path in (("--cam_path", req.cam_path), ("--bg_path", req.bg_path)):
+        if path is not None:
+            raise InputError(f"{flag} {path}: real cameras and background mode are not supported by this "
+                             "backend version", f"run without {flag} (a static virtual camera is used)")
+    device = resolve_device(req.device)
+    target = _check_output(req.out_dir, req.save_name, req.overwrite)
+    ic = cfg.input
+    clip = load_clip(req.data_dir, req.mask_dir, max_side=ic.max_side, fps=req.fps, default_fps=ic.default_fps,
+                     min_frames=ic.min_frames, max_frames=ic.max_frames)
+    tracks = track_objects(clip.object_ids, clip.masks)
+    return Prepared(clip=clip, tracks=tracks, device=device, target=target)
+
+
+def object_depths(tracks: list[ObjectTrack], height: int, cfg: Config) -> tuple[np.ndarray, str]:
+    """(K, T) camera distance of each object per frame, and where it came from."""
+    d = ground_contact_depths(tracks, height, cfg.camera.scene_depth, cfg.init.depth_spread)
+    T = tracks[0].num_frames
+    return np.repeat(d[:, None], T, 1), "heuristic: ground contact (lower bottom edge = nearer), constant per object"
+
+
+def run(req: RunRequest, cfg: Config, reporter: Reporter,
+        should_stop: Callable[[], bool] = lambda: False) -> Path:
+    """Run every stage and return the finished bundle's folder."""
+    t_start = time.monotonic()
+    reporter.start(run_id=f"{req.save_name}-{int(time.time())}", save_name=req.save_name,
+                   out_dir=str(req.out_dir), device=req.device, preset=cfg.preset)
+
+    reporter.begin("validate")
+    prep = prepare(req, cfg)
+    clip = prep.clip
+    for w in clip.warnings:
+        reporter.log(f"note: {w}")
+    reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
+                 f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}")
+    reporter.end("validate")
+
+    reporter.begin("init")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    w, h = clip.work_size
+    cameras = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
+    depths, depth_source = object_depths(prep.tracks, h, cfg)
+    model = build_scene(clip.frames, clip.masks, prep.tracks, cameras, depths, cfg, gen).to(prep.device)
+    cameras = cameras.to(prep.device)
+    targets = FitTargets(frames=torch.from_numpy(clip.frames).to(prep.device).float() / 255,
+                         masks=torch.from_numpy(np.moveaxis(clip.masks, 0, -1)).to(prep.device))
+    iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
+    reporter.log(f"{sum(c.num_gaussians for c in model.canonicals)} Gaussians, {iterations} iterations")
+    reporter.end("init")
+
+    reporter.begin("fit")
+    final = fit_scene(model, targets, cameras, cfg, iterations, gen, scene_depth=cfg.camera.scene_depth,
+                      on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop)
+    reporter.end("fit")
+
+    reporter.begin("bake")
+    visible = np.array([tr.visible for tr in prep.tracks])
+    baked = bake_objects(model, visible)
+    preview = render_preview(model, cameras, clip.frames)
+    reporter.end("bake")
+
+    reporter.begin("write")
+    track, cam_info = cameras.to_bundle(clip.width, clip.height)
+    info = fmt.ClipInfo(width=clip.width, height=clip.height, fps=clip.fps, frame_names=clip.frame_names,
+                        frame_numbers=clip.frame_numbers, source=clip.source)
+    run_info = fmt.RunInfo(optimizer="skeleton", preset=cfg.preset, device=str(prep.device),
+                           iterations=iterations, guidance="disabled", depth_source=depth_source,
+                           duration_s=round(time.monotonic() - t_start, 2), final_losses=final,
+                           config=cfg.to_dict(), command=req.command)
+    path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
+                        objects=baked, run=run_info, preview=preview, overwrite=req.overwrite)
+    reporter.end("write")
+    reporter.done(str(path.resolve()))
+    return path
