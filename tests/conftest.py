@@ -13,3 +13,33 @@ for p in (str(ROOT), str(ROOT / "tests")):
 _scratch = Path(os.environ.get("GENMOJO_TEST_SCRATCH", "/tmp/genmojo-test-home"))
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(_scratch / "blender"))
 os.environ.setdefault("XDG_CACHE_HOME", str(_scratch / "cache"))
+
+import importlib.util  # noqa: E402
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def load_script(name: str):
+    """Import a file from scripts/ as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def sample_clip_master(tmp_path_factory):
+    """A small synthetic clip with occlusion (64x64, 8 frames, 3 objects), generated once per session."""
+    out = tmp_path_factory.mktemp("sample") / "clip"
+    load_script("make_synthetic_clip").make_clip(out, width=64, height=64, frames=8, objects=3, seed=0)
+    return out
+
+
+@pytest.fixture
+def sample_clip(sample_clip_master, tmp_path):
+    """A private copy of the sample clip that a test may modify."""
+    dst = tmp_path / "clip"
+    shutil.copytree(sample_clip_master, dst)
+    return dst

@@ -1,0 +1,64 @@
+"""Progress protocol: what the backend writes is what Blender decodes."""
+
+import io
+import json
+import math
+
+import pytest
+
+from backend.progress import Reporter
+from genmojo_blender.core.protocol import ProtocolError, RunState, decode_event, encode_event
+
+
+def test_reporter_lines_decode_and_fold_into_run_state():
+    out, log = io.StringIO(), io.StringIO()
+    r = Reporter(["a", "b"], out=out, log=log)
+    r.start(run_id="x", save_name="s")
+    r.begin("a")
+    r.end("a")
+    r.begin("b")
+    r.progress(5, 10, {"rgb": 0.5, "bad": math.nan}, every_s=0)
+    state = RunState()
+    for line in out.getvalue().splitlines():
+        state.apply(decode_event(line))
+    assert state.stages == ["a", "b"] and state.stage == "b"
+    assert (state.step, state.total) == (5, 10)
+    assert state.losses == {"rgb": 0.5}  # NaN travels as null and is dropped
+    assert state.fraction == pytest.approx(0.75)
+    assert "stage a" in log.getvalue() and out.getvalue().count("\n") == 5
+    r.done("/tmp/result")
+    state.apply(decode_event(out.getvalue().splitlines()[-1]))
+    assert state.finished and state.bundle == "/tmp/result" and state.fraction == 1.0
+
+
+def test_failure_event_carries_error_and_hint():
+    ev = decode_event(encode_event("failed", error="bad mask", kind="input", hint="fix it"))
+    state = RunState()
+    state.apply(ev)
+    assert (state.error, state.error_kind, state.hint, state.finished) == ("bad mask", "input", "fix it", True)
+
+
+@pytest.mark.parametrize("line", [
+    "hello", "{not json", json.dumps({"v": 2, "type": "done", "bundle": "x"}),
+    json.dumps({"v": 1, "type": "nope"}), json.dumps({"v": 1, "type": "progress", "stage": "fit"}),
+])
+def test_decoder_rejects_foreign_lines(line):
+    with pytest.raises(ProtocolError):
+        decode_event(line)
+
+
+def test_encoder_refuses_incomplete_events():
+    with pytest.raises(ValueError):
+        encode_event("done")
+    with pytest.raises(ValueError):
+        encode_event("failed", error="x", kind="weird")
+
+
+def test_progress_is_rate_limited_but_last_step_always_sent():
+    out = io.StringIO()
+    r = Reporter(["fit"], out=out, log=io.StringIO())
+    r.begin("fit")
+    for s in range(1, 101):
+        r.progress(s, 100, {}, every_s=60)
+    lines = [decode_event(x) for x in out.getvalue().splitlines() if '"progress"' in x]
+    assert [e.get("step") for e in lines] == [1, 100]
