@@ -1,0 +1,150 @@
+"""The one backend run of this Blender session, shared by the modal and the blocking operator paths.
+
+Blender properties cannot hold a process, so the running ``BackendRun`` lives here at module level
+(there is at most one per Blender instance). Both operator paths call the same functions: ``start``
+(validate settings, start the child), ``update`` (pump events into the WindowManager state) and
+``finish`` (store the outcome, import the result, return what to report).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import bpy
+
+from .. import preferences, props
+from ..core import backend_process as bp
+from ..core.bundle import BundleError
+from . import importer
+
+_active: bp.BackendRun | None = None
+
+
+class RunSetupError(Exception):
+    """The run cannot start: settings or preferences are incomplete or wrong."""
+
+
+@dataclass
+class Finish:
+    """What to tell the user when a run ends: (level, message) pairs and the operator result."""
+
+    ok: bool
+    reports: list[tuple[str, str]] = field(default_factory=list)
+    imported: importer.ImportResult | None = None
+
+
+def active() -> bp.BackendRun | None:
+    """The run in flight, if any."""
+    return _active if _active is not None and _active.outcome is None else None
+
+
+def run_state(context=None) -> props.GENMOJO_PG_run:
+    return (context or bpy.context).window_manager.genmojo_run
+
+
+def start(context, *, python: str = "", backend_path: str = "") -> bp.BackendRun:
+    """Validate the scene's settings and start the backend; raises RunSetupError with every problem.
+
+    ``python``/``backend_path`` override the preferences (used by the headless script).
+    """
+    global _active
+    if active() is not None:
+        raise RunSetupError("A GenMOJO run is already in progress")
+    req = props.make_request(context.scene.genmojo, context)
+    python = python or preferences.backend_python(context)
+    backend_path = backend_path or preferences.backend_path(context)
+    problems = []
+    py_problem = bp.check_python(python)
+    if py_problem:
+        problems.append(py_problem)
+    if not req.out_dir:
+        problems.append("Choose an output folder (or a default one in the preferences, "
+                        "or save the .blend file first)")
+    problems += [p for p in bp.validate_request(req) if not p.startswith("Choose an output folder")]
+    if problems:
+        raise RunSetupError("; ".join(problems))
+    try:
+        os.makedirs(req.out_dir, exist_ok=True)
+    except OSError as e:
+        raise RunSetupError(f"Cannot create the output folder {req.out_dir}: {e}") from e
+    try:
+        run = bp.BackendRun.start(python, req, backend_path=backend_path)
+    except bp.BackendStartError as e:
+        raise RunSetupError(str(e)) from e
+    _active = run
+    run_state(context).reset_for_run()
+    return run
+
+
+def request_cancel(context=None) -> bool:
+    """Ask the running backend to stop (non-blocking). Returns False if nothing is running."""
+    run = active()
+    if run is None:
+        return False
+    run.cancel()
+    state = run_state(context)
+    state.cancelling = True
+    state.status = "Cancelling"
+    return True
+
+
+def update(context, run: bp.BackendRun, on_log=None) -> list:
+    """Pump the run's events into the WindowManager state; returns the new events."""
+    events = run.pump(on_log)
+    if events:
+        run_state(context).show_state(run.state)
+    return events
+
+
+def finish(context, run: bp.BackendRun, *, import_result: bool | None = None) -> Finish:
+    """Record how ``run`` ended, import its bundle on success, and say what to report."""
+    global _active
+    if run is _active:
+        _active = None
+    outcome = run.outcome
+    state = run_state(context)
+    state.show_state(run.state)
+    state.running = state.cancelling = False
+    state.exit_status = outcome.exit_status()
+    if outcome.status == "cancelled":
+        state.status = "Cancelled"
+        state.error, state.hint, state.log_tail = "Cancelled by the user", "", ""
+        return Finish(ok=False, reports=[("WARNING", "GenMOJO run cancelled")])
+    if not outcome.ok:
+        state.show_failure(outcome.error, outcome.hint, outcome.stderr_tail, outcome.exit_status())
+        return Finish(ok=False, reports=[("ERROR", f"GenMOJO failed: {outcome.message()}")])
+
+    state.result_path = outcome.bundle
+    state.status = "Finished"
+    state.fraction = 1.0
+    settings = context.scene.genmojo
+    if import_result is None:
+        import_result = settings.import_when_done
+    if not import_result:
+        return Finish(ok=True, reports=[("INFO", f"GenMOJO result written to {outcome.bundle}")])
+    return import_into_scene(context, outcome.bundle, point_display=settings.point_display)
+
+
+def import_into_scene(context, path: str, *, point_display: bool = True, set_scene: bool = True,
+                      load_plate: bool = True) -> Finish:
+    """Import a bundle and phrase the outcome as reports; a bad bundle becomes an ERROR report."""
+    state = run_state(context)
+    try:
+        res = importer.import_bundle(path, context.scene, point_display=point_display,
+                                     set_scene=set_scene, load_plate=load_plate)
+    except BundleError as e:
+        state.error, state.hint = f"Cannot import the result: {e}", "Re-run the backend or pick another result"
+        return Finish(ok=False, reports=[("ERROR", f"Cannot import the GenMOJO result: {e}")])
+    state.result_path = res.bundle_root
+    reports = [("WARNING", w) for w in res.warnings]
+    reports.append(("INFO", f"Imported {len(res.objects)} object(s) into '{res.collection.name}'"))
+    return Finish(ok=True, reports=reports, imported=res)
+
+
+def kill_active() -> None:
+    """Stop the backend at once (the add-on is being disabled or Blender is quitting)."""
+    global _active
+    if _active is not None:
+        _active.process.kill()
+        _active = None

@@ -1,0 +1,645 @@
+"""Running the GenMOJO backend as a child process: command line, environment, progress and cancel.
+
+Blender never imports torch. The backend runs in its own Python (chosen in the preferences) as
+``<python> -m backend ...``; it prints one JSON progress event per line on stdout (see
+``protocol.py``) and human logs on stderr. This module is ``bpy``-free so the same code drives the
+interactive modal operator, the blocking headless path and plain tests:
+
+* ``RunRequest`` + ``build_argv`` turn the user's settings into an argument list (never a shell
+  string, so paths with spaces or quotes are passed through untouched);
+* ``BackendProcess`` starts the child in its own process group, reads stdout and stderr on two daemon
+  threads into a queue of decoded events, keeps the tail of stderr for crash reports, and cancels by
+  SIGTERM to the whole group followed by SIGKILL after a grace period;
+* ``BackendRun`` folds events into a ``RunState`` and decides the final ``RunOutcome`` (done, failed,
+  cancelled or crashed) from the events and the exit code;
+* ``run_blocking`` drives a run to completion for headless use.
+
+Exit codes of the backend: 0 success, 2 bad input, 1 internal error, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .protocol import Event, ProtocolError, RunState, decode_event
+
+DEFAULT_BACKEND_MODULE = "backend"
+# Developer/test override of the module run with ``-m`` (the real backend is the ``backend`` package).
+BACKEND_MODULE_ENV = "GENMOJO_BACKEND_MODULE"
+
+PRESETS = ("cpu-tiny", "lite", "full")
+DEVICES = ("auto", "cpu", "cuda")
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+DEFAULT_CANCEL_GRACE_S = 1.0
+STDERR_TAIL_LINES = 200
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class BackendStartError(RuntimeError):
+    """The backend could not be started at all (missing or non-executable interpreter, bad folder)."""
+
+
+# --------------------------------------------------------------------------------------------
+# what to run
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One backend run, in absolute paths. Empty strings mean "not given"."""
+
+    data_dir: str
+    mask_dir: str
+    out_dir: str
+    save_name: str
+    preset: str = "lite"
+    device: str = "auto"
+    guidance: bool = False
+    cam_path: str = ""
+    bg_path: str = ""
+    fps: float = 0.0  # frame rate of an image sequence; 0 = let the backend decide
+    overwrite: bool = False
+
+    @property
+    def result_dir(self) -> Path:
+        """Where the backend will publish the bundle."""
+        return Path(self.out_dir) / self.save_name
+
+
+def check_python(path: str) -> str:
+    """Why ``path`` cannot be used as the backend interpreter, or "" if it looks usable.
+
+    Checks that it is set, exists, is a file (a virtual-environment folder is a common mistake) and
+    is executable. It does not start it: that happens when a run starts.
+    """
+    if not path:
+        return "No backend Python interpreter is set (Preferences > Add-ons > GenMOJO)"
+    p = Path(path)
+    if not p.exists():
+        return f"Backend Python not found: {path}"
+    if p.is_dir():
+        exe = "Scripts\\python.exe" if os.name == "nt" else "bin/python"
+        return f"Backend Python is a folder; choose the interpreter inside it (e.g. {p / exe})"
+    if not os.access(p, os.X_OK):
+        return f"Backend Python is not executable: {path}"
+    return ""
+
+
+def validate_request(req: RunRequest) -> list[str]:
+    """Human-readable problems with a request that would make the backend fail at once."""
+    problems = []
+    if not req.data_dir:
+        problems.append("Choose the clip (an image-sequence folder or a movie file)")
+    elif not os.path.exists(req.data_dir):
+        problems.append(f"Clip not found: {req.data_dir}")
+    if not req.mask_dir:
+        problems.append("Choose the masks folder")
+    elif not os.path.isdir(req.mask_dir):
+        problems.append(f"Masks folder not found: {req.mask_dir}")
+    if not req.out_dir:
+        problems.append("Choose an output folder")
+    elif os.path.exists(req.out_dir) and not os.path.isdir(req.out_dir):
+        problems.append(f"Output path is a file, not a folder: {req.out_dir}")
+    if not _SAFE_NAME.match(req.save_name or ""):
+        problems.append("Result name must be 1-128 letters, digits, '.', '_' or '-' "
+                        "and start with a letter or digit")
+    if req.preset not in PRESETS:
+        problems.append(f"Unknown preset {req.preset!r} (choose one of {', '.join(PRESETS)})")
+    if req.device not in DEVICES:
+        problems.append(f"Unknown device {req.device!r} (choose one of {', '.join(DEVICES)})")
+    if req.cam_path and not os.path.isfile(req.cam_path):
+        problems.append(f"Camera file (MegaSAM npz) not found: {req.cam_path}")
+    if req.bg_path and not os.path.isfile(req.bg_path):
+        problems.append(f"Background image not found: {req.bg_path}")
+    if req.fps < 0:
+        problems.append("Frame rate must be positive (or 0 to let the backend decide)")
+    if (not req.overwrite and req.out_dir and req.save_name
+            and (Path(req.out_dir) / req.save_name).exists()):
+        problems.append(f"{Path(req.out_dir) / req.save_name} already exists; "
+                        "choose another result name or enable Overwrite")
+    return problems
+
+
+def backend_module() -> str:
+    """The module run with ``-m``: ``backend`` unless overridden by $GENMOJO_BACKEND_MODULE."""
+    return os.environ.get(BACKEND_MODULE_ENV, "").strip() or DEFAULT_BACKEND_MODULE
+
+
+def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[str]:
+    """The backend command line as a list, in the order of the backend's documented interface.
+
+    Guidance is off unless requested: ``--disable_guidance`` is passed by default because the
+    guidance prior is not shipped with this build.
+    """
+    argv = [python, "-m", module or backend_module(),
+            "--data_dir", req.data_dir, "--mask_dir", req.mask_dir,
+            "--save_name", req.save_name, "--out_dir", req.out_dir,
+            "--preset", req.preset, "--device", req.device]
+    if not req.guidance:
+        argv.append("--disable_guidance")
+    if req.cam_path:
+        argv += ["--cam_path", req.cam_path]
+    if req.bg_path:
+        argv += ["--bg_path", req.bg_path]
+    if req.fps and req.fps > 0:
+        argv += ["--fps", format(float(req.fps), "g")]
+    if req.overwrite:
+        argv.append("--overwrite")
+    return argv
+
+
+def build_env(backend_path: str = "", base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the child: ``backend_path`` first on PYTHONPATH, unbuffered UTF-8 output.
+
+    Variables that only make sense inside Blender's own interpreter (PYTHONHOME, PYTHONSTARTUP) are
+    dropped so they cannot break a foreign Python.
+    """
+    env = dict(os.environ if base is None else base)
+    for k in ("PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
+        env.pop(k, None)
+    if backend_path:
+        parts = [backend_path] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# the child process
+
+
+_LIVE: "weakref.WeakSet[BackendProcess]" = weakref.WeakSet()
+
+
+def _kill_all_at_exit() -> None:
+    for p in list(_LIVE):
+        p.kill()
+
+
+atexit.register(_kill_all_at_exit)
+
+
+class BackendProcess:
+    """A started backend: reader threads turn its stdout into events, stderr is kept as a tail.
+
+    Use ``poll()`` from a UI timer (never blocks) or ``wait()`` in scripts. ``request_cancel()``
+    sends SIGTERM to the process group and returns at once; a later ``poll()`` escalates to SIGKILL
+    after the grace period. ``cancel()`` does both and blocks until the group is gone.
+    """
+
+    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, tail_lines: int = STDERR_TAIL_LINES):
+        if not argv:
+            raise ValueError("empty command line")
+        self.argv = [str(a) for a in argv]
+        self.env = env
+        self.cwd = cwd
+        self.cancel_grace_s = cancel_grace_s
+        self._queue: queue.Queue = queue.Queue()
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._stray_stdout: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._proc: subprocess.Popen | None = None
+        self._threads: list[threading.Thread] = []
+        self._eof = 0
+        self._exited_at: float | None = None
+        self._cancel_requested = False
+        self._cancel_deadline: float | None = None
+        self._killed = False
+        self._lock = threading.Lock()
+
+    # ---- lifecycle
+
+    def start(self) -> "BackendProcess":
+        """Start the child. Raises BackendStartError if the interpreter cannot be executed."""
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            kwargs["start_new_session"] = True
+        try:
+            self._proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                                          encoding="utf-8", errors="replace",
+                                          env=self.env, cwd=self.cwd, **kwargs)
+        except (OSError, ValueError) as e:
+            raise BackendStartError(f"Could not start the backend ({self.argv[0]}): {e}") from e
+        _LIVE.add(self)
+        for name, stream, handler in (("stdout", self._proc.stdout, self._on_stdout),
+                                      ("stderr", self._proc.stderr, self._on_stderr)):
+            t = threading.Thread(target=self._reader, args=(stream, handler),
+                                 name=f"genmojo-{name}-{self._proc.pid}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    @property
+    def finished(self) -> bool:
+        """The process has exited and its output has been read (or the readers stopped waiting)."""
+        if self._proc is None or self._proc.poll() is None:
+            return False
+        if self._exited_at is None:
+            self._exited_at = time.monotonic()
+        # A grandchild that inherited the pipes can keep them open; give readers 2 s after exit.
+        return self._eof >= 2 or time.monotonic() - self._exited_at > 2.0
+
+    # ---- reading
+
+    def _reader(self, stream, handler) -> None:
+        try:
+            for line in stream:
+                handler(line.rstrip("\r\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self._eof += 1
+            self._queue.put(("eof", None))
+
+    def _on_stdout(self, line: str) -> None:
+        if not line.strip():
+            return
+        try:
+            self._queue.put(("event", decode_event(line)))
+        except ProtocolError:
+            # Stray prints from libraries must not break the run; keep them for crash reports.
+            self._stray_stdout.append(line)
+            self._stderr_tail.append(f"[stdout] {line}")
+            self._queue.put(("log", line))
+
+    def _on_stderr(self, line: str) -> None:
+        self._stderr_tail.append(line)
+        self._queue.put(("log", line))
+
+    def poll(self, on_log: Callable[[str], None] | None = None) -> list[Event]:
+        """Decoded events received since the last call (never blocks); logs go to ``on_log``.
+
+        Also escalates a pending cancel to SIGKILL once its grace period is over.
+        """
+        events = []
+        while True:
+            try:
+                kind, item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "event":
+                events.append(item)
+            elif kind == "log" and on_log is not None:
+                on_log(item)
+        self._escalate_cancel()
+        return events
+
+    def stderr_tail(self, n: int = 20) -> list[str]:
+        """The last ``n`` lines of stderr (and of unparseable stdout), oldest first."""
+        lines = list(self._stderr_tail)
+        return lines[-n:] if n else lines
+
+    # ---- stopping
+
+    def _signal_group(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        if os.name == "nt":
+            try:
+                if sig == signal.SIGTERM:
+                    self._proc.send_signal(signal.CTRL_BREAK_EVENT)
+                else:
+                    self._proc.kill()
+            except OSError:
+                pass
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def request_cancel(self) -> None:
+        """Ask the backend to stop (SIGTERM to its process group); returns immediately."""
+        if self._proc is None or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        self._cancel_deadline = time.monotonic() + self.cancel_grace_s
+        if self._proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+
+    def _escalate_cancel(self) -> None:
+        if not self._cancel_requested or self._killed or self._proc is None:
+            return
+        if self._proc.poll() is not None:
+            # The leader is gone; sweep any workers it left behind in its group.
+            self._signal_group(signal.SIGKILL)
+            self._killed = True
+        elif self._cancel_deadline is not None and time.monotonic() >= self._cancel_deadline:
+            self._signal_group(signal.SIGKILL)
+            self._killed = True
+
+    def cancel(self, grace_s: float | None = None) -> int | None:
+        """SIGTERM the group, SIGKILL it after ``grace_s`` if needed, and wait; returns the exit code."""
+        if self._proc is None:
+            return None
+        if grace_s is not None:
+            self.cancel_grace_s = grace_s
+        self.request_cancel()
+        try:
+            self._proc.wait(timeout=self.cancel_grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)
+        self._killed = True
+        rc = self._proc.wait()
+        self._join_readers(1.0)
+        _LIVE.discard(self)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now (used when Blender exits or the add-on is disabled)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self._killed = True
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for exit and for the output readers; returns the exit code (None on timeout)."""
+        if self._proc is None:
+            return None
+        try:
+            rc = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._join_readers(2.0)
+        return rc
+
+    def _join_readers(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+
+# --------------------------------------------------------------------------------------------
+# a whole run: events -> state -> outcome
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended. ``status`` is one of done, failed, cancelled, crashed."""
+
+    status: str
+    bundle: str = ""
+    error: str = ""
+    hint: str = ""
+    kind: str = ""
+    exit_code: int | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+    def exit_status(self) -> int:
+        """A process exit status for scripts: 0, 2 for bad input, 130 cancelled, else 1."""
+        if self.ok:
+            return EXIT_OK
+        if self.status == "cancelled":
+            return EXIT_CANCELLED
+        if self.kind == "input" or self.exit_code == EXIT_BAD_INPUT:
+            return EXIT_BAD_INPUT
+        return EXIT_INTERNAL
+
+    def message(self) -> str:
+        """One line for a report or a log, with the hint if there is one."""
+        text = self.error or self.status
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class BackendRun:
+    """A backend process plus the state folded from its events.
+
+    ``pump()`` is cheap and never blocks: call it from a timer. ``outcome`` is set once the process
+    has finished; it is derived from the last ``done``/``failed`` event and the exit code.
+    """
+
+    def __init__(self, process: BackendProcess):
+        self.process = process
+        self.state = RunState()
+        self.outcome: RunOutcome | None = None
+        self._done_event: Event | None = None
+        self._failed_event: Event | None = None
+
+    @classmethod
+    def start(cls, python: str, req: RunRequest, *, backend_path: str = "", module: str | None = None,
+              cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> "BackendRun":
+        """Check the interpreter, build argv and environment, and start the backend."""
+        problem = check_python(python)
+        if problem:
+            raise BackendStartError(problem)
+        if backend_path and not os.path.isdir(backend_path):
+            raise BackendStartError(f"Backend source folder not found: {backend_path}")
+        argv = build_argv(python, req, module)
+        cwd = req.out_dir if os.path.isdir(req.out_dir) else None
+        proc = BackendProcess(argv, env=build_env(backend_path), cwd=cwd, cancel_grace_s=cancel_grace_s)
+        return cls(proc.start())
+
+    def pump(self, on_log: Callable[[str], None] | None = None) -> list[Event]:
+        """Apply new events to ``state``; set ``outcome`` when the process has finished."""
+        events = self.process.poll(on_log)
+        for ev in events:
+            self._apply(ev)
+        if self.outcome is None and self.process.finished:
+            events += self._drain(on_log)
+            self.outcome = self._decide()
+        return events
+
+    def _apply(self, ev: Event) -> None:
+        self.state.apply(ev)
+        if ev.type == "done":
+            self._done_event = ev
+        elif ev.type == "failed":
+            self._failed_event = ev
+
+    def _drain(self, on_log) -> list[Event]:
+        events = self.process.poll(on_log)
+        for ev in events:
+            self._apply(ev)
+        return events
+
+    def cancel(self) -> None:
+        """Non-blocking cancel: SIGTERM now, SIGKILL from a later ``pump()`` if it lingers."""
+        self.process.request_cancel()
+
+    def _decide(self) -> RunOutcome:
+        rc = self.process.returncode
+        tail = self.process.stderr_tail(20)
+        cancelled = self.process.cancel_requested
+        if self._failed_event is not None:
+            ev = self._failed_event
+            kind = str(ev.get("kind") or "")
+            status = "cancelled" if kind == "cancelled" or cancelled else "failed"
+            return RunOutcome(status=status, error=str(ev.get("error") or "Backend failed"),
+                              hint=str(ev.get("hint") or ""), kind=kind, exit_code=rc, stderr_tail=tail)
+        if cancelled:
+            return RunOutcome(status="cancelled", error="Cancelled", kind="cancelled", exit_code=rc,
+                              stderr_tail=tail)
+        if self._done_event is not None and rc == EXIT_OK:
+            return RunOutcome(status="done", bundle=str(self._done_event.get("bundle")), exit_code=rc,
+                              stderr_tail=tail)
+        if rc is not None and rc < 0:
+            try:
+                signame = signal.Signals(-rc).name
+            except ValueError:
+                signame = str(-rc)
+            error = f"Backend was killed by {signame} without reporting an error"
+        elif rc == EXIT_OK:
+            error = "Backend exited without reporting a result"
+        else:
+            error = f"Backend exited with code {rc} without reporting an error"
+        hint = " | ".join(line.strip() for line in tail[-3:] if line.strip()) or "no output on stderr"
+        kind = "input" if rc == EXIT_BAD_INPUT else "internal"
+        return RunOutcome(status="crashed", error=error, hint=hint, kind=kind, exit_code=rc,
+                          stderr_tail=tail)
+
+
+def format_duration(seconds: float | None) -> str:
+    """'1 h 02 m', '3 m 05 s', '42 s' or '' for unknown."""
+    if seconds is None or seconds < 0 or seconds != seconds:
+        return ""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} m"
+    if s >= 60:
+        return f"{s // 60} m {s % 60:02d} s"
+    return f"{s} s"
+
+
+def describe_progress(state: RunState) -> str:
+    """One status line: stage (k/n), step/total, percent and ETA where known."""
+    parts = []
+    if state.stage:
+        n = len(state.stages)
+        parts.append(f"{state.stage} ({state.stage_index + 1}/{n})" if n else state.stage)
+    else:
+        parts.append("starting")
+    if state.total:
+        parts.append(f"step {state.step}/{state.total}")
+    parts.append(f"{100.0 * state.fraction:.0f}%")
+    eta = format_duration(state.eta_s)
+    if eta:
+        parts.append(f"ETA {eta}")
+    return " · ".join(parts)
+
+
+def run_blocking(run: BackendRun, *, on_event: Callable[[Event, RunState], None] | None = None,
+                 on_log: Callable[[str], None] | None = None, poll_interval_s: float = 0.1,
+                 should_cancel: Callable[[], bool] | None = None) -> RunOutcome:
+    """Drive ``run`` until it finishes; Ctrl+C (KeyboardInterrupt) cancels the backend cleanly."""
+    try:
+        while run.outcome is None:
+            for ev in run.pump(on_log):
+                if on_event is not None:
+                    on_event(ev, run.state)
+            if run.outcome is not None:
+                break
+            if should_cancel is not None and should_cancel():
+                run.cancel()
+            time.sleep(poll_interval_s)
+    except KeyboardInterrupt:
+        run.process.cancel()
+        while run.outcome is None:
+            run.pump(on_log)
+            time.sleep(0.02)
+    return run.outcome
+
+
+
+_PROBE_CODE = """
+import importlib.util, json, sys
+def where(name):
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return (spec.origin or (list(spec.submodule_search_locations or []) or [''])[0]) if spec else None
+print(json.dumps({"python": sys.version.split()[0], "module": where(sys.argv[1]), "torch": where("torch")}))
+"""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a quick look into the backend environment found (without importing torch)."""
+
+    ok: bool
+    message: str
+    python_version: str = ""
+    module_path: str = ""
+    torch_found: bool = False
+
+
+def probe_backend(python: str, backend_path: str = "", module: str | None = None,
+                  timeout_s: float = 30.0) -> ProbeResult:
+    """Check that ``python`` runs and can find the backend module (and torch) on its path.
+
+    Runs a tiny script in the backend interpreter with the same environment a run would get; it only
+    locates modules, so it takes well under a second even for a CUDA environment.
+    """
+    import json
+
+    problem = check_python(python)
+    if problem:
+        return ProbeResult(False, problem)
+    module = module or backend_module()
+    try:
+        cp = subprocess.run([python, "-c", _PROBE_CODE, module], capture_output=True, text=True,
+                            env=build_env(backend_path), timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return ProbeResult(False, f"{python} did not answer within {timeout_s:.0f} s")
+    except OSError as e:
+        return ProbeResult(False, f"Could not run {python}: {e}")
+    lines = [ln for ln in cp.stdout.splitlines() if ln.startswith("{")]
+    if cp.returncode != 0 or not lines:
+        err = (cp.stderr.strip().splitlines() or ["no output"])[-1]
+        return ProbeResult(False, f"{python} failed to run ({err})")
+    info = json.loads(lines[-1])
+    version, where, torch = info.get("python", ""), info.get("module"), info.get("torch")
+    if not where:
+        hint = " or set the Backend Source Folder" if not backend_path else ""
+        return ProbeResult(False, f"Python {version} runs, but module '{module}' is not importable: "
+                                  f"install the backend in that environment{hint}", version)
+    if not torch:
+        return ProbeResult(False, f"Python {version} finds '{module}' ({where}) but not PyTorch",
+                           version, where)
+    return ProbeResult(True, f"Python {version}, backend at {where}, PyTorch installed", version, where, True)

@@ -1,0 +1,64 @@
+"""Export operators with the settings that keep GenMOJO's per-frame point animation.
+
+``genmojo.export_glb`` writes glTF binary with morph-target animation, point attributes and the
+camera; ``genmojo.export_fbx`` writes FBX with baked blend-shape animation. Both are listed under
+File > Export; the flags live in ``blender/export.py``.
+"""
+
+from __future__ import annotations
+
+from bpy.props import BoolProperty, StringProperty
+from bpy.types import Operator
+from bpy_extras.io_utils import ExportHelper
+
+from ..blender import export
+
+
+class _ExportBase(ExportHelper):
+    selected_only: BoolProperty(name="Selected Only", default=False,
+                                description="Export only the selected objects")
+
+    def _export(self, fn):
+        try:
+            path = fn(self.filepath, selected_only=self.selected_only)
+        except (RuntimeError, OSError, ValueError) as e:
+            self.report({"ERROR"}, f"Export failed: {e}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported {path}")
+        return {"FINISHED"}
+
+
+class GENMOJO_OT_export_glb(Operator, _ExportBase):
+    """Export the scene as glTF binary with per-frame morph targets, point colours and the camera"""
+
+    bl_idname = "genmojo.export_glb"
+    bl_label = "Export GenMOJO glTF"
+    bl_options = {"REGISTER"}
+
+    filename_ext = ".glb"
+    filter_glob: StringProperty(default="*.glb", options={"HIDDEN"})
+
+    def execute(self, context):
+        return self._export(export.export_glb)
+
+
+class GENMOJO_OT_export_fbx(Operator, _ExportBase):
+    """Export the scene as FBX with per-frame blend shapes baked and the camera"""
+
+    bl_idname = "genmojo.export_fbx"
+    bl_label = "Export GenMOJO FBX"
+    bl_options = {"REGISTER"}
+
+    filename_ext = ".fbx"
+    filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
+
+    def execute(self, context):
+        return self._export(export.export_fbx)
+
+
+def menu_export(self, context):
+    self.layout.operator(GENMOJO_OT_export_glb.bl_idname, text="GenMOJO animated points (.glb)")
+    self.layout.operator(GENMOJO_OT_export_fbx.bl_idname, text="GenMOJO animated points (.fbx)")
+
+
+CLASSES = (GENMOJO_OT_export_glb, GENMOJO_OT_export_fbx)

@@ -1,0 +1,159 @@
+"""Scene settings (saved with the .blend) and transient run state (on the WindowManager, not saved).
+
+``Scene.genmojo`` holds what to run: inputs, output, preset, device and options. ``WindowManager.
+genmojo_run`` mirrors the backend's progress for the panel and the status bar, plus the last error
+and the last result, so nothing about a run in flight is ever written into the user's file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+from bpy.types import PropertyGroup
+
+from . import preferences
+from .core import backend_process as bp
+from .core.protocol import RunState
+
+PRESET_ITEMS = (
+    ("cpu-tiny", "CPU Tiny", "A few iterations at low resolution: checks the set-up on any machine"),
+    ("lite", "Lite", "Shorter optimisation for previews and small GPUs"),
+    ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)"),
+)
+DEVICE_ITEMS = (
+    ("auto", "Auto", "CUDA when available, otherwise CPU"),
+    ("cpu", "CPU", "Force the CPU (slow, for tests)"),
+    ("cuda", "CUDA", "Require an NVIDIA GPU"),
+)
+
+
+class GENMOJO_PG_settings(PropertyGroup):
+    """What to reconstruct and how: stored per scene."""
+
+    clip_path: StringProperty(
+        name="Clip", subtype="FILE_PATH",
+        description="The footage: a folder of numbered images or a movie file")
+    mask_dir: StringProperty(
+        name="Masks", subtype="DIR_PATH",
+        description="Folder of per-object masks (one sub-folder or colour per object, one mask per frame)")
+    output_dir: StringProperty(
+        name="Output", subtype="DIR_PATH",
+        description="Folder that receives the result (empty: the default output folder of the preferences)")
+    result_name: StringProperty(
+        name="Result Name", default="result", maxlen=128,
+        description="Name of the result folder inside the output folder, and of the imported collection")
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="lite",
+                         description="Quality/speed trade-off of the optimisation")
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
+                         description="Where the backend runs")
+    use_guidance: BoolProperty(
+        name="Generative Guidance", default=False,
+        description=("Use the generative prior for unseen parts of objects. Off by default: the prior "
+                     "is not shipped with this build"))
+    camera_path: StringProperty(
+        name="Camera (MegaSAM)", subtype="FILE_PATH",
+        description="Optional MegaSAM .npz with per-frame intrinsics and camera poses")
+    background_path: StringProperty(
+        name="Background", subtype="FILE_PATH",
+        description="Optional clean background plate image")
+    fps: FloatProperty(
+        name="Frame Rate", default=24.0, min=1.0, max=1000.0, precision=3,
+        description="Frame rate of an image-sequence clip (movie files carry their own)")
+    overwrite: BoolProperty(
+        name="Overwrite", default=False,
+        description="Replace an existing result of the same name")
+    import_when_done: BoolProperty(
+        name="Import When Done", default=True,
+        description="Import the result into this scene as soon as the backend finishes")
+    point_display: BoolProperty(
+        name="Show Points", default=True,
+        description="Display imported Gaussians as coloured points (a Geometry Nodes modifier)")
+
+
+class GENMOJO_PG_run(PropertyGroup):
+    """Live state of the current or last backend run (transient, for the UI)."""
+
+    running: BoolProperty(name="Running", default=False)
+    cancelling: BoolProperty(name="Cancelling", default=False)
+    fraction: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    stage: StringProperty(name="Stage")
+    stage_index: IntProperty(name="Stage Index", default=0)
+    stage_count: IntProperty(name="Stages", default=0)
+    step: IntProperty(name="Step", default=0)
+    total: IntProperty(name="Total", default=0)
+    eta_s: FloatProperty(name="ETA (s)", default=-1.0)
+    status: StringProperty(name="Status")
+    error: StringProperty(name="Last Error")
+    hint: StringProperty(name="Hint")
+    log_tail: StringProperty(name="Backend Output", description="Last lines the backend wrote to stderr")
+    result_path: StringProperty(name="Last Result", subtype="DIR_PATH")
+    exit_status: IntProperty(name="Exit Status", default=0)
+
+    def reset_for_run(self) -> None:
+        self.running, self.cancelling = True, False
+        self.fraction, self.stage, self.stage_index, self.stage_count = 0.0, "", 0, 0
+        self.step, self.total, self.eta_s = 0, 0, -1.0
+        self.status, self.error, self.hint, self.log_tail = "Starting the backend", "", "", ""
+        self.exit_status = 0
+
+    def show_state(self, state: RunState) -> None:
+        """Copy the folded protocol state into the UI properties."""
+        self.fraction = state.fraction
+        self.stage = state.stage
+        self.stage_index = state.stage_index
+        self.stage_count = len(state.stages)
+        self.step, self.total = state.step, state.total
+        self.eta_s = -1.0 if state.eta_s is None else float(state.eta_s)
+        self.status = bp.describe_progress(state)
+
+    def show_failure(self, error: str, hint: str = "", tail: list[str] | None = None,
+                     exit_status: int = bp.EXIT_INTERNAL) -> None:
+        self.running = self.cancelling = False
+        self.error, self.hint = error, hint
+        self.log_tail = "\n".join(tail or [])
+        self.exit_status = exit_status
+        self.status = "Failed"
+
+
+def output_dir(settings: GENMOJO_PG_settings, context=None) -> str:
+    """The scene's output folder, else the preferences' default, else beside the .blend file."""
+    if settings.output_dir:
+        return os.path.normpath(bpy.path.abspath(settings.output_dir))
+    default = preferences.default_output_dir(context)
+    if default:
+        return os.path.normpath(default)
+    if bpy.data.filepath:
+        return os.path.normpath(bpy.path.abspath("//genmojo"))
+    return ""
+
+
+def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
+    """Turn the scene settings into an absolute-path RunRequest for the backend."""
+    def ab(p: str) -> str:
+        return os.path.normpath(bpy.path.abspath(p)) if p else ""
+
+    clip = ab(settings.clip_path)
+    is_sequence = bool(clip) and os.path.isdir(clip)
+    return bp.RunRequest(data_dir=clip, mask_dir=ab(settings.mask_dir),
+                         out_dir=output_dir(settings, context), save_name=settings.result_name.strip(),
+                         preset=settings.preset, device=settings.device,
+                         guidance=settings.use_guidance, cam_path=ab(settings.camera_path),
+                         bg_path=ab(settings.background_path),
+                         fps=float(settings.fps) if is_sequence else 0.0,
+                         overwrite=settings.overwrite)
+
+
+CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_run)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.genmojo = PointerProperty(type=GENMOJO_PG_settings, name="GenMOJO")
+    bpy.types.WindowManager.genmojo_run = PointerProperty(type=GENMOJO_PG_run, name="GenMOJO Run")
+
+
+def unregister_properties() -> None:
+    del bpy.types.WindowManager.genmojo_run
+    del bpy.types.Scene.genmojo

@@ -1,0 +1,41 @@
+"""Registers every class, property and menu entry of the extension, and undoes it on unregister.
+
+Kept apart from ``__init__.py`` so that importing the package (e.g. ``genmojo_blender.core`` from
+the backend or from tests) never imports ``bpy``.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import preferences, props
+from .blender import session
+from .operators import export_result, import_result, run_backend
+from .ui import panels
+
+# Order matters: property groups before the types that point to them, panels after operators.
+CLASSES = (
+    *preferences.CLASSES,
+    *props.CLASSES,
+    *run_backend.CLASSES,
+    *import_result.CLASSES,
+    *export_result.CLASSES,
+    *panels.CLASSES,
+)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    props.register_properties()
+    bpy.types.TOPBAR_MT_file_import.append(import_result.menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(export_result.menu_export)
+
+
+def unregister() -> None:
+    session.kill_active()
+    bpy.types.TOPBAR_MT_file_export.remove(export_result.menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(import_result.menu_import)
+    props.unregister_properties()
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,156 @@
+"""The GenMOJO sidebar (3D View > N panel > GenMOJO): inputs, run/cancel with progress, result.
+
+Panels only draw; buttons that cannot run are greyed out by their operators' poll(), which also
+explains why in the tooltip (poll_message_set).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import bpy
+from bpy.types import Panel
+
+from .. import preferences, props
+from ..blender import session
+from ..core import backend_process as bp
+
+
+def _wrapped(layout, text: str, context, icon: str = "NONE", alert: bool = False) -> None:
+    """Draw a long message as several labels that fit the sidebar's width."""
+    width = max(20, int((context.region.width if context.region else 300) / 7.5))
+    col = layout.column(align=True)
+    col.alert = alert
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+class _GenMojoPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "GenMOJO"
+
+
+class GENMOJO_PT_main(_GenMojoPanel, Panel):
+    """Inputs of a reconstruction."""
+
+    bl_label = "GenMOJO"
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        s = context.scene.genmojo
+
+        problem = bp.check_python(preferences.backend_python(context))
+        if problem:
+            box = layout.box()
+            _wrapped(box, problem, context, icon="ERROR", alert=True)
+            box.operator("preferences.addon_show", text="Open Preferences",
+                         icon="PREFERENCES").module = preferences.ADDON_ID
+
+        col = layout.column()
+        col.prop(s, "clip_path")
+        col.prop(s, "mask_dir")
+        row = col.row()
+        row.prop(s, "output_dir")
+        out = props.output_dir(s, context)
+        if not s.output_dir:
+            sub = col.row()
+            sub.enabled = False
+            sub.label(text=f"Default: {out}" if out else "Default: none (set one or save the file)")
+        col.prop(s, "result_name")
+        col.separator()
+        col.prop(s, "preset")
+        col.prop(s, "device")
+        col.prop(s, "use_guidance")
+
+
+class GENMOJO_PT_options(_GenMojoPanel, Panel):
+    """Optional inputs: camera, background, frame rate, overwrite and import options."""
+
+    bl_label = "Options"
+    bl_parent_id = "GENMOJO_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        s = context.scene.genmojo
+        col = layout.column()
+        col.prop(s, "camera_path")
+        col.prop(s, "background_path")
+        col.prop(s, "fps")
+        col.prop(s, "overwrite")
+        col.prop(s, "import_when_done")
+        col.prop(s, "point_display")
+
+
+class GENMOJO_PT_run(_GenMojoPanel, Panel):
+    """Run/Cancel, progress and the last error."""
+
+    bl_label = "Run"
+    bl_parent_id = "GENMOJO_PT_main"
+    bl_options = {"HIDE_HEADER"}
+
+    def draw(self, context):
+        layout = self.layout
+        state = context.window_manager.genmojo_run
+        if session.active() is not None or state.running:
+            text = state.stage or "Starting"
+            if state.stage_count:
+                text = f"{text} ({state.stage_index + 1}/{state.stage_count})"
+            layout.progress(factor=state.fraction, type="BAR", text=f"{text}  {100 * state.fraction:.0f}%")
+            col = layout.column(align=True)
+            if state.total:
+                col.label(text=f"Step {state.step} / {state.total}")
+            eta = bp.format_duration(state.eta_s if state.eta_s >= 0 else None)
+            if eta:
+                col.label(text=f"About {eta} left", icon="TIME")
+            row = layout.row()
+            row.scale_y = 1.3
+            row.operator("genmojo.cancel_backend", text="Cancelling..." if state.cancelling else "Cancel",
+                         icon="CANCEL")
+            return
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator("genmojo.run_backend", icon="PLAY")
+        if state.error:
+            box = layout.box()
+            _wrapped(box, state.error, context, icon="ERROR", alert=True)
+            if state.hint:
+                _wrapped(box, state.hint, context, icon="INFO")
+            if state.log_tail:
+                sub = box.column(align=True)
+                sub.scale_y = 0.8
+                sub.label(text="Backend output:")
+                for line in state.log_tail.splitlines()[-8:]:
+                    sub.label(text=line[-120:])
+        elif state.status:
+            layout.label(text=state.status, icon="CHECKMARK" if state.status == "Finished" else "INFO")
+
+
+class GENMOJO_PT_result(_GenMojoPanel, Panel):
+    """The last result: import it, import another one, export."""
+
+    bl_label = "Result"
+    bl_parent_id = "GENMOJO_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        state = context.window_manager.genmojo_run
+        col = layout.column(align=True)
+        if state.result_path:
+            col.label(text=bpy.path.basename(state.result_path.rstrip("/\\")), icon="FILE_FOLDER")
+            direct = col.column(align=True)
+            direct.operator_context = "EXEC_DEFAULT"  # import this result without a file browser
+            direct.operator("genmojo.import_result", text="Import Result",
+                            icon="IMPORT").filepath = state.result_path
+        col.operator("genmojo.import_result", text="Import Other Result...", icon="FILEBROWSER")
+        row = layout.row(align=True)
+        row.operator("genmojo.export_glb", text="Export .glb", icon="EXPORT")
+        row.operator("genmojo.export_fbx", text="Export .fbx", icon="EXPORT")
+
+
+CLASSES = (GENMOJO_PT_main, GENMOJO_PT_options, GENMOJO_PT_run, GENMOJO_PT_result)
