@@ -1,0 +1,169 @@
+"""The backend as users run it: the command line, its events, its result and its refusals (CPU)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from genmojo_blender.core.bundle import open_bundle
+from genmojo_blender.core.protocol import decode_event
+
+FLAGS = ["--data_dir", "--mask_dir", "--save_name", "--out_dir", "--lite", "--disable_guidance", "--cam_path",
+         "--bg_path", "--device", "--preset", "--overwrite", "--fps", "--iters"]
+
+
+def backend(*args, timeout=600):
+    """Run ``python -m backend`` and return (exit code, decoded events, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "backend", *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, [decode_event(line) for line in p.stdout.splitlines()], p.stderr
+
+
+def clip_args(clip, out, name="run"):
+    return ["--data_dir", clip / "JPEGImages", "--mask_dir", clip / "Annotations", "--out_dir", out,
+            "--save_name", name]
+
+
+def test_help_documents_every_flag():
+    p = subprocess.run([sys.executable, "-m", "backend", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0
+    for flag in FLAGS:
+        assert flag in p.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(sample_clip_master, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    code, events, err = backend(*clip_args(sample_clip_master, out), "--preset", "cpu-tiny", "--device", "cpu",
+                                "--iters", 60)
+    return code, events, err, out
+
+
+def test_tiny_pipeline_emits_protocol_and_writes_a_bundle(tiny_run):
+    code, events, err, out = tiny_run
+    assert code == 0, err
+    types = [e.type for e in events]
+    assert types[0] == "start" and types[-1] == "done"
+    stages = [e.get("stage") for e in events if e.type == "stage" and e.get("status") == "begin"]
+    assert stages == events[0].get("stages") == ["validate", "init", "fit", "bake", "write"]
+    progress = [e for e in events if e.type == "progress"]
+    assert progress and progress[-1].get("step") == progress[-1].get("total") == 60
+    assert all(set(e.get("losses")) >= {"rgb", "alpha", "instance", "total"} for e in progress)
+    b = open_bundle(events[-1].get("bundle"))
+    m = b.manifest
+    assert [o.id for o in m.objects] == ["001", "002", "003"] and m.clip.frame_count == 8
+    assert m.run.optimizer == "skeleton" and m.run.iterations == 60 and m.run.guidance == "disabled"
+    assert (b.root / m.previews["input_view"]).stat().st_size > 0
+    assert "fit at 64x64" in err  # human logs on stderr, never on stdout
+
+
+def test_fit_reduces_the_loss(tiny_run):
+    code, events, _, _ = tiny_run
+    totals = [e.get("losses")["total"] for e in events if e.type == "progress"]
+    assert np.mean(totals[-5:]) < 0.7 * totals[0]
+
+
+def test_objects_follow_their_masks(tiny_run, sample_clip_master):
+    """Each object's baked Gaussians, projected through the bundle camera, sit on its mask per frame."""
+    import cv2
+
+    code, events, _, _ = tiny_run
+    b = open_bundle(events[-1].get("bundle"))
+    cam = b.load_camera()
+    for obj in b.manifest.objects:
+        fr = b.load_frames(obj)
+        for t, name in enumerate(b.manifest.clip.frame_names):
+            mask = cv2.imread(str(sample_clip_master / "Annotations" / obj.id / name), cv2.IMREAD_GRAYSCALE) > 127
+            w2c = np.linalg.inv(cam.c2w[t])
+            pc = fr.means[t] @ w2c[:3, :3].T + w2c[:3, 3]
+            uv = pc[:, :2] / pc[:, 2:] * np.diag(cam.K[t])[:2] + cam.K[t][:2, 2]
+            centre = np.average(uv, axis=0, weights=fr.opacities[t])
+            ys, xs = np.nonzero(mask)
+            # the opacity-weighted centre of the object's Gaussians is near its mask's centre (px);
+            # occlusion hides parts of the mask, so the tolerance is a fraction of the object's size
+            size = max(xs.ptp(), ys.ptp()) + 1
+            assert np.hypot(*(centre - [xs.mean() + 0.5, ys.mean() + 0.5])) < 0.35 * size, (obj.id, t)
+            inside = mask[np.clip(uv[:, 1].astype(int), 0, 63), np.clip(uv[:, 0].astype(int), 0, 63)]
+            if obj.id == "003":  # the front-most object is never occluded: most Gaussians land on its mask
+                assert inside.mean() > 0.7, t
+
+
+def _no_heavy_stage(events):
+    return not any(e.type == "stage" and e.get("stage") == "fit" for e in events)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--preset", "lite"], "score-distillation guidance"),
+    (["--preset", "cpu-tiny", "--save_name", "a/b"], "not a plain folder name"),
+    (["--preset", "cpu-tiny", "--cam_path", "cams.npz"], "--cam_path cams.npz"),
+    pytest.param(["--preset", "cpu-tiny", "--device", "cuda"], "--device cuda",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_refusals_come_before_any_work(sample_clip, tmp_path, extra, message):
+    code, events, err = backend(*clip_args(sample_clip, tmp_path / "out"), *extra)
+    assert code == 2
+    failed = events[-1]
+    assert failed.type == "failed" and failed.get("kind") == "input" and failed.get("hint")
+    assert message in failed.get("error")
+    assert _no_heavy_stage(events)
+
+
+def test_conflicting_preset_flags_are_refused(sample_clip, tmp_path):
+    code, _, err = backend(*clip_args(sample_clip, tmp_path / "out"), "--preset", "full", "--lite")
+    assert code == 2 and "--lite conflicts with --preset full" in err
+
+
+def test_bad_masks_fail_with_the_file_named(sample_clip, tmp_path):
+    (sample_clip / "Annotations/002/00003.png").unlink()
+    code, events, _ = backend(*clip_args(sample_clip, tmp_path / "out"), "--preset", "cpu-tiny")
+    assert code == 2 and "Annotations/002" in events[-1].get("error") and _no_heavy_stage(events)
+    assert not (tmp_path / "out" / "run").exists()
+
+
+def test_existing_result_needs_overwrite(sample_clip, tmp_path):
+    target = tmp_path / "out" / "run"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("artist's notes")
+    code, events, _ = backend(*clip_args(sample_clip, tmp_path / "out"), "--preset", "cpu-tiny")
+    assert code == 2 and "--overwrite" in events[-1].get("hint")
+    assert (target / "keep.txt").read_text() == "artist's notes"
+
+
+def test_sigterm_stops_within_two_seconds_and_leaves_no_partial_result(sample_clip, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "backend", *map(str, clip_args(sample_clip, out)), "--preset",
+                          "cpu-tiny", "--iters", "100000"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in p.stdout:
+            if decode_event(line).type == "progress":
+                break
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rest = p.stdout.read()
+        code = p.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert code == 130 and elapsed < 2.0
+    last = decode_event(rest.strip().splitlines()[-1])
+    assert last.type == "failed" and last.get("kind") == "cancelled"
+    assert not (out / "run").exists() and not [q for q in out.iterdir() if "partial" in q.name]
+
+
+def test_config_presets_are_complete_and_printable():
+    from backend.config import PRESETS
+
+    for name, cfg in PRESETS.items():
+        d = json.loads(cfg.to_json())
+        assert d["preset"] == name
+        assert set(d) >= {"input", "camera", "init", "fit", "losses", "guidance", "seed"}
+        assert cfg.fit.iterations(52) >= cfg.fit.min_iterations
+    assert PRESETS["lite"].fit.iterations(52) == 30 * 52 and PRESETS["full"].fit.iterations(52) == 40 * 52
