@@ -1,0 +1,182 @@
+"""Run GenMOJO and import the result without a user interface, e.g. on a render node.
+
+Two ways to call it (arguments after ``--`` are used when present)::
+
+    blender -b --factory-startup --python scripts/genmojo_headless.py -- ARGS
+    python scripts/genmojo_headless.py ARGS            # with the bpy module installed
+
+ARGS::
+
+    --data_dir CLIP --mask_dir MASKS --out_dir OUT --save_name NAME
+    [--preset cpu-tiny|lite|full] [--device auto|cpu|cuda] [--disable_guidance | --guidance]
+    [--cam_path NPZ] [--bg_path IMG] [--fps F] [--overwrite]
+    [--backend_python PATH] [--backend_path DIR]
+    [--blend OUT.blend] [--glb OUT.glb] [--fbx OUT.fbx]
+    [--import_only BUNDLE]
+
+The extension is loaded from this repository (not from an installed copy) and enabled like an add-on,
+the scene starts empty (factory settings), the backend runs through the same ``genmojo.run_backend``
+operator as in the UI (blocking in background mode), and the result is imported, saved and exported.
+``--backend_python`` defaults to this interpreter when bpy runs as a Python module, and is required
+inside the Blender binary (whose Python has no PyTorch). ``--backend_path`` defaults to this
+repository when it contains the ``backend`` package.
+
+Exit status: 0 success, 2 bad arguments or input, 1 backend/internal failure, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDON_MODULE = "genmojo_blender"
+
+
+def script_args(argv: list[str]) -> list[str]:
+    """The script's own arguments: everything after ``--`` if present (Blender), else argv[1:]."""
+    return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+
+
+def parse_args(args: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="genmojo_headless",
+                                 description="Run the GenMOJO backend and import its result into Blender")
+    ap.add_argument("--data_dir", help="clip: image-sequence folder or movie file")
+    ap.add_argument("--mask_dir", help="folder of per-object masks")
+    ap.add_argument("--out_dir", help="folder that receives the result")
+    ap.add_argument("--save_name", default="result", help="result folder name (default: result)")
+    ap.add_argument("--preset", default="lite", choices=("cpu-tiny", "lite", "full"))
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--disable_guidance", dest="guidance", action="store_false",
+                   help="run without the generative prior (default)")
+    g.add_argument("--guidance", dest="guidance", action="store_true",
+                   help="use the generative prior")
+    ap.set_defaults(guidance=False)
+    ap.add_argument("--cam_path", default="", help="MegaSAM .npz camera (optional)")
+    ap.add_argument("--bg_path", default="", help="background plate image (optional)")
+    ap.add_argument("--fps", type=float, default=24.0, help="frame rate of an image-sequence clip")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    ap.add_argument("--backend_python", default="", help="interpreter of the backend environment")
+    ap.add_argument("--backend_path", default=None,
+                    help="folder added to the backend's PYTHONPATH (default: this repository)")
+    ap.add_argument("--blend", default="", help="save the scene to this .blend file")
+    ap.add_argument("--glb", default="", help="export the scene to this .glb file")
+    ap.add_argument("--fbx", default="", help="export the scene to this .fbx file")
+    ap.add_argument("--import_only", default="", metavar="BUNDLE",
+                    help="skip the backend and import an existing result folder")
+    ap.add_argument("--no_points", action="store_true", help="no point-display modifier on import")
+    ns = ap.parse_args(args)
+    if not ns.import_only:
+        missing = [f"--{k}" for k in ("data_dir", "mask_dir", "out_dir") if not getattr(ns, k)]
+        if missing:
+            ap.error(f"{', '.join(missing)} required (or use --import_only BUNDLE)")
+    return ns
+
+
+def fail(message: str, status: int) -> int:
+    print(f"[GenMOJO] error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def enable_extension():
+    """Load the extension from this repository and enable it like an add-on (preferences work)."""
+    import addon_utils
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    errors = []
+    mod = addon_utils.enable(ADDON_MODULE, default_set=True, handle_error=errors.append)
+    if mod is None or errors:
+        raise RuntimeError(f"could not enable {ADDON_MODULE}: {errors[0] if errors else 'unknown error'}")
+    return mod
+
+
+def _cancel_on_sigterm() -> None:
+    """Turn SIGTERM (a farm killing the job) into KeyboardInterrupt so the backend is cancelled too."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        pass
+
+
+def run(ns: argparse.Namespace) -> int:
+    import bpy
+
+    module_mode = bpy.app.binary_path == ""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    try:
+        enable_extension()
+    except RuntimeError as e:
+        return fail(str(e), 1)
+    context = bpy.context
+    state = context.window_manager.genmojo_run
+
+    if ns.import_only:
+        result = bpy.ops.genmojo.import_result(filepath=os.path.abspath(ns.import_only),
+                                               point_display=not ns.no_points)
+        if "FINISHED" not in result:
+            return fail(state.error or "import failed", 2)
+    else:
+        python = ns.backend_python or (sys.executable if module_mode else "")
+        if not python:
+            return fail("--backend_python is required inside the Blender binary "
+                        "(Blender's own Python has no PyTorch)", 2)
+        backend_path = ns.backend_path
+        if backend_path is None:
+            backend_path = str(ROOT) if (ROOT / "backend" / "__init__.py").is_file() else ""
+        s = context.scene.genmojo
+        s.clip_path = os.path.abspath(ns.data_dir)
+        s.mask_dir = os.path.abspath(ns.mask_dir)
+        s.output_dir = os.path.abspath(ns.out_dir)
+        s.result_name = ns.save_name
+        s.preset, s.device, s.use_guidance = ns.preset, ns.device, ns.guidance
+        s.camera_path = os.path.abspath(ns.cam_path) if ns.cam_path else ""
+        s.background_path = os.path.abspath(ns.bg_path) if ns.bg_path else ""
+        s.fps = ns.fps
+        s.overwrite = ns.overwrite
+        s.import_when_done = True
+        s.point_display = not ns.no_points
+        _cancel_on_sigterm()
+        try:
+            result = bpy.ops.genmojo.run_backend(backend_python=python, backend_path=backend_path)
+        except RuntimeError:
+            result = {"CANCELLED"}  # the operator's ERROR report; details are in the run state
+        if "FINISHED" not in result:
+            msg = state.error or "the backend failed"
+            if state.hint:
+                msg += f" ({state.hint})"
+            return fail(msg, state.exit_status or 1)
+
+    if ns.blend:
+        path = os.path.abspath(ns.blend)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=path)
+        print(f"[GenMOJO] saved {path}", flush=True)
+    for flag, op in ((ns.glb, bpy.ops.genmojo.export_glb), (ns.fbx, bpy.ops.genmojo.export_fbx)):
+        if flag:
+            path = os.path.abspath(flag)
+            try:
+                op(filepath=path)
+            except RuntimeError as e:
+                return fail(f"export to {path} failed: {e}", 1)
+            print(f"[GenMOJO] exported {path}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(script_args(sys.argv if argv is None else argv))
+    try:
+        return run(ns)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

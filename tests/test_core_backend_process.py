@@ -1,0 +1,392 @@
+"""The backend runner without Blender: argv, environment, checks, and a fake backend end to end.
+
+The fake backend (written to a temporary folder by ``write_fake_backend``) accepts exactly the
+backend's documented command line, prints protocol events on stdout and logs on stderr, and behaves
+according to $FAKE_MODE: ok (writes a real bundle with tests/bundle_factory.py), fail, crash, noise,
+hang (ignores SIGTERM and leaves a grandchild running).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genmojo_blender.core import backend_process as bp
+from genmojo_blender.core.protocol import RunState, encode_event
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_MODULE = "fake_genmojo_backend"
+
+FAKE_BACKEND = r'''
+"""A stand-in for ``python -m backend`` used by the extension's tests."""
+import argparse, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+from genmojo_blender.core.protocol import encode_event
+
+
+def emit(type_, **kw):
+    print(encode_event(type_, **kw), flush=True)
+
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data_dir", required=True)
+ap.add_argument("--mask_dir", required=True)
+ap.add_argument("--save_name", required=True)
+ap.add_argument("--out_dir", required=True)
+ap.add_argument("--preset", choices=["cpu-tiny", "lite", "full"], default="lite")
+ap.add_argument("--lite", action="store_true")
+ap.add_argument("--disable_guidance", action="store_true")
+ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+ap.add_argument("--cam_path")
+ap.add_argument("--bg_path")
+ap.add_argument("--fps", type=float)
+ap.add_argument("--overwrite", action="store_true")
+args = ap.parse_args()
+mode = os.environ.get("FAKE_MODE", "ok")
+if os.environ.get("FAKE_ARGV_FILE"):
+    Path(os.environ["FAKE_ARGV_FILE"]).write_text(json.dumps(sys.argv[1:]))
+print("fake backend starting", file=sys.stderr, flush=True)
+stages = ["load", "optimize", "bake"]
+emit("start", run_id="r1", save_name=args.save_name, out_dir=args.out_dir, stages=stages,
+     device="cpu", preset=args.preset)
+
+if mode == "fail":
+    emit("failed", error="mask folder has no masks", kind="input", hint="put one PNG per frame in it")
+    sys.exit(2)
+if mode == "crash":
+    print("Traceback (most recent call last):", file=sys.stderr)
+    print("RuntimeError: CUDA error: out of memory", file=sys.stderr, flush=True)
+    sys.exit(1)
+if mode == "hang":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    Path(os.environ["FAKE_CHILD_PID_FILE"]).write_text(str(child.pid))
+    emit("stage", stage="load", index=0, total_stages=3, status="begin")
+    while True:
+        time.sleep(0.05)
+if mode == "noise":
+    print("some library printed this on stdout", flush=True)
+
+for i, st in enumerate(stages):
+    emit("stage", stage=st, index=i, total_stages=len(stages), status="begin")
+    for k in (1, 2):
+        emit("progress", stage=st, step=k, total=2, losses={"rgb": 0.5 / k}, elapsed_s=1.0,
+             eta_s=float(10 - 3 * i - k))
+    emit("stage", stage=st, index=i, total_stages=len(stages), status="end")
+
+sys.path.insert(0, os.environ["FAKE_TESTS_DIR"])
+from bundle_factory import make_bundle  # noqa: E402
+
+bundle = make_bundle(Path(args.out_dir), save_name=args.save_name, frames=int(os.environ.get("FAKE_FRAMES", "4")),
+                     objects=2, gaussians=30, preview=False, overwrite=args.overwrite)
+emit("done", bundle=str(bundle), elapsed_s=1.0)
+'''
+
+
+def write_fake_backend(folder: Path) -> Path:
+    """Write the fake backend module into ``folder`` (to be put on PYTHONPATH); returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{FAKE_MODULE}.py").write_text(FAKE_BACKEND)
+    return folder
+
+
+def fake_env(mode: str = "ok", **extra: str) -> dict[str, str]:
+    """Environment for a run of the fake backend: repo and tests importable, mode selected."""
+    env = dict(os.environ)
+    env.update({
+        "FAKE_MODE": mode,
+        "FAKE_TESTS_DIR": str(ROOT / "tests"),
+        bp.BACKEND_MODULE_ENV: FAKE_MODULE,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """Returns a function(mode, **env) that points this process's environment at the fake backend."""
+    backend_dir = write_fake_backend(tmp_path / "fakebackend")
+
+    def setup(mode="ok", **extra):
+        for k, v in fake_env(mode, **extra).items():
+            monkeypatch.setenv(k, v)
+        return str(backend_dir)
+
+    return setup
+
+
+def make_request(tmp_path: Path, **kw) -> bp.RunRequest:
+    clip = tmp_path / "clip"
+    masks = tmp_path / "masks"
+    clip.mkdir(exist_ok=True)
+    masks.mkdir(exist_ok=True)
+    base = dict(data_dir=str(clip), mask_dir=str(masks), out_dir=str(tmp_path / "out"), save_name="shot")
+    base.update(kw)
+    return bp.RunRequest(**base)
+
+
+# --------------------------------------------------------------------------------------------
+# argv and environment
+
+
+def test_argv_defaults_disable_guidance_and_keep_documented_order():
+    req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
+    argv = bp.build_argv("/py", req, module="backend")
+    assert argv == ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+                    "--out_dir", "/o", "--preset", "lite", "--device", "auto", "--disable_guidance"]
+
+
+def test_argv_with_every_option():
+    req = bp.RunRequest(data_dir="/clip dir/a b", mask_dir="/m", out_dir="/o", save_name="s",
+                        preset="full", device="cuda", guidance=True, cam_path="/c.npz",
+                        bg_path="/bg.png", fps=29.97, overwrite=True)
+    argv = bp.build_argv("/venv/bin/python", req, module="backend")
+    assert "--disable_guidance" not in argv
+    assert argv[argv.index("--preset") + 1] == "full"
+    assert argv[argv.index("--device") + 1] == "cuda"
+    assert argv[argv.index("--cam_path") + 1] == "/c.npz"
+    assert argv[argv.index("--bg_path") + 1] == "/bg.png"
+    assert argv[argv.index("--fps") + 1] == "29.97"
+    assert argv[-1] == "--overwrite"
+    # paths with spaces stay single arguments: no shell is involved
+    assert "/clip dir/a b" in argv
+    assert all(isinstance(a, str) for a in argv)
+
+
+def test_argv_omits_unset_optional_flags():
+    req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", fps=0.0)
+    argv = bp.build_argv("/py", req, module="backend")
+    for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite"):
+        assert flag not in argv
+
+
+def test_backend_module_override(monkeypatch):
+    req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
+    monkeypatch.delenv(bp.BACKEND_MODULE_ENV, raising=False)
+    assert bp.build_argv("/py", req)[2] == "backend"
+    monkeypatch.setenv(bp.BACKEND_MODULE_ENV, "other_backend")
+    assert bp.build_argv("/py", req)[2] == "other_backend"
+
+
+def test_env_prepends_backend_path_and_drops_blender_python_vars():
+    base = {"PYTHONPATH": "/a", "PYTHONHOME": "/blender/python", "PATH": "/bin"}
+    env = bp.build_env("/src", base)
+    assert env["PYTHONPATH"].split(os.pathsep) == ["/src", "/a"]
+    assert "PYTHONHOME" not in env
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"] == "/bin"
+    assert "PYTHONPATH" not in bp.build_env("", {"PATH": "/bin"})
+
+
+def test_check_python(tmp_path):
+    assert "No backend Python" in bp.check_python("")
+    assert "not found" in bp.check_python(str(tmp_path / "nope"))
+    assert "folder" in bp.check_python(str(tmp_path))
+    f = tmp_path / "python"
+    f.write_text("")
+    f.chmod(0o644)
+    assert "not executable" in bp.check_python(str(f))
+    assert bp.check_python(sys.executable) == ""
+
+
+def test_validate_request(tmp_path):
+    assert bp.validate_request(make_request(tmp_path)) == []
+    problems = bp.validate_request(make_request(tmp_path, data_dir=str(tmp_path / "missing"),
+                                                save_name="../escape", preset="huge",
+                                                cam_path=str(tmp_path / "nocam.npz")))
+    text = " | ".join(problems)
+    assert "Clip not found" in text and "Result name" in text and "Unknown preset" in text
+    assert "Camera file" in text
+    (tmp_path / "out" / "shot").mkdir(parents=True)
+    assert any("already exists" in p for p in bp.validate_request(make_request(tmp_path)))
+    assert bp.validate_request(make_request(tmp_path, overwrite=True)) == []
+
+
+def test_format_duration_and_progress_line():
+    assert bp.format_duration(None) == ""
+    assert bp.format_duration(42) == "42 s"
+    assert bp.format_duration(185) == "3 m 05 s"
+    assert bp.format_duration(3720) == "1 h 02 m"
+    st = RunState(stages=["load", "optimize"], stage="optimize", stage_index=1, step=5, total=10, eta_s=65)
+    line = bp.describe_progress(st)
+    assert "optimize (2/2)" in line and "step 5/10" in line and "75%" in line and "1 m 05 s" in line
+
+
+# --------------------------------------------------------------------------------------------
+# running the fake backend
+
+
+def _pump_until_done(run: bp.BackendRun) -> list:
+    events = []
+    for _ in range(3000):  # bounded: the fake backend finishes in well under a second
+        events += run.pump()
+        if run.outcome is not None:
+            return events
+        time.sleep(0.01)
+    run.process.kill()
+    raise AssertionError("fake backend did not finish")
+
+
+def test_done_path_decodes_events_and_reports_bundle(tmp_path, fake):
+    path = fake("ok")
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path)
+    events = _pump_until_done(run)
+    types = [e.type for e in events]
+    assert types[0] == "start" and types[-1] == "done"
+    assert types.count("progress") == 6
+    assert run.outcome.ok and run.outcome.exit_status() == 0
+    assert Path(run.outcome.bundle) == tmp_path / "out" / "shot"
+    assert (Path(run.outcome.bundle) / "manifest.json").is_file()
+    assert run.state.fraction == 1.0
+    assert any("fake backend starting" in line for line in run.process.stderr_tail())
+
+
+def test_failed_path_carries_error_hint_and_kind(tmp_path, fake):
+    path = fake("fail")
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path)
+    _pump_until_done(run)
+    o = run.outcome
+    assert o.status == "failed" and o.kind == "input"
+    assert o.error == "mask folder has no masks"
+    assert o.hint == "put one PNG per frame in it"
+    assert o.exit_code == 2 and o.exit_status() == bp.EXIT_BAD_INPUT
+    assert "put one PNG" in o.message()
+
+
+def test_crash_without_event_reports_stderr_tail(tmp_path, fake):
+    path = fake("crash")
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path)
+    _pump_until_done(run)
+    o = run.outcome
+    assert o.status == "crashed" and o.exit_code == 1 and o.exit_status() == bp.EXIT_INTERNAL
+    assert "exited with code 1" in o.error
+    assert "CUDA error: out of memory" in o.hint
+    assert o.stderr_tail[-1] == "RuntimeError: CUDA error: out of memory"
+
+
+def test_stray_stdout_does_not_break_the_run(tmp_path, fake):
+    path = fake("noise")
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path)
+    _pump_until_done(run)
+    assert run.outcome.ok
+    assert "[stdout] some library printed this on stdout" in run.process.stderr_tail(0)
+
+
+def test_argv_reaches_the_backend_unchanged(tmp_path, fake):
+    argv_file = tmp_path / "argv.json"
+    path = fake("ok", FAKE_ARGV_FILE=str(argv_file))
+    req = make_request(tmp_path, preset="cpu-tiny", device="cpu", fps=12.5,
+                       data_dir=str(tmp_path / "clip with space"))
+    Path(req.data_dir).mkdir()
+    run = bp.BackendRun.start(sys.executable, req, backend_path=path)
+    _pump_until_done(run)
+    assert run.outcome.ok
+    got = json.loads(argv_file.read_text())
+    assert got == bp.build_argv("x", req)[3:]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or os.name == "nt", reason="needs /proc")
+def test_cancel_kills_the_whole_process_group(tmp_path, fake):
+    child_file = tmp_path / "child.pid"
+    path = fake("hang", FAKE_CHILD_PID_FILE=str(child_file))
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path,
+                              cancel_grace_s=0.5)
+    for _ in range(1000):  # wait for the grandchild to exist
+        run.pump()
+        if child_file.exists() and child_file.read_text():
+            break
+        time.sleep(0.01)
+    child = int(child_file.read_text())
+    leader = run.process.pid
+    assert _alive(child) and _alive(leader)
+    assert os.getpgid(child) == leader  # the backend leads its own group, the child is in it
+
+    rc = run.process.cancel()  # SIGTERM is ignored by the fake, so this must escalate to SIGKILL
+    assert rc == -signal.SIGKILL
+    for _ in range(200):  # the grandchild is reparented; give init a moment to reap it
+        if not _alive(child):
+            break
+        time.sleep(0.01)
+    assert not _alive(leader) and not _alive(child)
+    _pump_until_done(run)
+    assert run.outcome.status == "cancelled" and run.outcome.exit_status() == bp.EXIT_CANCELLED
+
+
+def test_non_blocking_cancel_escalates_from_pump(tmp_path, fake):
+    child_file = tmp_path / "child.pid"
+    path = fake("hang", FAKE_CHILD_PID_FILE=str(child_file))
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path,
+                              cancel_grace_s=0.2)
+    for _ in range(1000):
+        run.pump()
+        if child_file.exists() and child_file.read_text():
+            break
+        time.sleep(0.01)
+    run.cancel()
+    assert run.process.cancel_requested
+    _pump_until_done(run)
+    assert run.outcome.status == "cancelled"
+    assert run.process.returncode == -signal.SIGKILL
+
+
+def test_run_blocking_reports_every_event(tmp_path, fake):
+    path = fake("ok")
+    run = bp.BackendRun.start(sys.executable, make_request(tmp_path), backend_path=path)
+    seen, logs = [], []
+    outcome = bp.run_blocking(run, on_event=lambda ev, st: seen.append((ev.type, st.stage)),
+                              on_log=logs.append, poll_interval_s=0.01)
+    assert outcome.ok
+    assert seen[0][0] == "start" and seen[-1][0] == "done"
+    assert ("progress", "bake") in seen
+    assert "fake backend starting" in logs
+
+
+def test_start_errors_are_clear(tmp_path):
+    req = make_request(tmp_path)
+    with pytest.raises(bp.BackendStartError, match="not found"):
+        bp.BackendRun.start(str(tmp_path / "no-python"), req)
+    with pytest.raises(bp.BackendStartError, match="source folder"):
+        bp.BackendRun.start(sys.executable, req, backend_path=str(tmp_path / "nowhere"))
+    script = tmp_path / "not-an-interpreter"
+    script.write_bytes(b"\x00\x01garbage")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(bp.BackendStartError, match="Could not start"):
+        bp.BackendRun.start(str(script), req)
+
+
+def test_probe_backend(tmp_path, fake):
+    path = fake("ok")
+    ok = bp.probe_backend(sys.executable, path, module=FAKE_MODULE)
+    assert ok.ok, ok.message
+    assert ok.module_path.endswith(f"{FAKE_MODULE}.py") and ok.torch_found
+    missing = bp.probe_backend(sys.executable, "", module="no_such_genmojo_module")
+    assert not missing.ok and "not importable" in missing.message
+    assert not bp.probe_backend("", "").ok
+
+
+def test_encode_decode_contract_used_by_the_fake():
+    # The fake prints with the shared encoder; a line from it must decode into the runner's events.
+    line = encode_event("progress", stage="s", step=1, total=2, losses={}, eta_s=None)
+    proc = bp.BackendProcess([sys.executable, "-c", f"print({line!r})"]).start()
+    proc.wait(10)
+    events = proc.poll()
+    assert [e.type for e in events] == ["progress"] and events[0].get("eta_s") is None
