@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--fps", type=float, default=None,
                     help="frame rate of an image sequence (default 24; videos use their own)")
     io.add_argument("--cam_path", type=Path, default=None,
-                    help="MegaSAM camera npz (images, depths, intrinsic, cam_c2w); not supported by this "
-                         "version: runs refuse it rather than ignore it")
+                    help="MegaSAM output npz (depths, intrinsic, cam_c2w; images optional): the fit then "
+                         "uses its per-frame cameras (intrinsics rescaled to the clip) and initialises "
+                         "object depths from its depth maps. Without it a static camera with a 49.1 degree "
+                         "vertical field of view is used")
     io.add_argument("--bg_path", type=Path, default=None,
                     help="inpainted background image for background mode; not supported by this version: "
                          "runs refuse it rather than ignore it")

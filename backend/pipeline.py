@@ -23,6 +23,7 @@ from .config import Config
 from .errors import InputError
 from .io.bundle_writer import write_bundle
 from .io.clip import Clip, load_clip
+from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
 from .model.camera import Cameras, static_cameras
 from .model.tracks import ObjectTrack, ground_contact_depths, track_objects
 from .optim.skeleton import FitTargets, build_scene, fit_scene
@@ -58,6 +59,7 @@ class Prepared:
     tracks: list[ObjectTrack]
     device: torch.device
     target: Path
+    megasam: MegasamCameras | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,24 +105,37 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
             f"preset {cfg.preset!r} asks for score-distillation guidance (Zero123), which this backend "
             "version does not provide",
             "pass --disable_guidance to run the reconstruction without the diffusion prior")
-    for flag, path in (("--cam_path", req.cam_path), ("--bg_path", req.bg_path)):
-        if path is not None:
-            raise InputError(f"{flag} {path}: real cameras and background mode are not supported by this "
-                             "backend version", f"run without {flag} (a static virtual camera is used)")
+    if req.bg_path is not None:
+        raise InputError(f"--bg_path {req.bg_path}: background mode is not supported by this backend version",
+                         "run without --bg_path; the objects are reconstructed without a background")
     device = resolve_device(req.device)
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
     ic = cfg.input
     clip = load_clip(req.data_dir, req.mask_dir, max_side=ic.max_side, fps=req.fps, default_fps=ic.default_fps,
                      min_frames=ic.min_frames, max_frames=ic.max_frames)
     tracks = track_objects(clip.object_ids, clip.masks)
-    return Prepared(clip=clip, tracks=tracks, device=device, target=target)
+    megasam = None
+    if req.cam_path is not None:
+        w, h = clip.work_size
+        megasam = load_megasam(req.cam_path, clip.num_frames, w, h)
+    return Prepared(clip=clip, tracks=tracks, device=device, target=target, megasam=megasam)
 
 
-def object_depths(tracks: list[ObjectTrack], height: int, cfg: Config) -> tuple[np.ndarray, str]:
-    """(K, T) camera distance of each object per frame, and where it came from."""
-    d = ground_contact_depths(tracks, height, cfg.camera.scene_depth, cfg.init.depth_spread)
-    T = tracks[0].num_frames
-    return np.repeat(d[:, None], T, 1), "heuristic: ground contact (lower bottom edge = nearer), constant per object"
+def cameras_and_depths(prep: Prepared, cfg: Config) -> tuple[Cameras, np.ndarray, str]:
+    """The fit's cameras and each object's (K, T) camera distance per frame, with the depth's source."""
+    clip, tracks = prep.clip, prep.tracks
+    w, h = clip.work_size
+    if prep.megasam is not None:
+        ms = prep.megasam
+        cams = Cameras(K=torch.from_numpy(ms.K).float(), c2w=torch.from_numpy(ms.c2w).float(), width=w, height=h,
+                       near=cfg.camera.near, far=max(cfg.camera.far, float(ms.depths.max()) * 2),
+                       source="megasam")
+        visible = np.array([tr.visible for tr in tracks])
+        return cams, object_depths_from_maps(clip.masks, ms.depths, visible), "megasam depths (masked median)"
+    cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
+    d = ground_contact_depths(tracks, h, cfg.camera.scene_depth, cfg.init.depth_spread)
+    return (cams, np.repeat(d[:, None], clip.num_frames, 1),
+            "heuristic: ground contact (lower bottom edge = nearer), constant per object")
 
 
 def run(req: RunRequest, cfg: Config, reporter: Reporter,
@@ -142,9 +157,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.begin("init")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    w, h = clip.work_size
-    cameras = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
-    depths, depth_source = object_depths(prep.tracks, h, cfg)
+    cameras, depths, depth_source = cameras_and_depths(prep, cfg)
+    scene_depth = float(np.median(depths))
     model = build_scene(clip.frames, clip.masks, prep.tracks, cameras, depths, cfg, gen).to(prep.device)
     cameras = cameras.to(prep.device)
     targets = FitTargets(frames=torch.from_numpy(clip.frames).to(prep.device).float() / 255,
@@ -154,7 +168,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.end("init")
 
     reporter.begin("fit")
-    final = fit_scene(model, targets, cameras, cfg, iterations, gen, scene_depth=cfg.camera.scene_depth,
+    final = fit_scene(model, targets, cameras, cfg, iterations, gen, scene_depth=scene_depth,
                       on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop)
     reporter.end("fit")
 

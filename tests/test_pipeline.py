@@ -101,7 +101,8 @@ def _no_heavy_stage(events):
 @pytest.mark.parametrize("extra, message", [
     (["--preset", "lite"], "score-distillation guidance"),
     (["--preset", "cpu-tiny", "--save_name", "a/b"], "not a plain folder name"),
-    (["--preset", "cpu-tiny", "--cam_path", "cams.npz"], "--cam_path cams.npz"),
+    (["--preset", "cpu-tiny", "--cam_path", "cams.npz"], "cams.npz: camera file not found"),
+    (["--preset", "cpu-tiny", "--bg_path", "bg.png"], "--bg_path bg.png: background mode"),
     pytest.param(["--preset", "cpu-tiny", "--device", "cuda"], "--device cuda",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
