@@ -40,6 +40,7 @@ def gltf_settings(path: str, *, selected_only: bool = False, collection: str = "
               export_morph=True, export_morph_normal=False, export_morph_animation=True,
               export_attributes=True, export_vertex_color="ACTIVE", export_all_vertex_colors=False,
               export_cameras=True, export_animations=True, export_animation_mode="SCENE",
+              export_anim_scene_split_object=False, export_optimize_animation_keep_anim_object=True,
               export_frame_range=True,
               export_force_sampling=True, export_anim_single_armature=False,
               export_yup=True, export_extras=False)
