@@ -119,8 +119,11 @@ def run(ns: argparse.Namespace) -> int:
     state = context.window_manager.genmojo_run
 
     if ns.import_only:
-        result = bpy.ops.genmojo.import_result(filepath=os.path.abspath(ns.import_only),
-                                               point_display=not ns.no_points)
+        try:
+            result = bpy.ops.genmojo.import_result(filepath=os.path.abspath(ns.import_only),
+                                                   point_display=not ns.no_points)
+        except RuntimeError:
+            result = {"CANCELLED"}  # the operator's ERROR report; the message is in the run state
         if "FINISHED" not in result:
             return fail(state.error or "import failed", 2)
     else:

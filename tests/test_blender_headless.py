@@ -1,0 +1,115 @@
+"""scripts/genmojo_headless.py with the bpy module: import-only, a full run against the fake backend,
+failure exit codes, and argument handling (both ``ARGS`` and Blender's ``-- ARGS`` forms)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bundle_factory import make_bundle
+from test_blender_import import ROOT, run_bpy
+from test_core_backend_process import fake_env, write_fake_backend
+
+pytestmark = pytest.mark.blender
+
+SCRIPT = ROOT / "scripts" / "genmojo_headless.py"
+
+
+def headless(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, timeout=180)
+
+
+def glb_json(path: Path) -> dict:
+    data = path.read_bytes()
+    n = struct.unpack_from("<I", data, 12)[0]
+    return json.loads(data[20:20 + n])
+
+
+def blend_contents(path: Path) -> dict:
+    return run_bpy(f"""
+    bpy.ops.wm.open_mainfile(filepath={str(path)!r})
+    s = bpy.context.scene
+    emit(objects=sorted(o.name for o in bpy.data.objects), frames=[s.frame_start, s.frame_end],
+         camera=s.camera.name if s.camera else None,
+         keys={{o.name: len(o.data.shape_keys.key_blocks) for o in bpy.data.objects if o.type == "MESH"}})
+    """)
+
+
+def test_import_only_saves_blend_and_glb(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=3, preview=False)
+    blend, glb = tmp_path / "o" / "shot.blend", tmp_path / "o" / "shot.glb"
+    # Blender-style invocation: the script's arguments come after "--"
+    cp = headless("--", "--import_only", str(b), "--blend", str(blend), "--glb", str(glb))
+    assert cp.returncode == 0, cp.stderr
+    doc = glb_json(glb)
+    assert all(p["mode"] == 0 and "COLOR_0" in p["attributes"] and len(p["targets"]) == 3
+               for m in doc["meshes"] for p in m["primitives"])
+    got = blend_contents(blend)
+    assert got["objects"] == ["shot_camera", "shot_object_001", "shot_object_002", "shot_root"]
+    assert got["frames"] == [1, 3] and got["camera"] == "shot_camera"
+    assert got["keys"] == {"shot_object_001": 4, "shot_object_002": 4}
+
+
+def test_full_run_through_the_operator_with_a_fake_backend(tmp_path):
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    fake_dir = write_fake_backend(tmp_path / "fake")
+    blend = tmp_path / "shot.blend"
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--save_name", "shot", "--preset", "cpu-tiny",
+                  "--device", "cpu", "--fps", "12", "--backend_path", str(fake_dir), "--blend", str(blend),
+                  env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("--preset") + 1] == "cpu-tiny" and argv[argv.index("--device") + 1] == "cpu"
+    assert "--disable_guidance" in argv and argv[argv.index("--fps") + 1] == "12"
+    assert "[GenMOJO] done" in cp.stdout and "[backend] fake backend starting" in cp.stderr
+    got = blend_contents(blend)
+    assert got["objects"] == ["shot_camera", "shot_object_001", "shot_object_002", "shot_root"]
+    assert got["frames"] == [1, 2]
+
+
+def test_guidance_flag_is_passed_through(tmp_path):
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--guidance",
+                  "--backend_path", str(write_fake_backend(tmp_path / "fake")),
+                  env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert cp.returncode == 0, cp.stderr
+    assert "--disable_guidance" not in json.loads(argv_file.read_text())
+
+
+def test_backend_failure_exits_with_its_status_and_message(tmp_path):
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    blend = tmp_path / "never.blend"
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--backend_path", str(write_fake_backend(tmp_path / "f")),
+                  "--blend", str(blend), env=fake_env("fail"))
+    assert cp.returncode == 2
+    assert "mask folder has no masks" in cp.stderr and "put one PNG per frame in it" in cp.stderr
+    assert not blend.exists()
+
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--backend_path", str(write_fake_backend(tmp_path / "f")),
+                  env=fake_env("crash"))
+    assert cp.returncode == 1
+    assert "CUDA error: out of memory" in cp.stderr
+
+
+def test_bad_arguments_and_bad_bundles_exit_2(tmp_path):
+    cp = headless("--data_dir", str(tmp_path))
+    assert cp.returncode == 2 and "--mask_dir" in cp.stderr
+    cp = headless("--import_only", str(tmp_path / "missing"))
+    assert cp.returncode == 2 and "not a GenMOJO result folder" in cp.stderr
+    cp = headless("--data_dir", str(tmp_path / "nope"), "--mask_dir", str(tmp_path), "--out_dir", str(tmp_path))
+    assert cp.returncode == 2 and "Clip not found" in cp.stderr
