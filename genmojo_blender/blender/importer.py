@@ -19,7 +19,6 @@ folder again replaces the previous import and everything it created.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import bpy
 import numpy as np

@@ -89,6 +89,10 @@ class GENMOJO_OT_run_backend(Operator):
     def _finish(self, context, run: bp.BackendRun) -> set[str]:
         result = session.finish(context, run)
         _report_all(self, result.reports)
+        if result.imported is not None and not bpy.app.background:
+            # The operator itself has no UNDO flag (redo would re-run the backend), so the import
+            # gets its own undo step.
+            bpy.ops.ed.undo_push(message="Import GenMOJO Result")
         return {"FINISHED"} if result.ok else {"CANCELLED"}
 
     # ---- blocking path (no window)

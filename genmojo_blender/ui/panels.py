@@ -97,7 +97,8 @@ class GENMOJO_PT_run(_GenMojoPanel, Panel):
     def draw(self, context):
         layout = self.layout
         state = context.window_manager.genmojo_run
-        if session.active() is not None or state.running:
+        # Only a run of this session counts: a saved "running" flag from an old file is stale.
+        if session.active() is not None:
             text = state.stage or "Starting"
             if state.stage_count:
                 text = f"{text} ({state.stage_index + 1}/{state.stage_count})"
