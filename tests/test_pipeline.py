@@ -173,3 +173,15 @@ def test_config_presets_are_complete_and_printable():
         assert set(d) >= {"input", "camera", "init", "fit", "losses", "guidance", "seed"}
         assert cfg.fit.iterations(52) >= cfg.fit.min_iterations
     assert PRESETS["lite"].fit.iterations(52) == 30 * 52 and PRESETS["full"].fit.iterations(52) == 40 * 52
+
+
+def test_evaluation_of_the_tiny_run(tiny_run, sample_clip_master):
+    """The imported result reproduces the masks: per-object IoU and masked PSNR of the bundle's render."""
+    from backend.evaluate import evaluate_bundle
+
+    code, events, _, _ = tiny_run
+    res = evaluate_bundle(events[-1].get("bundle"), sample_clip_master / "JPEGImages",
+                          sample_clip_master / "Annotations")
+    assert len(res["per_frame"]) == 8
+    assert all(v > 0.75 for v in res["summary"]["iou"].values()), res["summary"]
+    assert res["summary"]["psnr_masked"] > 16.0, res["summary"]
