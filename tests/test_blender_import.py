@@ -412,3 +412,17 @@ def test_fbx_export_keeps_blend_shapes_and_their_animation(tmp_path):
     """)
     assert out["verts"] == 20 and out["keys"] == T + 1
     assert out["animated"] and out["cams"] == 1
+
+
+def test_every_export_flag_is_known_to_this_blender():
+    """``supported_settings`` drops unknown flags for other Blender versions; on the tested version
+    nothing may be dropped, or an export would silently lose animation or attributes."""
+    out = run_bpy("""
+    from genmojo_blender.blender import export
+    gl = export.gltf_settings("/tmp/x.glb")
+    fb = export.fbx_settings("/tmp/x.fbx")
+    emit(gltf=sorted(set(gl) - set(export.supported_settings(bpy.ops.export_scene.gltf, gl))),
+         fbx=sorted(set(fb) - set(export.supported_settings(bpy.ops.export_scene.fbx, fb))),
+         n=len(gl))
+    """)
+    assert out["gltf"] == [] and out["fbx"] == [] and out["n"] > 10

@@ -355,8 +355,11 @@ def test_run_blocking_reports_every_event(tmp_path, fake):
     outcome = bp.run_blocking(run, on_event=lambda ev, st: seen.append((ev.type, st.stage)),
                               on_log=logs.append, poll_interval_s=0.01)
     assert outcome.ok
-    assert seen[0][0] == "start" and seen[-1][0] == "done"
-    assert ("progress", "bake") in seen
+    # each callback sees the state as of its own event, even when events arrive in one batch
+    expected = [("start", "")]
+    for st in ("load", "optimize", "bake"):
+        expected += [("stage", st), ("progress", st), ("progress", st), ("stage", st)]
+    assert seen == expected + [("done", "bake")]
     assert "fake backend starting" in logs
 
 

@@ -25,13 +25,13 @@ def new_action(id_data: bpy.types.ID, name: str):
 
 
 def key_curve(channelbag, data_path: str, frames, values, *, index: int = 0,
-              interpolation: str = "LINEAR", group: str = "") -> bpy.types.FCurve:
+              interpolation: str = "LINEAR") -> bpy.types.FCurve:
     """Add an F-curve with one key per (frame, value), all with the given interpolation."""
     frames = np.asarray(frames, np.float32).ravel()
     values = np.asarray(values, np.float32).ravel()
     if frames.shape != values.shape or frames.size == 0:
         raise ValueError(f"{data_path}[{index}]: need as many values as frames (at least one)")
-    fc = channelbag.fcurves.new(data_path, index=index, group_name=group)
+    fc = channelbag.fcurves.new(data_path, index=index)
     kps = fc.keyframe_points
     kps.add(frames.size)
     co = np.empty(frames.size * 2, np.float32)
@@ -42,12 +42,12 @@ def key_curve(channelbag, data_path: str, frames, values, *, index: int = 0,
     return fc
 
 
-def key_vector(channelbag, data_path: str, frames, values, *, interpolation: str = "LINEAR",
-               group: str = "") -> list[bpy.types.FCurve]:
+def key_vector(channelbag, data_path: str, frames, values, *,
+               interpolation: str = "LINEAR") -> list[bpy.types.FCurve]:
     """Key every component of a vector property: ``values`` has shape (frames, components)."""
     values = np.asarray(values, np.float32)
     return [key_curve(channelbag, data_path, frames, values[:, i], index=i,
-                      interpolation=interpolation, group=group) for i in range(values.shape[1])]
+                      interpolation=interpolation) for i in range(values.shape[1])]
 
 
 def actions_of(id_data) -> list[bpy.types.Action]:

@@ -49,12 +49,23 @@ def gltf_settings(path: str, *, selected_only: bool = False, collection: str = "
     return kw
 
 
+def supported_settings(operator, settings: dict) -> dict:
+    """The subset of ``settings`` that this Blender's version of an exporter operator knows.
+
+    Exporter options come and go between Blender releases; passing an unknown keyword fails the
+    whole export, while a missing optional one only loses a refinement.
+    """
+    known = set(operator.get_rna_type().properties.keys())
+    return {k: v for k, v in settings.items() if k in known}
+
+
 def export_glb(path: str, *, selected_only: bool = False) -> str:
     """Export the current scene to glTF binary (``.glb``) or ``.gltf``; returns the written path."""
     path = os.path.abspath(bpy.path.abspath(path))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with _colors_as_custom_attributes():
-        result = bpy.ops.export_scene.gltf(**gltf_settings(path, selected_only=selected_only))
+        op = bpy.ops.export_scene.gltf
+        result = op(**supported_settings(op, gltf_settings(path, selected_only=selected_only)))
     if "FINISHED" not in result or not os.path.isfile(path):
         raise RuntimeError(f"glTF export did not write {path}")
     promote_point_colors(path)
@@ -137,7 +148,8 @@ def export_fbx(path: str, *, selected_only: bool = False) -> str:
     """Export the current scene to FBX with shape-key animation baked per frame; returns the path."""
     path = os.path.abspath(bpy.path.abspath(path))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    result = bpy.ops.export_scene.fbx(**fbx_settings(path, selected_only=selected_only))
+    op = bpy.ops.export_scene.fbx
+    result = op(**supported_settings(op, fbx_settings(path, selected_only=selected_only)))
     if "FINISHED" not in result or not os.path.isfile(path):
         raise RuntimeError(f"FBX export did not write {path}")
     return path

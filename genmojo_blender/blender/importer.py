@@ -186,8 +186,8 @@ def _build_camera(plan: ip.ImportPlan, root, coll):
 
     frames = np.arange(plan.scene.frame_start, plan.scene.frame_end + 1, dtype=np.float32)
     bag = animation.new_action(obj, f"{c.name}_motion")
-    animation.key_vector(bag, "location", frames, c.locations, group="Object Transforms")
-    animation.key_vector(bag, "rotation_quaternion", frames, c.quaternions, group="Object Transforms")
+    animation.key_vector(bag, "location", frames, c.locations)
+    animation.key_vector(bag, "rotation_quaternion", frames, c.quaternions)
     if not c.static_intrinsics:
         bag = animation.new_action(data, f"{c.name}_lens")
         for prop, values in (("lens", c.lens), ("shift_x", c.shift_x), ("shift_y", c.shift_y)):

@@ -475,28 +475,29 @@ class BackendRun:
         proc = BackendProcess(argv, env=build_env(backend_path), cwd=cwd, cancel_grace_s=cancel_grace_s)
         return cls(proc.start())
 
-    def pump(self, on_log: Callable[[str], None] | None = None) -> list[Event]:
-        """Apply new events to ``state``; set ``outcome`` when the process has finished."""
+    def pump(self, on_log: Callable[[str], None] | None = None,
+             on_event: Callable[[Event, RunState], None] | None = None) -> list[Event]:
+        """Apply new events to ``state``; set ``outcome`` when the process has finished.
+
+        ``on_event(event, state)`` is called after each event is applied, so it sees the state as
+        of that event even when several arrived since the last call.
+        """
+        finished = self.outcome is None and self.process.finished  # checked before the last drain
         events = self.process.poll(on_log)
         for ev in events:
-            self._apply(ev)
-        if self.outcome is None and self.process.finished:
-            events += self._drain(on_log)
+            self._apply(ev, on_event)
+        if finished:
             self.outcome = self._decide()
         return events
 
-    def _apply(self, ev: Event) -> None:
+    def _apply(self, ev: Event, on_event=None) -> None:
         self.state.apply(ev)
         if ev.type == "done":
             self._done_event = ev
         elif ev.type == "failed":
             self._failed_event = ev
-
-    def _drain(self, on_log) -> list[Event]:
-        events = self.process.poll(on_log)
-        for ev in events:
-            self._apply(ev)
-        return events
+        if on_event is not None:
+            on_event(ev, self.state)
 
     def cancel(self) -> None:
         """Non-blocking cancel: SIGTERM now, SIGKILL from a later ``pump()`` if it lingers."""
@@ -569,9 +570,7 @@ def run_blocking(run: BackendRun, *, on_event: Callable[[Event, RunState], None]
     """Drive ``run`` until it finishes; Ctrl+C (KeyboardInterrupt) cancels the backend cleanly."""
     try:
         while run.outcome is None:
-            for ev in run.pump(on_log):
-                if on_event is not None:
-                    on_event(ev, run.state)
+            run.pump(on_log, on_event)
             if run.outcome is not None:
                 break
             if should_cancel is not None and should_cancel():
@@ -580,7 +579,7 @@ def run_blocking(run: BackendRun, *, on_event: Callable[[Event, RunState], None]
     except KeyboardInterrupt:
         run.process.cancel()
         while run.outcome is None:
-            run.pump(on_log)
+            run.pump(on_log, on_event)
             time.sleep(0.02)
     return run.outcome
 
