@@ -1,0 +1,114 @@
+"""Rendering kernels: the one functional API the backend renders Gaussians through.
+
+:func:`rasterize` dispatches to gsplat's CUDA rasterizer for CUDA tensors and to
+the pure-torch twin (same maths, same gradients) for CPU tensors, so training code
+is written once and runs on either device.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from torch import Tensor
+
+from .rasterize_gsplat import rasterize_gsplat
+from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
+
+BACKENDS = ("auto", "torch", "gsplat")
+
+__all__ = ["BACKENDS", "RENDER_MODES", "rasterize", "rasterize_gsplat", "rasterize_torch"]
+
+
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    render_mode: str = "RGB",
+    backgrounds: Optional[Tensor] = None,
+    radius_clip: float = 0.0,
+    backend: str = "auto",
+) -> Tuple[Tensor, Tensor, Dict]:
+    """Render N 3D Gaussians into C pinhole cameras; differentiable in every Gaussian input.
+
+    Semantics are those of ``gsplat.rasterization(..., packed=False,
+    rasterize_mode="classic", sh_degree=None)`` from gsplat 1.5.3, whichever backend runs.
+
+    Inputs (all tensors on one device, floating point):
+        means: (N, 3) world-space centres.
+        quats: (N, 4) rotations as w, x, y, z; need not be unit length (normalised inside).
+        scales: (N, 3) standard deviations along the rotated axes, already positive
+            (i.e. after ``exp``).
+        opacities: (N,) in [0, 1] (after ``sigmoid``).
+        colors: (N, D) or per-camera (C, N, D) features, any D >= 1 (e.g. RGB plus a
+            one-hot instance id); rendered as-is, no activation, no SH.
+        viewmats: (C, 4, 4) world-to-camera matrices, OpenCV camera axes
+            (x right, y down, z forward).
+        Ks: (C, 3, 3) pinhole intrinsics in pixels; pixel (i, j) has its centre at
+            image coordinate (j + 0.5, i + 0.5).
+        width, height: image size in pixels.
+        near_plane, far_plane: Gaussians whose camera z is outside [near, far] are culled.
+        eps2d: added to the projected 2D covariance diagonal (pixels^2), a low-pass
+            filter that keeps tiny Gaussians at least about a pixel wide.
+        render_mode: "RGB" (features), "D" (accumulated depth sum_i w_i z_i),
+            "ED" (D divided by the accumulated alpha), "RGB+D", "RGB+ED" (features
+            then one depth channel last).
+        backgrounds: optional (C, D) colour added where the pixel is not opaque
+            (weighted by the final transmittance); ignored for "D"/"ED", and the
+            depth channel of "RGB+D"/"RGB+ED" gets a zero background.
+        radius_clip: Gaussians whose projected radius is <= this many pixels on both
+            axes are skipped.
+        backend: "auto" (gsplat for CUDA tensors, the torch twin otherwise),
+            "torch", or "gsplat" (CUDA tensors only).
+
+    Returns:
+        render_colors: (C, H, W, D), or (C, H, W, D + 1) with a depth mode, or
+            (C, H, W, 1) for "D"/"ED".
+        render_alphas: (C, H, W, 1) accumulated opacity, 1 - final transmittance.
+        meta: dict with at least ``radii`` (C, N) int32 (0 = culled; the larger of the
+            x/y pixel half-extents), ``radii_xy`` (C, N, 2), ``means2d`` (C, N, 2)
+            pixel coordinates, ``depths`` (C, N) camera z, ``conics`` (C, N, 3).
+            Entries of culled Gaussians are unspecified beyond ``radii == 0``.
+
+    Raises:
+        ValueError: a shape, dtype, device, mode or backend does not fit the
+            contract, or backend="gsplat" is asked for with non-CUDA tensors.
+        ImportError: backend resolves to gsplat and gsplat is not installed.
+    """
+    check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, render_mode, backgrounds)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = means.device.type == "cuda"
+    if backend == "gsplat" and not on_cuda:
+        raise ValueError(
+            f"backend='gsplat' needs CUDA tensors, got tensors on {means.device}; "
+            "use backend='torch' or 'auto' on the CPU"
+        )
+    use_gsplat = backend == "gsplat" or (backend == "auto" and on_cuda)
+    fn = rasterize_gsplat if use_gsplat else rasterize_torch
+    return fn(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        eps2d=eps2d,
+        render_mode=render_mode,
+        backgrounds=backgrounds,
+        radius_clip=radius_clip,
+    )

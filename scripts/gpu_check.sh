@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every test marked `gpu` on the GPU machine. Run from the repository root.
+#
+# The machine has python3 with CUDA torch but no gsplat/plyfile; their wheels are
+# carried in .carry/wheels/ and installed into /tmp/site. gsplat 1.5.3 compiles its
+# CUDA extension on first use; a build cache carried in .carry/torch_extensions is
+# reused when present. The test log goes to $OUT/gpu_tests.log (or /tmp).
+set -euo pipefail
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/wheels/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+if [ -d .carry/torch_extensions ]; then
+    export TORCH_EXTENSIONS_DIR="$PWD/.carry/torch_extensions"
+fi
+
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+python3 -c "import gsplat; print('gsplat', gsplat.__version__)"
+# Load (or JIT-build) gsplat's CUDA extension up front, so a build failure is reported
+# as such and its duration is not charged to the first test; the tests run regardless.
+start=$(date +%s)
+if python3 -c "from gsplat.cuda._backend import _C; assert _C is not None, 'gsplat CUDA extension unavailable'"; then
+    echo "gsplat CUDA extension ready after $(( $(date +%s) - start )) s"
+else
+    echo "gsplat CUDA extension failed to load after $(( $(date +%s) - start )) s" >&2
+fi
+
+python3 -m pytest -m gpu -v tests/ 2>&1 | tee "${OUT:-/tmp}/gpu_tests.log"
