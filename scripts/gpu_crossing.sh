@@ -16,10 +16,13 @@ python3 -m backend --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" 
 end=$(date +%s.%N)
 echo "crossing wall time: $(python3 -c "print(round($end - $start, 1))") s"
 tail -3 "$out/crossing_log.txt"
-grep '"type":"stage"' "$out/crossing_events.jsonl" | grep '"end"' | python3 -c '
+python3 - "$out/crossing_events.jsonl" <<'PY'
 import json, sys
-for line in sys.stdin:
-    e = json.loads(line); print(f"  stage {e[\"stage\"]:9s} {e[\"duration_s\"]:8.2f} s")'
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e["type"] == "stage" and e["status"] == "end":
+        print(f"  stage {e['stage']:9s} {e['duration_s']:8.2f} s")
+PY
 python3 -m backend.evaluate --bundle "$res/crossing" --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" \
     --device cuda --out "$out/crossing_eval.json"
 cp "$res/crossing/manifest.json" "$out/crossing_manifest.json"
