@@ -13,7 +13,9 @@ import threading
 import traceback
 from pathlib import Path
 
-from .config import PRESETS, get_preset
+from dataclasses import replace
+
+from .config import PRESETS, get_preset, with_overrides
 from .errors import Cancelled, GenmojoError, InputError
 from .pipeline import STAGES, RunRequest, run
 from .progress import Reporter
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder that receives the result bundle (default: ./gaussians)")
     io.add_argument("--overwrite", action="store_true",
                     help="replace an existing result of the same name (it is kept until the new one is complete)")
+    io.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run of the same --save_name from its last checkpoint "
+                         "(same inputs, preset and --iters); it finishes with the same number of iterations")
     io.add_argument("--fps", type=float, default=None,
                     help="frame rate of an image sequence (default 24; videos use their own)")
     io.add_argument("--cam_path", type=Path, default=None,
@@ -63,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto uses CUDA (with gsplat) when available, else the CPU rasterizer")
     run_g.add_argument("--iters", type=int, default=None,
                        help="override the preset's number of optimisation steps (for quick checks)")
+    run_g.add_argument("--checkpoint_every", type=int, default=None,
+                       help="steps between resumable checkpoints (default: the preset's; 0 = only when stopped)")
     run_g.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
     run_g.add_argument("--print_config", action="store_true",
                        help="print the resolved configuration as JSON on stderr before running")
@@ -91,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     cfg = get_preset("lite" if args.lite else (args.preset or "full"))
     if args.seed is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, seed=args.seed)
+    if args.checkpoint_every is not None:
+        cfg = with_overrides(cfg, fit={"checkpoint_every": max(0, args.checkpoint_every)})
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
     reporter = Reporter(STAGES)
@@ -105,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     req = RunRequest(data_dir=args.data_dir, mask_dir=args.mask_dir, out_dir=args.out_dir,
                      save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,
                      disable_guidance=args.disable_guidance, cam_path=args.cam_path, bg_path=args.bg_path,
-                     iterations=args.iters, command=["genmojo", *argv])
+                     iterations=args.iters, resume=args.resume, command=["genmojo", *argv])
     try:
         run(req, cfg, reporter, should_stop=stop)
     except Cancelled as e:
-        reporter.failed(str(e), "cancelled", "the partial result was discarded; run again to start over")
+        reporter.failed(str(e), "cancelled", e.hint or "nothing was written; run again to start over")
         return EXIT_CANCELLED
     except InputError as e:
         reporter.failed(str(e), "input", e.hint)

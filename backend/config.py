@@ -73,6 +73,7 @@ class FitConfig:
     lr_rotation: float = 5e-3
     lr_final_factor: float = 0.1  # exponential decay of all learning rates to this factor at the end
     random_background: bool = True  # white or black background per rendered frame, like the spec
+    checkpoint_every: int = 200  # steps between resumable checkpoints (0: only when stopped)
 
     def iterations(self, num_frames: int) -> int:
         return max(self.min_iterations, self.iters_per_frame * num_frames)
@@ -103,7 +104,7 @@ PRESETS: dict[str, Config] = {
         preset="cpu-tiny",
         input=InputConfig(max_side=96),
         init=InitConfig(gaussians_per_object=300),
-        fit=FitConfig(iters_per_frame=10, min_iterations=60, frames_per_step=2),
+        fit=FitConfig(iters_per_frame=10, min_iterations=60, frames_per_step=2, checkpoint_every=50),
         guidance=False,
     ),
     "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30)),

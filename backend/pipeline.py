@@ -19,14 +19,16 @@ import torch
 from genmojo_blender.core import bundle as fmt
 
 from .bake import bake_objects, render_preview
+from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info, remove_checkpoint,
+                         save_checkpoint)
 from .config import Config
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .io.bundle_writer import write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
 from .model.camera import Cameras, static_cameras
 from .model.tracks import ObjectTrack, ground_contact_depths, track_objects
-from .optim.skeleton import FitTargets, build_scene, fit_scene
+from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .progress import Reporter
 
 STAGES = ["validate", "init", "fit", "bake", "write"]
@@ -48,6 +50,7 @@ class RunRequest:
     cam_path: Path | None = None
     bg_path: Path | None = None
     iterations: int | None = None  # overrides the preset's budget (smoke runs)
+    resume: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -110,6 +113,13 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
                          "run without --bg_path; the objects are reconstructed without a background")
     device = resolve_device(req.device)
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
+    ckpt = checkpoint_dir(req.out_dir, req.save_name)
+    if req.resume and read_info(ckpt) is None:
+        raise InputError(f"{ckpt}: --resume was given but there is no checkpoint of '{req.save_name}' to resume",
+                         "run without --resume to start from the beginning")
+    if not req.resume and not req.overwrite and read_info(ckpt) is not None:
+        raise InputError(f"{ckpt}: an interrupted run of '{req.save_name}' left a checkpoint",
+                         "pass --resume to continue it, or --overwrite to discard it and start over")
     ic = cfg.input
     clip = load_clip(req.data_dir, req.mask_dir, max_side=ic.max_side, fps=req.fps, default_fps=ic.default_fps,
                      min_frames=ic.min_frames, max_frames=ic.max_frames)
@@ -168,8 +178,28 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.end("init")
 
     reporter.begin("fit")
-    final = fit_scene(model, targets, cameras, cfg, iterations, gen, scene_depth=scene_depth,
-                      on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop)
+    ckpt = checkpoint_dir(req.out_dir, req.save_name)
+    finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations)
+    state = make_fit_state(model, cfg, iterations, scene_depth, gen)
+    if req.resume:
+        load_checkpoint(ckpt, finger, model, state)
+        reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
+    else:
+        remove_checkpoint(ckpt)  # only reached with --overwrite when one exists (checked in prepare)
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt, model, state, finger)
+
+    try:
+        final = fit_scene(model, targets, cameras, cfg, iterations, state, scene_depth=scene_depth,
+                          on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
+                          on_checkpoint=checkpoint)
+    except Cancelled as e:
+        if state.step == 0:
+            raise
+        checkpoint()
+        raise Cancelled(f"{e}; progress saved in {ckpt}",
+                        "run the same command with --resume to continue from there") from e
     reporter.end("fit")
 
     reporter.begin("bake")
@@ -188,6 +218,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                            config=cfg.to_dict(), command=req.command)
     path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
                         objects=baked, run=run_info, preview=preview, overwrite=req.overwrite)
+    remove_checkpoint(ckpt)
     reporter.end("write")
     reporter.done(str(path.resolve()))
     return path

@@ -160,8 +160,9 @@ def test_sigterm_stops_within_two_seconds_and_leaves_no_partial_result(sample_cl
             p.kill()
     assert code == 130 and elapsed < 2.0
     last = decode_event(rest.strip().splitlines()[-1])
-    assert last.type == "failed" and last.get("kind") == "cancelled"
+    assert last.type == "failed" and last.get("kind") == "cancelled" and "--resume" in last.get("hint")
     assert not (out / "run").exists() and not [q for q in out.iterdir() if "partial" in q.name]
+    assert (out / ".run.checkpoint" / "state.pt").is_file()  # the work done so far is kept
 
 
 def test_config_presets_are_complete_and_printable():

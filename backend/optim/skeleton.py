@@ -86,10 +86,6 @@ class FitTargets:
     frames: torch.Tensor
     masks: torch.Tensor
 
-    @property
-    def union(self) -> torch.Tensor:
-        return self.masks.any(-1)
-
 
 def scene_losses(render: SceneRender, frames: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
                  model: SceneModel, cfg: Config, scene_depth: float) -> dict[str, torch.Tensor]:
@@ -127,19 +123,55 @@ def make_optimizer(model: SceneModel, cfg: Config, scene_depth: float) -> torch.
     return torch.optim.Adam(groups, eps=1e-15)
 
 
+@dataclass
+class FitState:
+    """The optimizer, its schedule, the random stream and the completed step count of a fit.
+
+    Together with the model's parameters this is everything a resumed run needs to continue exactly
+    where an interrupted one stopped.
+    """
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "step": self.step}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.generator.set_state(d["generator"])
+        self.step = int(d["step"])
+
+
+def make_fit_state(model: SceneModel, cfg: Config, iterations: int, scene_depth: float,
+                   generator: torch.Generator) -> FitState:
+    """A fresh fit: Adam, learning rates decaying to ``lr_final_factor`` over ``iterations``."""
+    opt = make_optimizer(model, cfg, scene_depth)
+    gamma = cfg.fit.lr_final_factor ** (1.0 / max(iterations, 1))
+    return FitState(opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma), generator)
+
+
 def fit_scene(model: SceneModel, targets: FitTargets, cameras: Cameras, cfg: Config, iterations: int,
-              generator: torch.Generator, *, scene_depth: float,
+              state: FitState, *, scene_depth: float,
               on_step: Callable[[int, int, dict[str, float]], None] = lambda *a: None,
-              should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
-    """Optimise ``model`` in place for ``iterations`` steps; returns the last step's loss terms."""
+              should_stop: Callable[[], bool] = lambda: False,
+              on_checkpoint: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Optimise ``model`` in place from ``state.step`` to ``iterations``; returns the last loss terms.
+
+    ``on_checkpoint`` is called every ``cfg.fit.checkpoint_every`` steps; a stop request raises
+    Cancelled between two steps, with ``state`` consistent with the model for a checkpoint.
+    """
     T = targets.frames.shape[0]
     dev = targets.frames.device
     per_step = min(cfg.fit.frames_per_step, T)
-    opt = make_optimizer(model, cfg, scene_depth)
-    gamma = cfg.fit.lr_final_factor ** (1.0 / max(iterations, 1))
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+    opt, sched, generator = state.optimizer, state.scheduler, state.generator
+    every = cfg.fit.checkpoint_every
     last: dict[str, float] = {}
-    for step in range(1, iterations + 1):
+    for step in range(state.step + 1, iterations + 1):
         if should_stop():
             raise Cancelled(f"stopped at step {step - 1} of {iterations}")
         frames = torch.randperm(T, generator=generator)[:per_step].to(dev)
@@ -155,11 +187,14 @@ def fit_scene(model: SceneModel, targets: FitTargets, cameras: Cameras, cfg: Con
         terms["total"].backward()
         opt.step()
         sched.step()
+        state.step = step
         last = {k: float(v.detach()) for k, v in terms.items()}
         if not math.isfinite(last["total"]):
             raise FloatingPointError(f"the loss became {last['total']} at step {step}; "
                                      "lower the learning rates in the config")
         on_step(step, iterations, last)
+        if every and step % every == 0 and step < iterations:
+            on_checkpoint()
     return last
 
 

@@ -1,0 +1,71 @@
+"""Checkpoints and --resume: a killed run continues where it stopped and ends as if never stopped."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+from genmojo_blender.core.bundle import open_bundle
+from genmojo_blender.core.protocol import decode_event
+from test_pipeline import backend, clip_args
+
+ARGS = ["--preset", "cpu-tiny", "--device", "cpu", "--iters", "40", "--checkpoint_every", "10"]
+
+
+def _kill_after(clip, out, name, step):
+    """Start a run and SIGKILL it (no chance to clean up) once it reports ``step``."""
+    p = subprocess.Popen([sys.executable, "-m", "backend", *map(str, clip_args(clip, out, name)), *ARGS],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in p.stdout:
+            ev = decode_event(line)
+            if ev.type == "progress" and ev.get("step") >= step:
+                p.send_signal(signal.SIGKILL)
+                break
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_killed_run_resumes_to_the_same_result(sample_clip_master, tmp_path):
+    out = tmp_path / "out"
+    code, events, err = backend(*clip_args(sample_clip_master, out, "straight"), *ARGS)
+    assert code == 0, err
+
+    _kill_after(sample_clip_master, out, "resumed", 25)
+    info = json.loads((out / ".resumed.checkpoint" / "checkpoint.json").read_text())
+    assert info["step"] == 20 and info["iterations"] == 40
+    assert not (out / "resumed").exists()
+
+    code, events, err = backend(*clip_args(sample_clip_master, out, "resumed"), *ARGS, "--resume")
+    assert code == 0, err
+    steps = [e.get("step") for e in events if e.type == "progress"]
+    assert steps[0] == 21 and steps[-1] == 40  # continues after the checkpoint, same budget
+    assert "resuming from the checkpoint at step 20" in err
+    assert not (out / ".resumed.checkpoint").exists()  # removed once the result is complete
+
+    a, b = open_bundle(out / "straight"), open_bundle(out / "resumed")
+    assert b.manifest.run.iterations == 40
+    for oa, ob in zip(a.manifest.objects, b.manifest.objects):
+        np.testing.assert_allclose(b.load_frames(ob).means, a.load_frames(oa).means, atol=1e-5)
+
+
+def test_resume_refusals(sample_clip_master, tmp_path):
+    out = tmp_path / "out"
+    code, events, _ = backend(*clip_args(sample_clip_master, out, "x"), *ARGS, "--resume")
+    assert code == 2 and "no checkpoint" in events[-1].get("error")
+
+    _kill_after(sample_clip_master, out, "x", 12)
+    code, events, _ = backend(*clip_args(sample_clip_master, out, "x"), *ARGS)
+    assert code == 2 and "left a checkpoint" in events[-1].get("error") and "--resume" in events[-1].get("hint")
+
+    other = [a if a != "40" else "50" for a in ARGS]
+    code, events, _ = backend(*clip_args(sample_clip_master, out, "x"), *other, "--resume")
+    assert code == 2 and "iterations" in events[-1].get("error")
+
+    code, events, _ = backend(*clip_args(sample_clip_master, out, "x"), *ARGS, "--overwrite")
+    assert code == 0 and not (out / ".x.checkpoint").exists()
