@@ -186,3 +186,25 @@ def test_evaluation_of_the_tiny_run(tiny_run, sample_clip_master):
     assert len(res["per_frame"]) == 8
     assert all(v > 0.75 for v in res["summary"]["iou"].values()), res["summary"]
     assert res["summary"]["psnr_masked"] > 16.0, res["summary"]
+
+
+def test_object_entering_late_and_no_background_folder(sample_clip, tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(sample_clip / f"Annotations/002/{i:05d}.png"), np.zeros((64, 64), np.uint8))
+    for p in (sample_clip / "Annotations/000").iterdir():
+        p.unlink()
+    (sample_clip / "Annotations/000").rmdir()
+    code, events, err = backend(*clip_args(sample_clip, tmp_path), "--preset", "cpu-tiny", "--iters", 10)
+    assert code == 0, err
+    m = open_bundle(events[-1].get("bundle")).manifest
+    assert m.objects[1].visible == [False] * 3 + [True] * 5 and all(m.objects[0].visible)
+
+
+def test_unwritable_output_folder_is_refused(sample_clip, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, events, _ = backend(*clip_args(sample_clip, blocker / "out"), "--preset", "cpu-tiny")
+    assert code == 2 and "cannot create the output folder" in events[-1].get("error")
+    assert blocker.read_text() == "not a folder"
