@@ -45,12 +45,16 @@ def save_checkpoint(folder: Path, model: SceneModel, state: FitState, finger: di
     """Write the checkpoint atomically (a crash while saving keeps the previous one)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{STATE_FILE}.tmp-{os.getpid()}"
-    torch.save({"model": model.state_dict(), "fit": state.state_dict()}, tmp)
-    os.replace(tmp, folder / STATE_FILE)
-    info = dict(finger, step=state.step)
     tmp_info = folder / f".{INFO_FILE}.tmp-{os.getpid()}"
-    tmp_info.write_text(json.dumps(info, indent=2))
-    os.replace(tmp_info, folder / INFO_FILE)
+    try:
+        torch.save({"model": model.state_dict(), "fit": state.state_dict()}, tmp)
+        tmp_info.write_text(json.dumps(dict(finger, step=state.step), indent=2))
+        # the info file is replaced last: it names the step of the state file beside it
+        os.replace(tmp, folder / STATE_FILE)
+        os.replace(tmp_info, folder / INFO_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_info.unlink(missing_ok=True)
 
 
 def read_info(folder: Path) -> dict | None:

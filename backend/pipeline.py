@@ -187,17 +187,22 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     else:
         remove_checkpoint(ckpt)  # only reached with --overwrite when one exists (checked in prepare)
 
-    def checkpoint() -> None:
-        save_checkpoint(ckpt, model, state, finger)
+    def checkpoint() -> bool:
+        """Save progress; a failure (disk full, say) is reported but does not end the run."""
+        try:
+            save_checkpoint(ckpt, model, state, finger)
+            return True
+        except OSError as e:
+            reporter.log(f"warning: could not save a checkpoint in {ckpt} ({e}); the run continues")
+            return False
 
     try:
         final = fit_scene(model, targets, cameras, cfg, iterations, state, scene_depth=scene_depth,
                           on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
                           on_checkpoint=checkpoint)
     except Cancelled as e:
-        if state.step == 0:
+        if state.step == 0 or not checkpoint():
             raise
-        checkpoint()
         raise Cancelled(f"{e}; progress saved in {ckpt}",
                         "run the same command with --resume to continue from there") from e
     reporter.end("fit")

@@ -69,3 +69,27 @@ def test_resume_refusals(sample_clip_master, tmp_path):
 
     code, events, _ = backend(*clip_args(sample_clip_master, out, "x"), *ARGS, "--overwrite")
     assert code == 0 and not (out / ".x.checkpoint").exists()
+
+
+def test_failed_checkpoint_write_does_not_end_the_run(sample_clip_master, tmp_path, monkeypatch):
+    """A full disk while checkpointing is reported on stderr; the fit goes on and the result is written."""
+    import io
+
+    import torch
+
+    from backend import pipeline
+    from backend.config import get_preset, with_overrides
+    from backend.progress import Reporter
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    log = io.StringIO()
+    req = pipeline.RunRequest(data_dir=sample_clip_master / "JPEGImages", mask_dir=sample_clip_master / "Annotations",
+                              out_dir=tmp_path, save_name="r", iterations=12)
+    cfg = with_overrides(get_preset("cpu-tiny"), fit={"checkpoint_every": 5})
+    path = pipeline.run(req, cfg, Reporter(pipeline.STAGES, out=io.StringIO(), log=log))
+    assert open_bundle(path).manifest.run.iterations == 12
+    assert log.getvalue().count("could not save a checkpoint") == 2  # steps 5 and 10
+    assert not (tmp_path / ".r.checkpoint").exists() or not any((tmp_path / ".r.checkpoint").iterdir())

@@ -47,7 +47,9 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
-DEFAULT_CANCEL_GRACE_S = 1.0
+# On SIGTERM the backend finishes its current step and saves a resumable checkpoint (normally well
+# under 2 s); SIGKILL only follows when it has not exited after this long.
+DEFAULT_CANCEL_GRACE_S = 10.0
 STDERR_TAIL_LINES = 200
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
