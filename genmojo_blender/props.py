@@ -65,6 +65,9 @@ class GENMOJO_PG_settings(PropertyGroup):
     overwrite: BoolProperty(
         name="Overwrite", default=False,
         description="Replace an existing result of the same name")
+    resume: BoolProperty(
+        name="Resume", default=False,
+        description="Continue an interrupted or cancelled run of this result from its last checkpoint")
     import_when_done: BoolProperty(
         name="Import When Done", default=True,
         description="Import the result into this scene as soon as the backend finishes")
@@ -143,7 +146,7 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          guidance=settings.use_guidance, cam_path=ab(settings.camera_path),
                          bg_path=ab(settings.background_path),
                          fps=float(settings.fps) if is_sequence else 0.0,
-                         overwrite=settings.overwrite)
+                         overwrite=settings.overwrite, resume=settings.resume)
 
 
 CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_run)

@@ -60,6 +60,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--bg_path", default="", help="background plate image (optional)")
     ap.add_argument("--fps", type=float, default=24.0, help="frame rate of an image-sequence clip")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run of this result from its checkpoint")
     ap.add_argument("--backend_python", default="", help="interpreter of the backend environment")
     ap.add_argument("--backend_path", default=None,
                     help="folder added to the backend's PYTHONPATH (default: this repository)")
@@ -144,6 +146,7 @@ def run(ns: argparse.Namespace) -> int:
         s.background_path = os.path.abspath(ns.bg_path) if ns.bg_path else ""
         s.fps = ns.fps
         s.overwrite = ns.overwrite
+        s.resume = ns.resume
         s.import_when_done = True
         s.point_display = not ns.no_points
         _cancel_on_sigterm()

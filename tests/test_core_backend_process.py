@@ -149,7 +149,7 @@ def test_argv_defaults_disable_guidance_and_keep_documented_order():
 def test_argv_with_every_option():
     req = bp.RunRequest(data_dir="/clip dir/a b", mask_dir="/m", out_dir="/o", save_name="s",
                         preset="full", device="cuda", guidance=True, cam_path="/c.npz",
-                        bg_path="/bg.png", fps=29.97, overwrite=True)
+                        bg_path="/bg.png", fps=29.97, overwrite=True, resume=True)
     argv = bp.build_argv("/venv/bin/python", req, module="backend")
     assert "--disable_guidance" not in argv
     assert argv[argv.index("--preset") + 1] == "full"
@@ -157,7 +157,7 @@ def test_argv_with_every_option():
     assert argv[argv.index("--cam_path") + 1] == "/c.npz"
     assert argv[argv.index("--bg_path") + 1] == "/bg.png"
     assert argv[argv.index("--fps") + 1] == "29.97"
-    assert argv[-1] == "--overwrite"
+    assert argv[-2:] == ["--overwrite", "--resume"]
     # paths with spaces stay single arguments: no shell is involved
     assert "/clip dir/a b" in argv
     assert all(isinstance(a, str) for a in argv)
@@ -166,7 +166,7 @@ def test_argv_with_every_option():
 def test_argv_omits_unset_optional_flags():
     req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", fps=0.0)
     argv = bp.build_argv("/py", req, module="backend")
-    for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite"):
+    for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite", "--resume"):
         assert flag not in argv
 
 

@@ -78,6 +78,7 @@ class RunRequest:
     bg_path: str = ""
     fps: float = 0.0  # frame rate of an image sequence; 0 = let the backend decide
     overwrite: bool = False
+    resume: bool = False  # continue an interrupted run of the same result from its checkpoint
 
     @property
     def result_dir(self) -> Path:
@@ -164,6 +165,8 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
         argv += ["--fps", format(float(req.fps), "g")]
     if req.overwrite:
         argv.append("--overwrite")
+    if req.resume:
+        argv.append("--resume")
     return argv
 
 

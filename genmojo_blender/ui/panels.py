@@ -83,6 +83,7 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         col.prop(s, "background_path")
         col.prop(s, "fps")
         col.prop(s, "overwrite")
+        col.prop(s, "resume")
         col.prop(s, "import_when_done")
         col.prop(s, "point_display")
 
