@@ -141,7 +141,8 @@ def test_existing_result_needs_overwrite(sample_clip, tmp_path):
     assert (target / "keep.txt").read_text() == "artist's notes"
 
 
-def test_sigterm_stops_within_two_seconds_and_leaves_no_partial_result(sample_clip, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_ends_within_two_seconds_and_keeps_a_checkpoint(sample_clip, tmp_path, sig):
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "backend", *map(str, clip_args(sample_clip, out)), "--preset",
                           "cpu-tiny", "--iters", "100000"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -151,7 +152,7 @@ def test_sigterm_stops_within_two_seconds_and_leaves_no_partial_result(sample_cl
             if decode_event(line).type == "progress":
                 break
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(sig)
         rest = p.stdout.read()
         code = p.wait(timeout=10)
         elapsed = time.monotonic() - t0
