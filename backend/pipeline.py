@@ -7,7 +7,6 @@ Each stage hands the next a typed value. All input checks happen in ``prepare`` 
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,6 @@ from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .progress import Reporter
 
 STAGES = ["validate", "init", "fit", "bake", "write"]
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _check_output(out_dir: Path, save_name: str, overwrite: bool) -> Path:
-    if not _SAFE_NAME.match(save_name):
+    if not fmt.RESULT_NAME.match(save_name):
         raise InputError(f"--save_name {save_name!r}: not a plain folder name",
                          "use letters, digits, '.', '_' and '-' only (no slashes), starting with a letter or digit")
     target = out_dir / save_name
@@ -114,10 +112,11 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     device = resolve_device(req.device)
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
     ckpt = checkpoint_dir(req.out_dir, req.save_name)
-    if req.resume and read_info(ckpt) is None:
+    has_checkpoint = read_info(ckpt) is not None
+    if req.resume and not has_checkpoint:
         raise InputError(f"{ckpt}: --resume was given but there is no checkpoint of '{req.save_name}' to resume",
                          "run without --resume to start from the beginning")
-    if not req.resume and not req.overwrite and read_info(ckpt) is not None:
+    if not req.resume and not req.overwrite and has_checkpoint:
         raise InputError(f"{ckpt}: an interrupted run of '{req.save_name}' left a checkpoint",
                          "pass --resume to continue it, or --overwrite to discard it and start over")
     ic = cfg.input

@@ -23,7 +23,6 @@ import atexit
 import collections
 import os
 import queue
-import re
 import signal
 import subprocess
 import threading
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .bundle import RESULT_NAME
 from .protocol import Event, ProtocolError, RunState, decode_event
 
 DEFAULT_BACKEND_MODULE = "backend"
@@ -51,8 +51,6 @@ EXIT_CANCELLED = 130
 # under 2 s); SIGKILL only follows when it has not exited after this long.
 DEFAULT_CANCEL_GRACE_S = 10.0
 STDERR_TAIL_LINES = 200
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class BackendStartError(RuntimeError):
@@ -120,7 +118,7 @@ def validate_request(req: RunRequest) -> list[str]:
         problems.append("Choose an output folder")
     elif os.path.exists(req.out_dir) and not os.path.isdir(req.out_dir):
         problems.append(f"Output path is a file, not a folder: {req.out_dir}")
-    if not _SAFE_NAME.match(req.save_name or ""):
+    if not RESULT_NAME.match(req.save_name or ""):
         problems.append("Result name must be 1-128 letters, digits, '.', '_' or '-' "
                         "and start with a letter or digit")
     if req.preset not in PRESETS:

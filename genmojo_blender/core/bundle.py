@@ -45,6 +45,8 @@ CAMERA_MODELS = ("pinhole",)
 CAMERA_CONVENTION = "opencv"  # x right, y down, z forward; c2w maps camera -> world
 
 _OBJECT_ID = re.compile(r"^[0-9]{3}$")
+# A bundle's folder name (the backend's --save_name): a plain, portable name, never a path.
+RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class BundleError(ValueError):
