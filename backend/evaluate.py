@@ -17,35 +17,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genmojo_blender.core.bundle import Bundle, open_bundle
+from genmojo_blender.core.bundle import Bundle, ObjectFrames, open_bundle
 
 from .io.clip import load_clip
-from .kernels import rasterize
+from .model.camera import Cameras
+from .model.gaussians import GaussianBatch
+from .model.scene import render_scene
 
 
-@torch.no_grad()
-def render_bundle_frame(bundle: Bundle, frames: dict, t: int, width: int, height: int,
-                        device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render frame ``t`` of a bundle at ``width`` × ``height``: image (H,W,3), alpha (H,W), instance (H,W,K)."""
+def bundle_cameras(bundle: Bundle, width: int, height: int) -> Cameras:
+    """The bundle's cameras with intrinsics rescaled to ``width`` × ``height``."""
     cam = bundle.load_camera()
-    objs = bundle.manifest.objects
-    K = len(objs)
+    K = torch.from_numpy(cam.K).float().clone()
+    K[:, 0] *= width / cam.width
+    K[:, 1] *= height / cam.height
+    c = bundle.manifest.camera
+    return Cameras(K=K, c2w=torch.from_numpy(cam.c2w).float(), width=width, height=height, near=c.near,
+                   far=c.far, source=c.source)
 
-    def cat(name):
-        return torch.cat([torch.from_numpy(frames[o.id][name][t]) for o in objs]).to(device)
 
-    ids = torch.cat([torch.nn.functional.one_hot(torch.full((o.num_gaussians,), k), K).float()
-                     for k, o in enumerate(objs)]).to(device)
-    colors = torch.cat([cat("colors"), ids], 1)
-    Kt = torch.from_numpy(cam.K[t]).float().clone()
-    Kt[0] *= width / cam.width
-    Kt[1] *= height / cam.height
-    viewmat = torch.linalg.inv(torch.from_numpy(cam.c2w[t]).float())
-    out, alpha, _ = rasterize(cat("means"), cat("quats"), cat("log_scales").exp(), cat("opacities"), colors,
-                              viewmat[None].to(device), Kt[None].to(device), width, height,
-                              near_plane=bundle.manifest.camera.near, far_plane=bundle.manifest.camera.far)
-    out = out[0].cpu().numpy()
-    return out[..., :3], alpha[0, ..., 0].cpu().numpy(), out[..., 3:]
+def frame_batches(frames: list[ObjectFrames], t: int, device: torch.device) -> list[GaussianBatch]:
+    """Every object's baked Gaussians at frame ``t`` as one-frame batches for ``render_scene``."""
+    def one(a):
+        return torch.from_numpy(a[t:t + 1]).to(device)
+
+    return [GaussianBatch(means=one(f.means), quats=one(f.quats), log_scales=one(f.log_scales),
+                          colors=one(f.colors), opacities=one(f.opacities)) for f in frames]
 
 
 def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str | Path, *, max_side: int = 720,
@@ -57,16 +54,19 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
     if clip.object_ids != ids or clip.num_frames != bundle.manifest.clip.frame_count:
         raise ValueError(f"{bundle_dir} was made from another clip (objects {ids}, "
                          f"{bundle.manifest.clip.frame_count} frames)")
-    arrays = {}
-    for o in bundle.manifest.objects:
-        f = bundle.load_frames(o)
-        arrays[o.id] = {n: getattr(f, n) for n in ("means", "quats", "log_scales", "colors", "opacities")}
+    baked = [bundle.load_frames(o) for o in bundle.manifest.objects]
     w, h = clip.work_size
     dev = torch.device(device)
+    cams = bundle_cameras(bundle, w, h).to(dev)
     sel = list(range(clip.num_frames)) if frames is None else frames
+    black = torch.zeros(1, 3, device=dev)
     per_frame = []
     for t in sel:
-        img, alpha, inst = render_bundle_frame(bundle, arrays, t, w, h, dev)
+        idx = torch.tensor([t], device=dev)
+        with torch.no_grad():
+            r = render_scene(frame_batches(baked, t, dev), cams.viewmats(idx), cams.K[idx], w, h, black,
+                             near=cams.near, far=cams.far)
+        img, inst = r.image[0].cpu().numpy(), r.instance[0].cpu().numpy()
         gt = clip.frames[t].astype(np.float32) / 255
         union = clip.masks[:, t].any(0)
         mse = float(((img - gt) ** 2).mean(-1)[union].mean()) if union.any() else float("nan")
