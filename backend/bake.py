@@ -10,7 +10,7 @@ import torch
 
 from genmojo_blender.core import bundle as fmt
 
-from .io.bundle_writer import BakedObject, CanonicalGaussians
+from .io.bundle_writer import BakedObject, CanonicalArrays
 from .model.camera import Cameras
 from .optim.skeleton import SceneModel, render_frames
 
@@ -34,7 +34,7 @@ def bake_objects(model: SceneModel, visible: np.ndarray, chunk: int = 16) -> lis
         q = cat["quats"]
         cat["quats"] = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
         frames_np = fmt.ObjectFrames(**cat)
-        c = CanonicalGaussians(means=canon.means.float().cpu().numpy(),
+        c = CanonicalArrays(means=canon.means.float().cpu().numpy(),
                                quats=canon.quats.float().cpu().numpy(),
                                log_scales=canon.log_scales.float().cpu().numpy(),
                                colors=canon.colors.float().cpu().numpy(),

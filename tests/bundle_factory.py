@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.io.bundle_writer import BakedObject, CanonicalGaussians, write_bundle
+from backend.io.bundle_writer import BakedObject, CanonicalArrays, write_bundle
 from genmojo_blender.core import bundle as fmt
 
 
@@ -37,7 +37,7 @@ def make_bundle(out_dir: Path, *, save_name: str = "result", frames: int = 4, ob
                               opacities=np.repeat(ops[None], frames, 0))
         baked.append(BakedObject(id=f"{k + 1:03d}", name=f"object_{k + 1:03d}",
                                  color=(0.2 * k, 0.5, 0.9), frames=fr, visible=[True] * frames,
-                                 canonical=CanonicalGaussians(means=means0, quats=quats, log_scales=logs,
+                                 canonical=CanonicalArrays(means=means0, quats=quats, log_scales=logs,
                                                               colors=cols, opacities=ops)))
     run = fmt.RunInfo(optimizer="test-factory", preset="test", device="cpu", iterations=0,
                       guidance="disabled", depth_source="none", duration_s=0.0)

@@ -24,7 +24,7 @@ SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant (colour = 0.
 
 
 @dataclass(frozen=True)
-class CanonicalGaussians:
+class CanonicalArrays:
     """An object's Gaussians in its own canonical frame, as plain arrays (activated values)."""
 
     means: np.ndarray  # (N, 3)
@@ -41,7 +41,7 @@ class BakedObject:
     id: str
     name: str
     color: tuple[float, float, float]
-    canonical: CanonicalGaussians
+    canonical: CanonicalArrays
     frames: fmt.ObjectFrames
     visible: list[bool]
 
@@ -50,7 +50,7 @@ class BundleExistsError(FileExistsError):
     """The target result folder exists and overwriting was not requested."""
 
 
-def write_canonical_ply(path: Path, g: CanonicalGaussians) -> None:
+def write_canonical_ply(path: Path, g: CanonicalArrays) -> None:
     """Standard 3DGS vertex PLY (binary): x y z nx ny nz f_dc_0..2 opacity scale_0..2 rot_0..3.
 
     Opacity is stored as a logit and scales as logs, like every 3DGS tool expects.
@@ -72,12 +72,12 @@ def write_canonical_ply(path: Path, g: CanonicalGaussians) -> None:
     PlyData([PlyElement.describe(arr, "vertex")], text=False).write(str(path))
 
 
-def read_canonical_ply(path: Path) -> CanonicalGaussians:
+def read_canonical_ply(path: Path) -> CanonicalArrays:
     """Inverse of write_canonical_ply (used by tests and by tools that re-open a bundle)."""
     v = PlyData.read(str(path))["vertex"]
     means = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float32)
     f_dc = np.stack([v[f"f_dc_{i}"] for i in range(3)], 1)
-    return CanonicalGaussians(
+    return CanonicalArrays(
         means=means,
         quats=np.stack([v[f"rot_{i}"] for i in range(4)], 1).astype(np.float32),
         log_scales=np.stack([v[f"scale_{i}"] for i in range(3)], 1).astype(np.float32),
