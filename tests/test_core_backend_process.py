@@ -393,3 +393,17 @@ def test_encode_decode_contract_used_by_the_fake():
     proc.wait(10)
     events = proc.poll()
     assert [e.type for e in events] == ["progress"] and events[0].get("eta_s") is None
+
+
+def test_extension_offers_exactly_the_backends_presets_and_devices():
+    """The extension cannot import the backend (torch), so its copies of these lists are checked here."""
+    import subprocess
+    import sys
+
+    from backend.config import PRESETS
+    from conftest import ROOT
+
+    assert set(bp.PRESETS) == set(PRESETS)
+    helptext = subprocess.run([sys.executable, "-m", "backend", "--help"], cwd=ROOT, capture_output=True,
+                              text=True).stdout
+    assert "{" + ",".join(bp.DEVICES) + "}" in helptext.replace(" ", "")
