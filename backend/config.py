@@ -5,6 +5,11 @@ Nothing numeric that changes results lives inline in the optimizer: it reads thi
 - ``cpu-tiny``  the built-in sample and CI: small working resolution, few Gaussians, a short fit.
 - ``lite``      the seed's ``--lite`` budget (30 iterations per frame), for GPUs.
 - ``full``      the seed's default budget (40 iterations per frame), for GPUs.
+
+Two optimizers share this config: ``method="genmojo"`` (the method of docs/method.md: stage 1 per
+object, stage 2 jointly with deformation fields) and ``method="skeleton"`` (rigid motion per object,
+kept as the baseline the method is measured against). Flags named ``parity_*`` reproduce behaviour the
+spec marks [quirk]; they default to the fix.
 """
 
 from __future__ import annotations
@@ -58,6 +63,123 @@ class LossWeights:
 
 
 @dataclass(frozen=True)
+class Stage1Config:
+    """Stage 1: each object's static Gaussians fitted to its object-centric crop (spec §3)."""
+
+    iterations: int = 1000
+    crop_size: int = 256  # square reference image, pixels
+    crop_margin: float = 0.65  # the object's larger side fills this fraction of the crop
+    camera_radius: float = 2.0  # the object-centric reference camera sits this far from the origin
+    num_points: int = 5000  # initial Gaussians, uniform in a ball
+    init_radius: float = 0.5
+    init_opacity: float = 0.1
+    init_color: float = 0.5
+    w_rgb: float = 10000.0  # balanced MSE of the render vs the white-background object image
+    w_alpha: float = 1000.0  # balanced MSE of the alpha vs the mask
+    ramp: bool = True  # multiply the reconstruction terms by step/iterations, as the spec
+    lr_means: float = 1e-2  # decays log-linearly to lr_means_final over lr_means_steps
+    lr_means_final: float = 2e-4
+    lr_means_steps: int = 500
+    lr_colors: float = 0.01
+    lr_opacity: float = 0.05
+    lr_scales: float = 0.005
+    lr_quats: float = 0.005
+    weight_decay: float = 0.01  # AdamW's default, as the spec
+    # densification and pruning (gsplat's DefaultStrategy; thresholds in its units)
+    extent: float = 0.5  # the object's radius in object units; scale thresholds are relative to it
+    densify_every: int = 100
+    densify_until: int = 3000
+    max_gaussians: int = 15000  # densify only while fewer than this
+    grow_grad2d: float = 0.01
+    grow_scale3d: float = 0.01  # clone at or below this × extent, split above
+    prune_opacity: float = 0.01
+    prune_scale3d: float = 0.1  # × extent
+    opacity_reset_every: int = 1200  # gsplat 1.5.3 never resets (operator-precedence bug); we do
+    final_prune_opacity: float = 0.01
+    final_prune_scale: float = 0.1  # object units
+
+
+@dataclass(frozen=True)
+class DeformationConfig:
+    """Per-object deformation field (spec §4.2): multi-scale plane features, motion bases, heads."""
+
+    grid_resolutions: tuple[int, ...] = (64, 128, 256, 512)  # spatial, one plane set per scale
+    grid_channels: int = 32  # per plane; scales are concatenated → channels × len(resolutions)
+    time_resolution_factor: float = 0.8  # time resolution = max(min_time_resolution, factor × T)
+    min_time_resolution: int = 25
+    bounds: float = 1.6  # object-space positions are divided by this before sampling the planes
+    spatial_init: tuple[float, float] = (0.1, 0.5)  # uniform init of spatial planes; time planes 1
+    hidden: int = 64  # trunk width
+    num_bases: int = 10  # motion bases (object-global 3D displacements per frame)
+    basis_hidden: int = 64
+    parity_random_init: bool = False  # True: xavier-initialised basis MLP and colour head [quirk]
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage 2: all objects jointly, each with a deformation field and a scene placement (spec §4)."""
+
+    iters_per_frame: int = 30  # lite 30, full 40
+    min_iterations: int = 100
+    frames_per_batch: int = 8
+    accumulation: int = 2  # micro-batches per optimiser step
+    crop_margin: float = 0.9  # per-frame crop scale = max(bbox / margin, reference crop)
+    # learning rates (constant) and AdamW weight decay
+    lr_mlp: float = 6.4e-4
+    lr_grid: float = 6.4e-3
+    lr_colors: float = 1e-3
+    lr_translation: float = 6.4e-4
+    lr_depth: float = 6.4e-4
+    weight_decay: float = 0.01  # MLPs and colours
+    grid_weight_decay: float = 0.0  # the public code decays the grids too (0.01) [quirk]
+    # depth-factor initialisation: smoothing over frames and per-frame rate limit (log units)
+    depth_smooth_sigma: float = 1.0
+    depth_smooth_size: int = 5
+    depth_rate_limit: float = 0.05
+    # kNN neighbourhoods within each object (rigidity and scale smoothness)
+    knn: int = 16  # neighbours including the point itself
+    knn_weight_scale: float = 10.0  # w_ij = exp(-scale · d_ij), d in object units
+    # loss weights (× step/iterations when ramp, ÷ frames per batch)
+    ramp: bool = True
+    w_rgb: float = 10000.0
+    w_alpha: float = 1000.0
+    w_instance: float = 100.0
+    instance_start: float = 0.75  # fraction of training after which the instance loss is on
+    instance_hard_threshold: float = 0.75  # only pixels whose true object has less visibility than this
+    parity_instance_object0: bool = False  # True: test object 0's weight for every pixel [quirk]
+    w_flow: float = 10000.0
+    w_scale_change: float = 1000.0
+    w_color_change: float = 500.0
+    w_local_scale: float = 50000.0
+    w_rigid: float = 50000.0
+    depth_loss: bool = False  # the paper's depth term, where a depth map is available (MegaSAM)
+    w_depth: float = 1000.0
+    parity_scale_first_depth: bool = False  # True: splat sizes use frame 0's depth factor [quirk]
+    random_background: bool = True  # white or black per frame
+    # optical flow (OpenCV DIS) and its forward-backward check (occluded if |f + b∘f| > rel·(|f|+|b|) + abs)
+    flow_preset: str = "medium"
+    flow_fb_rel: float = 0.01
+    flow_fb_abs: float = 0.5
+    checkpoint_every: int = 200
+
+    def iterations(self, num_frames: int) -> int:
+        return max(self.min_iterations, self.iters_per_frame * num_frames)
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """Preview videos written into the bundle (spec §6)."""
+
+    passes: int = 2  # how many times the rotating view cycles through the clip
+    orbit_azimuth_deg: float = 10.0  # the rotating view swings ±this about the input view
+    orbit_elevation_deg: float = 20.0  # and rises up to this above it
+    orbit_pullback: float = 1.25  # camera distance relative to the scene centre (spec: 2.5 / 2)
+    track_grid: int = 48  # query points per image side for the trajectory video
+    track_trace: int = 10  # frames of trail drawn behind each point
+    max_scale: float = 0.1  # drop Gaussians larger than this × object size in previews
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Iteration budget, batching and learning rates of the joint fit."""
 
@@ -89,6 +211,11 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     losses: LossWeights = field(default_factory=LossWeights)
+    method: str = "genmojo"  # or "skeleton"
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    deformation: DeformationConfig = field(default_factory=DeformationConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
     guidance: bool = True
     seed: int = 888
 
@@ -105,10 +232,17 @@ PRESETS: dict[str, Config] = {
         input=InputConfig(max_side=96),
         init=InitConfig(gaussians_per_object=300),
         fit=FitConfig(iters_per_frame=10, min_iterations=60, frames_per_step=2, checkpoint_every=50),
+        stage1=Stage1Config(iterations=80, crop_size=64, num_points=600, max_gaussians=2000,
+                            densify_every=20, lr_means_steps=40, opacity_reset_every=0),
+        deformation=DeformationConfig(grid_resolutions=(8, 16), grid_channels=8, min_time_resolution=4,
+                                      hidden=32, basis_hidden=32, num_bases=4),
+        stage2=Stage2Config(iters_per_frame=6, min_iterations=40, frames_per_batch=2, accumulation=1,
+                            knn=8, checkpoint_every=20),
+        preview=PreviewConfig(passes=1, track_grid=12),
         guidance=False,
     ),
-    "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30)),
-    "full": Config(preset="full", fit=FitConfig(iters_per_frame=40)),
+    "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30)),
+    "full": Config(preset="full", fit=FitConfig(iters_per_frame=40), stage2=Stage2Config(iters_per_frame=40)),
 }
 
 

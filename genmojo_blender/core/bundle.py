@@ -109,6 +109,7 @@ class RunInfo:
     final_losses: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
+    holdout_frames: list[int] = field(default_factory=list)  # frames withheld from the fit (for evaluation)
     generator: str = "genmojo-backend"
     generator_version: str = "0.1.0"
 
@@ -196,6 +197,14 @@ def _typed(d: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:
     return val
 
 
+def _holdout(r: dict, where: str) -> list[int]:
+    frames = r.get("holdout_frames", [])
+    _require(isinstance(frames, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                              for t in frames),
+             f"{where}.holdout_frames", "expected a list of frame indices")
+    return list(frames)
+
+
 def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
     """Validate a decoded manifest against schema version 1 and return it typed.
 
@@ -276,6 +285,7 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)},
                   config=r.get("config", {}) if isinstance(r.get("config", {}), dict) else {},
                   command=[str(a) for a in r.get("command", [])] if isinstance(r.get("command", []), list) else [],
+                  holdout_frames=_holdout(r, f"{where}.run"),
                   generator=str(r.get("generator", "genmojo-backend")),
                   generator_version=str(r.get("generator_version", "")))
 
