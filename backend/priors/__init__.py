@@ -1,0 +1,1 @@
+"""Priors computed from the clip before fitting: optical flow (and later depth and diffusion guidance)."""
