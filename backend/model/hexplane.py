@@ -1,0 +1,91 @@
+"""Multi-scale space-time plane features (K-Planes / HexPlane) for points in an object's frame.
+
+A 4D point (x, y, z, tau) is described by six learnable 2D feature planes per scale: three spatial
+(xy, xz, yz) and three space-time (x-tau, y-tau, z-tau). The feature of a point is the element-wise
+product of its six bilinear samples, and the scales are concatenated. Factorising 4D into planes
+keeps memory quadratic instead of quartic; the product lets one plane switch a feature off.
+
+The time planes start at 1, so at initialisation the feature is purely spatial (the same for every
+frame) and time dependence is something the fit has to add. Positions are expected normalised to
+[-1, 1] and tau in [-1, 1]; values outside are clamped to the border of the planes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Which coordinate axes each spatial plane spans (its width axis first, then its height axis).
+SPATIAL_AXES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
+
+
+def _sample(planes: Tensor, grid: Tensor) -> Tensor:
+    """Bilinear samples of a stack of planes (P, C, H, W) at grid (P, Ho, Wo, 2) → (P, C, Ho, Wo)."""
+    return F.grid_sample(planes, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+class HexPlane(nn.Module):
+    """Six feature planes per spatial resolution; ``forward(coords, taus)`` → (B, N, features).
+
+    Per scale the three spatial planes are one parameter of shape (3, C, R, R) and the three
+    space-time planes one of shape (3, C, T_res, R) (height is time), so each is sampled with a
+    single batched call.
+    """
+
+    def __init__(
+        self,
+        resolutions: tuple[int, ...],
+        channels: int,
+        time_resolution: int,
+        spatial_init: tuple[float, float] = (0.1, 0.5),
+    ):
+        super().__init__()
+        if not resolutions:
+            raise ValueError("HexPlane needs at least one spatial resolution")
+        if min(resolutions) < 2 or time_resolution < 2:
+            raise ValueError(f"plane resolutions must be at least 2, got {resolutions} × {time_resolution}")
+        self.resolutions = tuple(int(r) for r in resolutions)
+        self.channels = int(channels)
+        self.time_resolution = int(time_resolution)
+        lo, hi = spatial_init
+        self.spatial = nn.ParameterList(
+            nn.Parameter(torch.empty(3, channels, r, r).uniform_(lo, hi)) for r in self.resolutions
+        )
+        self.temporal = nn.ParameterList(
+            nn.Parameter(torch.ones(3, channels, self.time_resolution, r)) for r in self.resolutions
+        )
+
+    @property
+    def out_dim(self) -> int:
+        return self.channels * len(self.resolutions)
+
+    def spatial_features(self, coords: Tensor) -> list[Tensor]:
+        """Product of the three spatial planes per scale at coords (N, 3) → list of (C, N)."""
+        grid = torch.stack([coords[:, list(ax)] for ax in SPATIAL_AXES])[:, None]  # (3, 1, N, 2)
+        return [_sample(p, grid).prod(dim=0)[:, 0] for p in self.spatial]
+
+    def temporal_features(self, coords: Tensor, taus: Tensor) -> list[Tensor]:
+        """Product of the three space-time planes per scale at coords (N, 3) × taus (B,) → (C, B, N)."""
+        B, N = taus.shape[0], coords.shape[0]
+        space = coords.t()[:, None, :].expand(3, B, N)  # plane k's width axis is coordinate k
+        time = taus[None, :, None].expand(3, B, N)
+        grid = torch.stack([space, time], dim=-1)  # (3, B, N, 2)
+        return [_sample(p, grid).prod(dim=0) for p in self.temporal]
+
+    def forward(self, coords: Tensor, taus: Tensor) -> Tensor:
+        """coords (N, 3) in [-1, 1], taus (B,) in [-1, 1] → features (B, N, C · scales)."""
+        if coords.ndim != 2 or coords.shape[-1] != 3:
+            raise ValueError(f"coords must have shape (N, 3), got {tuple(coords.shape)}")
+        if taus.ndim != 1:
+            raise ValueError(f"taus must have shape (B,), got {tuple(taus.shape)}")
+        B, N = taus.shape[0], coords.shape[0]
+        dtype = self.spatial[0].dtype
+        coords, taus = coords.to(dtype), taus.to(dtype)
+        if N == 0 or B == 0:
+            return coords.new_zeros(B, N, self.out_dim)
+        per_scale = [
+            (s[:, None, :] * t).permute(1, 2, 0)  # (B, N, C)
+            for s, t in zip(self.spatial_features(coords), self.temporal_features(coords, taus))
+        ]
+        return torch.cat(per_scale, dim=-1)
