@@ -43,4 +43,5 @@ def make_bundle(out_dir: Path, *, save_name: str = "result", frames: int = 4, ob
                       guidance="disabled", depth_source="none", duration_s=0.0)
     prev = (rng.uniform(size=(frames, height, width, 3)) * 255).astype(np.uint8) if preview else None
     return write_bundle(out_dir, save_name, clip=clip, camera=camera, camera_info=fmt.CameraInfo(),
-                        objects=baked, run=run, preview=prev, overwrite=overwrite)
+                        objects=baked, run=run, previews={} if prev is None else {"input_view": prev},
+                        overwrite=overwrite)

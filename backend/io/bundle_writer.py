@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from plyfile import PlyData, PlyElement
 
 from genmojo_blender.core import bundle as fmt
 
+if TYPE_CHECKING:  # typing only: previews imports the model, the writer must not
+    from ..previews import Tracks
+
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant (colour = 0.5 + C0 * f_dc)
+PREVIEW_DIR = "preview"
+TRACKS_NAME = "trajectories_data"  # manifest name of the trajectories' npz (beside trajectories.mp4)
+TRACKS_FILE = "trajectories.npz"
+_PREVIEW_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -106,12 +115,20 @@ def write_preview(path: Path, frames: np.ndarray, fps: float) -> None:
 def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipInfo,
                  camera: fmt.CameraTrack, camera_info: fmt.CameraInfo,
                  objects: list[BakedObject], run: fmt.RunInfo,
-                 preview: np.ndarray | None, overwrite: bool = False) -> Path:
+                 previews: dict[str, np.ndarray] | None = None, tracks: Tracks | None = None,
+                 overwrite: bool = False) -> Path:
     """Write a complete bundle to ``out_dir/save_name`` atomically and return its path.
+
+    ``previews`` maps a name (``input_view``, ``rotating``, ``trajectories``) to (T', H, W, 3) uint8
+    frames, each written as ``preview/<name>.mp4`` at the clip's fps; ``tracks`` (anything with
+    ``save_npz``, normally ``backend.previews.Tracks``) goes to ``preview/trajectories.npz``. All of
+    them are listed in the manifest's ``previews``.
 
     Raises BundleExistsError if the target exists and ``overwrite`` is False. With ``overwrite``
     the previous result is moved aside and deleted only after the new one is in place.
     """
+    previews = dict(previews or {})
+    _check_previews(previews, tracks, clip.frame_count)
     out_dir = Path(out_dir)
     target = out_dir / save_name
     if target.exists() and not overwrite:
@@ -138,13 +155,17 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                                           canonical_ply=f"objects/{o.id}/canonical.ply",
                                           frames=f"objects/{o.id}/frames.npz",
                                           visible=[bool(v) for v in o.visible]))
-        previews = {}
-        if preview is not None:
-            (tmp / "preview").mkdir()
-            write_preview(tmp / "preview" / "input_view.mp4", preview, clip.fps)
-            previews["input_view"] = "preview/input_view.mp4"
+        listed = {}
+        if previews or tracks is not None:
+            (tmp / PREVIEW_DIR).mkdir()
+        for name, frames in previews.items():
+            write_preview(tmp / PREVIEW_DIR / f"{name}.mp4", frames, clip.fps)
+            listed[name] = f"{PREVIEW_DIR}/{name}.mp4"
+        if tracks is not None:
+            tracks.save_npz(tmp / PREVIEW_DIR / TRACKS_FILE)
+            listed[TRACKS_NAME] = f"{PREVIEW_DIR}/{TRACKS_FILE}"
         manifest = fmt.Manifest(clip=clip, camera=camera_info, objects=entries, run=run,
-                                previews=previews,
+                                previews=listed,
                                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         (tmp / fmt.MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         # refuse to publish anything the reader would reject
@@ -158,6 +179,24 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _check_previews(previews: dict[str, np.ndarray], tracks, T: int) -> None:
+    """Refuse previews that would make a bad file name or an unplayable video before writing anything."""
+    for name, frames in previews.items():
+        if not isinstance(name, str) or not _PREVIEW_NAME.fullmatch(name) or name == TRACKS_NAME:
+            raise ValueError(f"preview name {name!r}: use letters, digits, '_' or '-' "
+                             f"(and not {TRACKS_NAME!r}, which names the tracks)")
+        a = np.asarray(frames)
+        if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3 or 0 in a.shape:
+            raise ValueError(f"preview {name!r}: expected non-empty (T, H, W, 3) uint8 frames, "
+                             f"got {a.dtype} {a.shape}")
+    if tracks is not None:
+        if not callable(getattr(tracks, "save_npz", None)):
+            raise TypeError("tracks must have a save_npz(path) method (backend.previews.Tracks)")
+        points = getattr(tracks, "points", None)
+        if points is not None and points.shape[0] != T:
+            raise ValueError(f"tracks cover {points.shape[0]} frames, the clip has {T}")
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
