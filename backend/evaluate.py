@@ -1,28 +1,62 @@
-"""Evaluation of a result bundle against its clip: masked PSNR and per-object mask IoU per frame.
+"""Evaluation of a result bundle against its clip: masked PSNR, masked SSIM and per-object IoU per frame.
 
 Renders the bundle's baked Gaussians (not the optimizer's model), so it measures exactly what the
 user imports. ``python -m backend.evaluate --bundle DIR --data_dir ... --mask_dir ...`` prints JSON.
 
-- masked PSNR: the render over black against the frame, over the pixels of the union of the masks.
-- IoU per object: pixels where the object's composited visibility exceeds 0.5 against its mask.
+Only the objects are reconstructed, so image metrics look at the union of the object masks. The
+prediction is the render over black and the target is the frame, both times the union mask: both images
+are black outside the union, so SSIM windows straddling the mask border compare like with like (the
+render's soft fringe outside the masks would otherwise count against SSIM but not PSNR; the silhouette
+itself is judged by the IoU).
+
+- ``psnr_masked``: PSNR (dB) over the union pixels (``backend.metrics.masked_psnr``).
+- ``ssim_masked``: the SSIM map averaged over the union pixels (``backend.metrics.masked_ssim``).
+- ``iou``: per object, pixels where its composited visibility exceeds 0.5 against its mask.
+
+Frames withheld from the fit (``run --holdout N``, recorded as ``manifest.run.holdout_frames``) measure
+how well the motion generalises between training frames, so they are summarised apart from the
+frames the model was fitted to. ``--frames`` picks ``all`` (default), ``holdout`` or ``train``.
+
+JSON output (NaN, e.g. IoU of an object absent from both render and mask, is written as null)::
+
+    {
+      "bundle": "/path/to/bundle",
+      "size": [w, h],                          # evaluation resolution
+      "frames": [0, 1, ...],                   # the evaluated frames
+      "holdout_frames": [3, 7],                # withheld from the fit ([] when none were)
+      "summary": SUMMARY,                      # over all evaluated frames
+      "splits": {"holdout": SUMMARY, "train": SUMMARY}   # bundle with withheld frames
+             or {"all": SUMMARY},                        # bundle without
+      "per_frame": [{"frame": 0, "holdout": false, "psnr_masked": 31.2, "ssim_masked": 0.93,
+                     "iou": {"001": 0.95, ...}}, ...]
+    }
+    SUMMARY = {"frames": [...], "count": n, "psnr_masked": mean, "ssim_masked": mean,
+               "iou": {"001": mean, ...}}
+
+A split appears only when some evaluated frame belongs to it (``--frames train`` gives only "train").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genmojo_blender.core.bundle import Bundle, ObjectFrames, open_bundle
+from genmojo_blender.core.bundle import Bundle, BundleError, ObjectFrames, open_bundle
 
+from .errors import GenmojoError, InputError
 from .io.clip import load_clip
+from .metrics import mask_iou, masked_psnr, masked_ssim
 from .model.camera import Cameras
 from .model.gaussians import GaussianBatch
 from .model.scene import render_scene
+
+FRAME_SETS = ("all", "holdout", "train")
 
 
 def bundle_cameras(bundle: Bundle, width: int, height: int) -> Cameras:
@@ -45,20 +79,70 @@ def frame_batches(frames: list[ObjectFrames], t: int, device: torch.device) -> l
                           colors=one(f.colors), opacities=one(f.opacities)) for f in frames]
 
 
+def select_frames(frames: str | list[int] | None, num_frames: int, holdout: list[int], where: str) -> list[int]:
+    """The frame indices to evaluate: a named set (``all``, ``holdout``, ``train``) or explicit indices."""
+    if frames is None or frames == "all":
+        return list(range(num_frames))
+    if frames == "holdout":
+        if not holdout:
+            raise InputError(f"{where}: the run had no --holdout, so it has no withheld frames to evaluate",
+                             "evaluate --frames all (or train), or fit again with --holdout N")
+        return sorted(holdout)
+    if frames == "train":
+        held = set(holdout)
+        return [t for t in range(num_frames) if t not in held]
+    if isinstance(frames, str):
+        raise InputError(f"unknown frame set {frames!r}", f"use one of {', '.join(FRAME_SETS)} or a list of indices")
+    sel = list(frames)
+    bad = [t for t in sel if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 0 <= t < num_frames]
+    if bad:
+        raise InputError(f"frame index(es) {bad[:5]} outside the clip's {num_frames} frames",
+                         f"use indices 0..{num_frames - 1}")
+    return [int(t) for t in sel]
+
+
+def _mean(values: list[float]) -> float:
+    v = [x for x in values if not math.isnan(x)]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def summarise(rows: list[dict], ids: list[str]) -> dict:
+    """Means of the per-frame metrics over ``rows`` (NaN entries skipped), with the frames they cover."""
+    return {
+        "frames": [r["frame"] for r in rows],
+        "count": len(rows),
+        "psnr_masked": _mean([r["psnr_masked"] for r in rows]),
+        "ssim_masked": _mean([r["ssim_masked"] for r in rows]),
+        "iou": {oid: _mean([r["iou"][oid] for r in rows]) for oid in ids},
+    }
+
+
 def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str | Path, *, max_side: int = 720,
-                    frames: list[int] | None = None, device: str = "cpu") -> dict:
-    """Metrics per frame and per object, and their means, for the selected frames (default: all)."""
+                    frames: str | list[int] | None = None, device: str = "cpu") -> dict:
+    """Metrics per frame and per object for the selected frames, summarised overall and per split.
+
+    ``frames``: ``"all"`` (or None), ``"holdout"``, ``"train"`` or a list of frame indices. Raises
+    InputError when the clip does not match the bundle, or ``"holdout"`` is asked of a bundle whose
+    run withheld no frames. The returned dict has the shape documented in the module docstring.
+    """
     bundle = open_bundle(bundle_dir)
     clip = load_clip(data_dir, mask_dir, max_side=max_side)
     ids = [o.id for o in bundle.manifest.objects]
     if clip.object_ids != ids or clip.num_frames != bundle.manifest.clip.frame_count:
-        raise ValueError(f"{bundle_dir} was made from another clip (objects {ids}, "
-                         f"{bundle.manifest.clip.frame_count} frames)")
+        raise InputError(f"{bundle_dir} was made from another clip (objects {ids}, "
+                         f"{bundle.manifest.clip.frame_count} frames)",
+                         "pass the --data_dir and --mask_dir the bundle was fitted to")
+    holdout = sorted(set(bundle.manifest.run.holdout_frames))
+    if any(t >= clip.num_frames for t in holdout):
+        raise InputError(f"{bundle_dir}: withheld frames {holdout} lie outside its {clip.num_frames} frames",
+                         "the manifest is inconsistent; run the fit again")
+    sel = select_frames(frames, clip.num_frames, holdout, str(bundle_dir))
+    held = set(holdout)
+
     baked = [bundle.load_frames(o) for o in bundle.manifest.objects]
     w, h = clip.work_size
     dev = torch.device(device)
     cams = bundle_cameras(bundle, w, h).to(dev)
-    sel = list(range(clip.num_frames)) if frames is None else frames
     black = torch.zeros(1, 3, device=dev)
     per_frame = []
     for t in sel:
@@ -66,21 +150,37 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
         with torch.no_grad():
             r = render_scene(frame_batches(baked, t, dev), cams.viewmats(idx), cams.K[idx], w, h, black,
                              near=cams.near, far=cams.far)
-        img, inst = r.image[0].cpu().numpy(), r.instance[0].cpu().numpy()
-        gt = clip.frames[t].astype(np.float32) / 255
+        inst = r.instance[0].cpu().numpy()
         union = clip.masks[:, t].any(0)
-        mse = float(((img - gt) ** 2).mean(-1)[union].mean()) if union.any() else float("nan")
-        ious = {}
-        for k, oid in enumerate(ids):
-            pred, true = inst[..., k] > 0.5, clip.masks[k, t]
-            u = (pred | true).sum()
-            ious[oid] = float((pred & true).sum() / u) if u else float("nan")
-        per_frame.append({"frame": t, "psnr_masked": -10 * np.log10(max(mse, 1e-10)), "iou": ious})
-    summary = {
-        "psnr_masked": float(np.nanmean([r["psnr_masked"] for r in per_frame])),
-        "iou": {oid: float(np.nanmean([r["iou"][oid] for r in per_frame])) for oid in ids},
-    }
-    return {"bundle": str(bundle.root), "frames": sel, "size": [w, h], "summary": summary, "per_frame": per_frame}
+        pred = r.image[0].clamp(0, 1).cpu().numpy().astype(np.float64) * union[..., None]
+        target = clip.frames[t].astype(np.float64) / 255 * union[..., None]
+        per_frame.append({
+            "frame": t,
+            "holdout": t in held,
+            "psnr_masked": masked_psnr(pred, target, union),
+            "ssim_masked": masked_ssim(pred, target, union),
+            "iou": {oid: mask_iou(inst[..., k] > 0.5, clip.masks[k, t]) for k, oid in enumerate(ids)},
+        })
+
+    if holdout:
+        groups = {"holdout": [r for r in per_frame if r["holdout"]],
+                  "train": [r for r in per_frame if not r["holdout"]]}
+    else:
+        groups = {"all": per_frame}
+    splits = {name: summarise(rows, ids) for name, rows in groups.items() if rows}
+    return {"bundle": str(bundle.root), "size": [w, h], "frames": sel, "holdout_frames": holdout,
+            "summary": summarise(per_frame, ids), "splits": splits, "per_frame": per_frame}
+
+
+def _json_safe(x):
+    """NaN (undefined metric) becomes null, so the output is strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,14 +189,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", required=True, type=Path, help="the clip the bundle was made from")
     p.add_argument("--mask_dir", required=True, type=Path, help="its masks folder")
     p.add_argument("--max_side", type=int, default=720, help="evaluate at this longer side (default 720)")
+    p.add_argument("--frames", default="all", choices=FRAME_SETS,
+                   help="frames to evaluate: all (default; summarised per split), holdout (the frames "
+                        "withheld by the run's --holdout) or train (the frames it was fitted to)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     a = p.parse_args(argv)
-    res = evaluate_bundle(a.bundle, a.data_dir, a.mask_dir, max_side=a.max_side, device=a.device)
+    try:
+        res = evaluate_bundle(a.bundle, a.data_dir, a.mask_dir, max_side=a.max_side, frames=a.frames,
+                              device=a.device)
+    except GenmojoError as e:
+        print(f"error: {e}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        return 2
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    res = _json_safe(res)
     text = json.dumps(res, indent=2)
     if a.out:
         a.out.write_text(text)
-    print(json.dumps(res["summary"], indent=2) if a.out else text)
+    print(json.dumps({"summary": res["summary"], "splits": res["splits"]}, indent=2) if a.out else text)
     return 0
 
 
