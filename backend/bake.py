@@ -11,8 +11,6 @@ import torch
 from genmojo_blender.core import bundle as fmt
 
 from .io.bundle_writer import BakedObject, CanonicalArrays
-from .model.camera import Cameras
-from .optim.skeleton import SceneModel, render_frames
 
 # Distinct display colours for objects in Blender (cycled when there are more objects).
 PALETTE = [(0.90, 0.30, 0.25), (0.25, 0.60, 0.95), (0.35, 0.80, 0.35), (0.95, 0.75, 0.20),
@@ -20,16 +18,22 @@ PALETTE = [(0.90, 0.30, 0.25), (0.25, 0.60, 0.95), (0.35, 0.80, 0.35), (0.95, 0.
 
 
 @torch.no_grad()
-def bake_objects(model: SceneModel, visible: np.ndarray, chunk: int = 16) -> list[BakedObject]:
-    """Every object's Gaussians at every frame. ``visible`` (K, T) comes from the masks."""
+def bake_objects(model, visible: np.ndarray, device: torch.device, chunk: int = 8) -> list[BakedObject]:
+    """Every object's Gaussians at every frame. ``visible`` (K, T) comes from the masks.
+
+    ``model`` is either optimizer's scene: it has ``object_ids``, ``world_at(frames)`` (a
+    ``GaussianBatch`` per object) and ``canonical(k)``.
+    """
     T = visible.shape[1]
+    parts: list[list] = [[] for _ in model.object_ids]
+    for s in range(0, T, chunk):
+        frames = torch.arange(s, min(T, s + chunk), device=device)
+        for k, g in enumerate(model.world_at(frames)):
+            parts[k].append(g)
     out = []
-    for k, (oid, canon, motion) in enumerate(zip(model.object_ids, model.canonicals, model.motions)):
-        parts = []
-        for s in range(0, T, chunk):
-            frames = torch.arange(s, min(T, s + chunk), device=canon.means.device)
-            parts.append(motion(canon, frames))
-        cat = {name: torch.cat([getattr(p, name) for p in parts]).float().cpu().numpy()
+    for k, oid in enumerate(model.object_ids):
+        canon = model.canonical(k)
+        cat = {name: torch.cat([getattr(p, name) for p in parts[k]]).float().cpu().numpy()
                for name in ("means", "quats", "log_scales", "colors", "opacities")}
         q = cat["quats"]
         cat["quats"] = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
@@ -41,20 +45,4 @@ def bake_objects(model: SceneModel, visible: np.ndarray, chunk: int = 16) -> lis
                                opacities=canon.opacities.float().cpu().numpy())
         out.append(BakedObject(id=oid, name=f"object_{oid}", color=PALETTE[k % len(PALETTE)], canonical=c,
                                frames=frames_np, visible=[bool(v) for v in visible[k]]))
-    return out
-
-
-@torch.no_grad()
-def render_preview(model: SceneModel, cameras: Cameras, plate: np.ndarray, chunk: int = 4) -> np.ndarray:
-    """Input-view preview: the input frame beside the render composited over it, (T, H, 2W, 3) uint8."""
-    T = plate.shape[0]
-    dev = cameras.K.device
-    out = np.empty((T, plate.shape[1], plate.shape[2] * 2, 3), np.uint8)
-    for s in range(0, T, chunk):
-        frames = torch.arange(s, min(T, s + chunk), device=dev)
-        r = render_frames(model, cameras, frames)
-        bg = torch.from_numpy(plate[s:s + len(frames)]).to(dev).float() / 255
-        comp = (r.image + (1 - r.alpha[..., None]) * bg).clamp(0, 1)
-        out[s:s + len(frames), :, :plate.shape[2]] = plate[s:s + len(frames)]
-        out[s:s + len(frames), :, plate.shape[2]:] = (comp * 255 + 0.5).byte().cpu().numpy()
     return out

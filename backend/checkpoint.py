@@ -19,7 +19,6 @@ import torch
 
 from .config import Config
 from .errors import InputError
-from .optim.skeleton import FitState, SceneModel
 
 STATE_FILE = "state.pt"
 INFO_FILE = "checkpoint.json"
@@ -29,7 +28,8 @@ def checkpoint_dir(out_dir: Path, save_name: str) -> Path:
     return Path(out_dir) / f".{save_name}.checkpoint"
 
 
-def fingerprint(data_dir: Path, mask_dir: Path, cam_path: Path | None, cfg: Config, iterations: int) -> dict:
+def fingerprint(data_dir: Path, mask_dir: Path, cam_path: Path | None, cfg: Config, iterations: int,
+                holdout: int = 0) -> dict:
     """What must match for a checkpoint to be continued: the inputs, the configuration, the budget."""
     return {
         "data_dir": str(Path(data_dir).resolve()),
@@ -38,17 +38,19 @@ def fingerprint(data_dir: Path, mask_dir: Path, cam_path: Path | None, cfg: Conf
         "config_sha256": hashlib.sha256(cfg.to_json().encode()).hexdigest(),
         "preset": cfg.preset,
         "iterations": int(iterations),
+        "holdout": int(holdout),
     }
 
 
-def save_checkpoint(folder: Path, model: SceneModel, state: FitState, finger: dict) -> None:
-    """Write the checkpoint atomically (a crash while saving keeps the previous one)."""
+def save_checkpoint(folder: Path, payload: dict, finger: dict, step: int) -> None:
+    """Write ``payload`` (tensors, numbers, lists and dicts of them) atomically, recording ``step``
+    (a crash while saving keeps the previous checkpoint)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{STATE_FILE}.tmp-{os.getpid()}"
     tmp_info = folder / f".{INFO_FILE}.tmp-{os.getpid()}"
     try:
-        torch.save({"model": model.state_dict(), "fit": state.state_dict()}, tmp)
-        tmp_info.write_text(json.dumps(dict(finger, step=state.step), indent=2))
+        torch.save(payload, tmp)
+        tmp_info.write_text(json.dumps(dict(finger, step=int(step)), indent=2))
         # the info file is replaced last: it names the step of the state file beside it
         os.replace(tmp, folder / STATE_FILE)
         os.replace(tmp_info, folder / INFO_FILE)
@@ -66,8 +68,9 @@ def read_info(folder: Path) -> dict | None:
     return info if (folder / STATE_FILE).is_file() and isinstance(info, dict) else None
 
 
-def load_checkpoint(folder: Path, finger: dict, model: SceneModel, state: FitState) -> int:
-    """Restore ``model`` and ``state`` from ``folder``; returns the step to continue after."""
+def load_checkpoint(folder: Path, finger: dict, restore) -> None:
+    """Read the payload saved in ``folder`` and hand it to ``restore`` (which loads it into the
+    model and optimizer); any mismatch becomes an input error that says to start over."""
     info = read_info(folder)
     if info is None:
         raise InputError(f"{folder}: no checkpoint to resume",
@@ -78,12 +81,10 @@ def load_checkpoint(folder: Path, finger: dict, model: SceneModel, state: FitSta
                          "resume with the same inputs, preset and --iters, or pass --overwrite to start over")
     try:
         data = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(data["model"])
-        state.load_state_dict(data["fit"])
-    except (RuntimeError, KeyError, ValueError, OSError) as e:
+        restore(data)
+    except (RuntimeError, KeyError, ValueError, IndexError, TypeError, OSError) as e:
         raise InputError(f"{folder / STATE_FILE}: the checkpoint cannot be read ({e})",
                          "pass --overwrite to start over") from e
-    return state.step
 
 
 def remove_checkpoint(folder: Path) -> None:

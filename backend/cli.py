@@ -66,8 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "lite and full presets")
     run_g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto uses CUDA (with gsplat) when available, else the CPU rasterizer")
+    run_g.add_argument("--method", choices=["genmojo", "skeleton"], default=None,
+                       help="genmojo (default): the method's two stages; skeleton: the rigid baseline it is "
+                            "measured against")
+    run_g.add_argument("--holdout", type=int, default=0, metavar="N",
+                       help="withhold every N-th frame from the fit (frames t with t %% N == N // 2) so that "
+                            "python -m backend.evaluate can score them; recorded in the manifest")
     run_g.add_argument("--iters", type=int, default=None,
-                       help="override the preset's number of optimisation steps (for quick checks)")
+                       help="override the preset's number of optimisation steps of each stage (for quick checks)")
     run_g.add_argument("--checkpoint_every", type=int, default=None,
                        help="steps between resumable checkpoints (default: the preset's; 0 = only when stopped)")
     run_g.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = get_preset("lite" if args.lite else (args.preset or "full"))
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
+    if args.method is not None:
+        cfg = replace(cfg, method=args.method)
     if args.checkpoint_every is not None:
         cfg = with_overrides(cfg, fit={"checkpoint_every": max(0, args.checkpoint_every)})
     if args.print_config:
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     req = RunRequest(data_dir=args.data_dir, mask_dir=args.mask_dir, out_dir=args.out_dir,
                      save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,
                      disable_guidance=args.disable_guidance, cam_path=args.cam_path, bg_path=args.bg_path,
-                     iterations=args.iters, resume=args.resume, command=["genmojo", *argv])
+                     iterations=args.iters, holdout=args.holdout, resume=args.resume,
+                     command=["genmojo", *argv])
     try:
         run(req, cfg, reporter, should_stop=stop)
     except Cancelled as e:

@@ -160,7 +160,6 @@ class Stage2Config:
     flow_preset: str = "medium"
     flow_fb_rel: float = 0.01
     flow_fb_abs: float = 0.5
-    checkpoint_every: int = 200
 
     def iterations(self, num_frames: int) -> int:
         return max(self.min_iterations, self.iters_per_frame * num_frames)
@@ -176,7 +175,6 @@ class PreviewConfig:
     orbit_pullback: float = 1.25  # camera distance relative to the scene centre (spec: 2.5 / 2)
     track_grid: int = 48  # query points per image side for the trajectory video
     track_trace: int = 10  # frames of trail drawn behind each point
-    max_scale: float = 0.1  # drop Gaussians larger than this × object size in previews
 
 
 @dataclass(frozen=True)
@@ -232,12 +230,12 @@ PRESETS: dict[str, Config] = {
         input=InputConfig(max_side=96),
         init=InitConfig(gaussians_per_object=300),
         fit=FitConfig(iters_per_frame=10, min_iterations=60, frames_per_step=2, checkpoint_every=50),
-        stage1=Stage1Config(iterations=80, crop_size=64, num_points=600, max_gaussians=2000,
-                            densify_every=20, lr_means_steps=40, opacity_reset_every=0),
+        stage1=Stage1Config(iterations=60, crop_size=48, num_points=300, max_gaussians=1000,
+                            densify_every=15, lr_means_steps=30, opacity_reset_every=0),
         deformation=DeformationConfig(grid_resolutions=(8, 16), grid_channels=8, min_time_resolution=4,
                                       hidden=32, basis_hidden=32, num_bases=4),
         stage2=Stage2Config(iters_per_frame=6, min_iterations=40, frames_per_batch=2, accumulation=1,
-                            knn=8, checkpoint_every=20),
+                            knn=8),
         preview=PreviewConfig(passes=1, track_grid=12),
         guidance=False,
     ),

@@ -2,6 +2,11 @@
 
 Each stage hands the next a typed value. All input checks happen in ``prepare`` before anything heavy
 (model building, optimisation) starts, so bad input fails in seconds with a message naming the file.
+
+Stages: ``validate`` (inputs), ``init`` (cameras, depths, optical flow), ``objects`` (stage 1: each
+object's canonical Gaussians), ``fit`` (stage 2: all objects jointly over the clip), ``bake`` (plain
+per-frame arrays and previews), ``write`` (the bundle). ``Config.method`` picks the GenMOJO method or
+the rigid skeleton baseline; both go through the same stages.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import torch
 
 from genmojo_blender.core import bundle as fmt
 
-from .bake import bake_objects, render_preview
+from .bake import bake_objects
 from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info, remove_checkpoint,
                          save_checkpoint)
 from .config import Config
@@ -26,11 +31,18 @@ from .io.bundle_writer import write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
 from .model.camera import Cameras, static_cameras
+from .model.crops import crop_box, crop_object
+from .model.gaussians import CanonicalGaussians
 from .model.tracks import ObjectTrack, ground_contact_depths, track_objects
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
+from .optim.stage1 import ObjectCrop, fit_object
+from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state
+from .previews import input_view, rotating_view, trajectories, trajectory_video
+from .priors.flow import estimate_flow
 from .progress import Reporter
 
-STAGES = ["validate", "init", "fit", "bake", "write"]
+STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
+METHODS = ("genmojo", "skeleton")
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,8 @@ class RunRequest:
     disable_guidance: bool = False
     cam_path: Path | None = None
     bg_path: Path | None = None
-    iterations: int | None = None  # overrides the preset's budget (smoke runs)
+    iterations: int | None = None  # overrides both stages' step counts (smoke runs)
+    holdout: int = 0  # withhold every N-th frame from the fit (0: none); see holdout_frames
     resume: bool = False
     command: list[str] = field(default_factory=list)
 
@@ -57,10 +70,20 @@ class Prepared:
     """Everything validated and loaded, ready for the heavy stages."""
 
     clip: Clip
-    tracks: list[ObjectTrack]
+    tracks: list[ObjectTrack]  # from the training frames' masks only
     device: torch.device
     target: Path
+    train: np.ndarray  # frame indices the fit may see
+    fit_masks: np.ndarray  # (K, T, h, w) the masks with withheld frames emptied
     megasam: MegasamCameras | None = None
+
+
+def holdout_frames(num_frames: int, every: int) -> list[int]:
+    """The frames ``--holdout N`` withholds: the middle frame of each group of N (t % N == N // 2),
+    so every withheld frame has training frames on both sides except possibly at the very end."""
+    if every <= 1:
+        return []
+    return [t for t in range(num_frames) if t % every == every // 2]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,6 +129,11 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
             f"preset {cfg.preset!r} asks for score-distillation guidance (Zero123), which this backend "
             "version does not provide",
             "pass --disable_guidance to run the reconstruction without the diffusion prior")
+    if cfg.method not in METHODS:
+        raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
+    if req.holdout < 0 or req.holdout == 1:
+        raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
+                         "--holdout 4 withholds every 4th frame")
     if req.bg_path is not None:
         raise InputError(f"--bg_path {req.bg_path}: background mode is not supported by this backend version",
                          "run without --bg_path; the objects are reconstructed without a background")
@@ -122,12 +150,24 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     ic = cfg.input
     clip = load_clip(req.data_dir, req.mask_dir, max_side=ic.max_side, fps=req.fps, default_fps=ic.default_fps,
                      min_frames=ic.min_frames, max_frames=ic.max_frames)
-    tracks = track_objects(clip.object_ids, clip.masks)
+    held = holdout_frames(clip.num_frames, req.holdout)
+    train = np.array([t for t in range(clip.num_frames) if t not in set(held)])
+    if len(train) < 2:
+        raise InputError(f"--holdout {req.holdout} leaves {len(train)} training frame(s) of {clip.num_frames}",
+                         "use a larger --holdout or a longer clip")
+    fit_masks = clip.masks.copy()
+    fit_masks[:, held] = False
+    for k, oid in enumerate(clip.object_ids):
+        if not fit_masks[k].any():
+            raise InputError(f"{req.mask_dir / oid}: object {oid} is only visible in withheld frames",
+                             "use a larger --holdout, or remove the object")
+    tracks = track_objects(clip.object_ids, fit_masks)
     megasam = None
     if req.cam_path is not None:
         w, h = clip.work_size
         megasam = load_megasam(req.cam_path, clip.num_frames, w, h)
-    return Prepared(clip=clip, tracks=tracks, device=device, target=target, megasam=megasam)
+    return Prepared(clip=clip, tracks=tracks, device=device, target=target, train=train, fit_masks=fit_masks,
+                    megasam=megasam)
 
 
 def cameras_and_depths(prep: Prepared, cfg: Config) -> tuple[Cameras, np.ndarray, str]:
@@ -140,11 +180,54 @@ def cameras_and_depths(prep: Prepared, cfg: Config) -> tuple[Cameras, np.ndarray
                        near=cfg.camera.near, far=max(cfg.camera.far, float(ms.depths.max()) * 2),
                        source="megasam")
         visible = np.array([tr.visible for tr in tracks])
-        return cams, object_depths_from_maps(clip.masks, ms.depths, visible), "megasam depths (masked median)"
+        return cams, object_depths_from_maps(prep.fit_masks, ms.depths, visible), "megasam depths (masked median)"
     cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
     d = ground_contact_depths(tracks, h, cfg.camera.scene_depth, cfg.init.depth_spread)
     return (cams, np.repeat(d[:, None], clip.num_frames, 1),
             "heuristic: ground contact (lower bottom edge = nearer), constant per object")
+
+
+def visibility(prep: Prepared) -> np.ndarray:
+    """(K, T) whether each object is in each frame: its mask, and for withheld frames whether it is
+    visible in a neighbouring training frame (their masks are not the fit's to see)."""
+    vis = np.array([tr.visible for tr in prep.tracks])
+    train = prep.train
+    for t in sorted(set(range(prep.clip.num_frames)) - set(train.tolist())):
+        before, after = train[train < t], train[train > t]
+        near = [int(before[-1])] if before.size else []
+        near += [int(after[0])] if after.size else []
+        vis[:, t] = vis[:, near].any(1)
+    return vis
+
+
+class _Checkpointer:
+    """Saves and restores the run's progress; a failed save is reported and the run goes on."""
+
+    def __init__(self, req: RunRequest, cfg: Config, iterations: int, reporter: Reporter):
+        self.folder = checkpoint_dir(req.out_dir, req.save_name)
+        self.finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations, req.holdout)
+        self.reporter = reporter
+
+    def save(self, payload: dict, step: int) -> bool:
+        try:
+            save_checkpoint(self.folder, payload, self.finger, step)
+            return True
+        except OSError as e:
+            self.reporter.log(f"warning: could not save a checkpoint in {self.folder} ({e}); the run continues")
+            return False
+
+    def load(self, restore) -> None:
+        load_checkpoint(self.folder, self.finger, restore)
+
+
+def _canonical_payload(c: CanonicalGaussians) -> dict:
+    return {"means": c.means.detach().cpu(), "quats": c.quats.detach().cpu(), "log_scales": c.log_scales.detach().cpu(),
+            "colors": c.colors.detach().cpu(), "opacities": c.opacities.detach().cpu()}
+
+
+def _canonical_from(d: dict, device: torch.device) -> CanonicalGaussians:
+    return CanonicalGaussians(means=d["means"], log_scales=d["log_scales"], colors=d["colors"],
+                              opacities=d["opacities"], quats=d["quats"]).to(device)
 
 
 def run(req: RunRequest, cfg: Config, reporter: Reporter,
@@ -159,70 +242,192 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     clip = prep.clip
     for w in clip.warnings:
         reporter.log(f"note: {w}")
+    held = holdout_frames(clip.num_frames, req.holdout)
     reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
-                 f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}")
+                 f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}, method {cfg.method}"
+                 + (f", {len(held)} frames withheld" if held else ""))
     reporter.end("validate")
 
     reporter.begin("init")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     cameras, depths, depth_source = cameras_and_depths(prep, cfg)
-    scene_depth = float(np.median(depths))
-    model = build_scene(clip.frames, clip.masks, prep.tracks, cameras, depths, cfg, gen).to(prep.device)
-    cameras = cameras.to(prep.device)
-    targets = FitTargets(frames=torch.from_numpy(clip.frames).to(prep.device).float() / 255,
-                         masks=torch.from_numpy(np.moveaxis(clip.masks, 0, -1)).to(prep.device))
-    iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
-    reporter.log(f"{sum(c.num_gaussians for c in model.canonicals)} Gaussians, {iterations} iterations")
+    if cfg.method == "skeleton":
+        iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
+    else:
+        iterations = req.iterations if req.iterations is not None else cfg.stage2.iterations(clip.num_frames)
+    ckpt = _Checkpointer(req, cfg, iterations, reporter)
+    if not req.resume:
+        remove_checkpoint(ckpt.folder)  # only reached with --overwrite when one exists (checked in prepare)
+    targets = _targets(prep, cfg, cameras, reporter) if cfg.method == "genmojo" else None
     reporter.end("init")
 
-    reporter.begin("fit")
-    ckpt = checkpoint_dir(req.out_dir, req.save_name)
-    finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations)
-    state = make_fit_state(model, cfg, iterations, scene_depth, gen)
-    if req.resume:
-        load_checkpoint(ckpt, finger, model, state)
-        reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
+    if cfg.method == "genmojo":
+        model, final, guidance = _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
+                                             reporter, should_stop)
     else:
-        remove_checkpoint(ckpt)  # only reached with --overwrite when one exists (checked in prepare)
-
-    def checkpoint() -> bool:
-        """Save progress; a failure (disk full, say) is reported but does not end the run."""
-        try:
-            save_checkpoint(ckpt, model, state, finger)
-            return True
-        except OSError as e:
-            reporter.log(f"warning: could not save a checkpoint in {ckpt} ({e}); the run continues")
-            return False
-
-    try:
-        final = fit_scene(model, targets, cameras, cfg, iterations, state, scene_depth=scene_depth,
-                          on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
-                          on_checkpoint=checkpoint)
-    except Cancelled as e:
-        if state.step == 0 or not checkpoint():
-            raise
-        raise Cancelled(f"{e}; progress saved in {ckpt}",
-                        "run the same command with --resume to continue from there") from e
-    reporter.end("fit")
+        model, final, guidance = _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt,
+                                               reporter, should_stop)
 
     reporter.begin("bake")
-    visible = np.array([tr.visible for tr in prep.tracks])
-    baked = bake_objects(model, visible)
-    preview = render_preview(model, cameras, clip.frames)
+    cameras = cameras.to(prep.device)
+    baked = bake_objects(model, visibility(prep), prep.device)
+    previews, tracks = make_previews([b.frames for b in baked], cameras, clip.frames, cfg, prep.device)
     reporter.end("bake")
 
     reporter.begin("write")
     track, cam_info = cameras.to_bundle(clip.width, clip.height)
     info = fmt.ClipInfo(width=clip.width, height=clip.height, fps=clip.fps, frame_names=clip.frame_names,
                         frame_numbers=clip.frame_numbers, source=clip.source)
-    run_info = fmt.RunInfo(optimizer="skeleton", preset=cfg.preset, device=str(prep.device),
-                           iterations=iterations, guidance="disabled", depth_source=depth_source,
+    run_info = fmt.RunInfo(optimizer=cfg.method, preset=cfg.preset, device=str(prep.device),
+                           iterations=iterations, guidance=guidance, depth_source=depth_source,
                            duration_s=round(time.monotonic() - t_start, 2), final_losses=final,
-                           config=cfg.to_dict(), command=req.command)
+                           config=cfg.to_dict(), command=req.command, holdout_frames=held)
     path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
-                        objects=baked, run=run_info, preview=preview, overwrite=req.overwrite)
-    remove_checkpoint(ckpt)
+                        objects=baked, run=run_info, previews=previews, tracks=tracks, overwrite=req.overwrite)
+    remove_checkpoint(ckpt.folder)
     reporter.end("write")
     reporter.done(str(path.resolve()))
     return path
+
+
+def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,
+                  device: torch.device):
+    """The bundle's preview videos (input view, rotating view, trajectories) and the 2D tracks."""
+    pc = cfg.preview
+    view = input_view(frames, cameras, plate, device)
+    rotating = rotating_view(frames, cameras, device, passes=pc.passes, azimuth_deg=pc.orbit_azimuth_deg,
+                             elevation_deg=pc.orbit_elevation_deg, pullback=pc.orbit_pullback)
+    tracks = trajectories(frames, cameras, device, grid=pc.track_grid, trace=pc.track_trace)
+    traj = trajectory_video(tracks, np.ascontiguousarray(view[:, :, cameras.width:]), trace=pc.track_trace)
+    return {"input_view": view, "rotating": rotating, "trajectories": traj}, tracks
+
+
+def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) -> ClipTargets:
+    """Frames, training masks, previous training frames and optical flow between them, on the device."""
+    clip, train, dev = prep.clip, prep.train, prep.device
+    T = clip.num_frames
+    prev = np.full(T, -1)
+    prev[train[1:]] = train[:-1]
+    pairs = [(int(a), int(b)) for a, b in zip(train[:-1], train[1:])]
+    c = cfg.stage2
+    t0 = time.monotonic()
+    flow = estimate_flow(clip.frames, pairs, preset=c.flow_preset, fb_rel=c.flow_fb_rel, fb_abs=c.flow_fb_abs)
+    reporter.log(f"optical flow ({flow.method}) for {len(pairs)} frame pairs in {time.monotonic() - t0:.1f} s, "
+                 f"{100 * flow.valid.mean():.0f}% of pixels consistent")
+    row = np.full(T, -1)
+    row[train[1:]] = np.arange(len(pairs))
+    depth = None
+    if c.depth_loss and prep.megasam is not None:
+        depth = torch.from_numpy(prep.megasam.depths).to(dev)
+    return ClipTargets(frames=torch.from_numpy(clip.frames).to(dev).float() / 255,
+                       masks=torch.from_numpy(np.moveaxis(prep.fit_masks, 0, -1)).to(dev),
+                       train=torch.from_numpy(train).long().to(dev), prev=torch.from_numpy(prev).long().to(dev),
+                       flow=torch.from_numpy(flow.flow).to(dev), flow_valid=torch.from_numpy(flow.valid).to(dev),
+                       flow_row=torch.from_numpy(row).long().to(dev), depth=depth)
+
+
+def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt, reporter, should_stop):
+    """Stage 1 per object, then stage 2 jointly; checkpoints after each object and during stage 2."""
+    clip, dev = prep.clip, prep.device
+    K = clip.num_objects
+    iters1 = req.iterations if req.iterations is not None else cfg.stage1.iterations
+    canon: list[CanonicalGaussians] = []
+    sides: list[float] = []
+    resumed: dict = {}
+    if req.resume:
+        ckpt.load(resumed.update)
+        canon = [_canonical_from(d, dev) for d in resumed["stage1"]]
+        sides = [float(x) for x in resumed["ref_sides"]]
+        gen.set_state(resumed["generator1"])
+        reporter.log(f"resuming: stage 1 done for {len(canon)} of {K} objects"
+                     + (f", stage 2 at step {int(resumed['fit']['step'])}" if "fit" in resumed else ""))
+
+    def stage1_payload() -> dict:
+        return {"stage1": [_canonical_payload(c) for c in canon], "ref_sides": list(sides),
+                "generator1": gen.get_state()}
+
+    reporter.begin("objects")
+    for k in range(len(canon), K):
+        tr = prep.tracks[k]
+        r = tr.reference
+        box = crop_box(tr.bbox[r], cfg.stage1.crop_margin)
+        image, mask = crop_object(clip.frames[r], prep.fit_masks[k, r], box, cfg.stage1.crop_size)
+        reporter.log(f"object {tr.id}: reference frame {r}, crop {box.side:.0f} px")
+        try:
+            c = fit_object(ObjectCrop(image, mask), cfg.stage1, cfg.camera.fovy_deg, dev, gen, iterations=iters1,
+                           on_step=lambda s, n, l, k=k: reporter.progress(k * iters1 + s, K * iters1, l),
+                           should_stop=should_stop)
+        except Cancelled as e:
+            if not canon or not ckpt.save(stage1_payload(), 0):
+                raise
+            raise Cancelled(f"{e}; the {len(canon)} finished object(s) are saved in {ckpt.folder}",
+                            "run the same command with --resume to continue from there") from e
+        canon.append(c)
+        sides.append(box.side)
+        reporter.log(f"object {tr.id}: {c.num_gaussians} Gaussians")
+        ckpt.save(stage1_payload(), 0)
+    reporter.end("objects")
+
+    reporter.begin("fit")
+    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cameras.to(dev), depths, sides, cfg)
+    cams = cameras.to(dev)
+    state = make_stage2_state(scene, cfg, gen)
+    if "fit" in resumed:
+        scene.load_state_dict(resumed["model"])
+        state.load_state_dict(resumed["fit"])
+        reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
+    reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations")
+
+    def checkpoint() -> bool:
+        return ckpt.save(dict(stage1_payload(), model=scene.state_dict(), fit=state.state_dict()), state.step)
+
+    try:
+        final = fit_stage2(scene, targets, cams, cfg, iterations, state,
+                           on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
+                           on_checkpoint=checkpoint)
+    except Cancelled as e:
+        if not checkpoint():
+            raise
+        raise Cancelled(f"{e}; progress saved in {ckpt.folder}",
+                        "run the same command with --resume to continue from there") from e
+    reporter.end("fit")
+    return scene, final, "disabled"
+
+
+def _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt, reporter, should_stop):
+    """The rigid baseline: lift each object from its mask, then one joint fit."""
+    clip = prep.clip
+    reporter.begin("objects")
+    model = build_scene(clip.frames, prep.fit_masks, prep.tracks, cameras, depths, cfg, gen).to(prep.device)
+    reporter.log(f"{sum(c.num_gaussians for c in model.canonicals)} Gaussians, {iterations} iterations")
+    reporter.end("objects")
+
+    reporter.begin("fit")
+    cams = cameras.to(prep.device)
+    targets = FitTargets(frames=torch.from_numpy(clip.frames).to(prep.device).float() / 255,
+                         masks=torch.from_numpy(np.moveaxis(prep.fit_masks, 0, -1)).to(prep.device),
+                         train=torch.from_numpy(prep.train).long().to(prep.device))
+    scene_depth = float(np.median(depths))
+    state = make_fit_state(model, cfg, iterations, scene_depth, gen)
+    if req.resume:
+        def restore(data):
+            model.load_state_dict(data["model"])
+            state.load_state_dict(data["fit"])
+        ckpt.load(restore)
+        reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
+
+    def checkpoint() -> bool:
+        return ckpt.save({"model": model.state_dict(), "fit": state.state_dict()}, state.step)
+
+    try:
+        final = fit_scene(model, targets, cams, cfg, iterations, state, scene_depth=scene_depth,
+                          on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
+                          on_checkpoint=checkpoint)
+    except Cancelled as e:
+        if state.step == 0 or not checkpoint():
+            raise
+        raise Cancelled(f"{e}; progress saved in {ckpt.folder}",
+                        "run the same command with --resume to continue from there") from e
+    reporter.end("fit")
+    return model, final, "disabled"

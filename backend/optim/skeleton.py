@@ -30,6 +30,7 @@ from ..model.motion import RigidMotion
 from ..model.scene import SceneRender, render_scene
 from ..model.tracks import ObjectTrack
 from . import losses as L
+from .state import FitState
 
 
 class SceneModel(nn.Module):
@@ -50,6 +51,11 @@ class SceneModel(nn.Module):
     def at(self, frames: torch.Tensor) -> list[GaussianBatch]:
         """Every object's world-space Gaussians at the given frame indices."""
         return [m(c, frames) for c, m in zip(self.canonicals, self.motions)]
+
+    world_at = at  # the name the baker uses for every model
+
+    def canonical(self, k: int) -> CanonicalGaussians:
+        return self.canonicals[k]
 
 
 def build_scene(frames: np.ndarray, masks: np.ndarray, tracks: list[ObjectTrack], cameras: Cameras,
@@ -81,10 +87,12 @@ def build_scene(frames: np.ndarray, masks: np.ndarray, tracks: list[ObjectTrack]
 
 @dataclass
 class FitTargets:
-    """The clip on the fit's device: frames (T,H,W,3) float in [0,1], masks (T,H,W,K) bool."""
+    """The clip on the fit's device: frames (T,H,W,3) float in [0,1], masks (T,H,W,K) bool, and the
+    training frames (M,) the fit may sample."""
 
     frames: torch.Tensor
     masks: torch.Tensor
+    train: torch.Tensor
 
 
 def scene_losses(render: SceneRender, frames: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor,
@@ -123,30 +131,6 @@ def make_optimizer(model: SceneModel, cfg: Config, scene_depth: float) -> torch.
     return torch.optim.Adam(groups, eps=1e-15)
 
 
-@dataclass
-class FitState:
-    """The optimizer, its schedule, the random stream and the completed step count of a fit.
-
-    Together with the model's parameters this is everything a resumed run needs to continue exactly
-    where an interrupted one stopped.
-    """
-
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator
-    step: int = 0
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "step": self.step}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.generator.set_state(d["generator"])
-        self.step = int(d["step"])
-
-
 def make_fit_state(model: SceneModel, cfg: Config, iterations: int, scene_depth: float,
                    generator: torch.Generator) -> FitState:
     """A fresh fit: Adam, learning rates decaying to ``lr_final_factor`` over ``iterations``."""
@@ -165,16 +149,16 @@ def fit_scene(model: SceneModel, targets: FitTargets, cameras: Cameras, cfg: Con
     ``on_checkpoint`` is called every ``cfg.fit.checkpoint_every`` steps; a stop request raises
     Cancelled between two steps, with ``state`` consistent with the model for a checkpoint.
     """
-    T = targets.frames.shape[0]
+    train = targets.train
     dev = targets.frames.device
-    per_step = min(cfg.fit.frames_per_step, T)
+    per_step = min(cfg.fit.frames_per_step, int(train.numel()))
     opt, sched, generator = state.optimizer, state.scheduler, state.generator
     every = cfg.fit.checkpoint_every
     last: dict[str, float] = {}
     for step in range(state.step + 1, iterations + 1):
         if should_stop():
             raise Cancelled(f"stopped at step {step - 1} of {iterations}")
-        frames = torch.randperm(T, generator=generator)[:per_step].to(dev)
+        frames = train[torch.randperm(int(train.numel()), generator=generator)[:per_step].to(dev)]
         if cfg.fit.random_background:
             white = torch.rand(per_step, generator=generator) < 0.5
             bgs = white.float()[:, None].repeat(1, 3).to(dev)
@@ -196,12 +180,3 @@ def fit_scene(model: SceneModel, targets: FitTargets, cameras: Cameras, cfg: Con
         if every and step % every == 0 and step < iterations:
             on_checkpoint()
     return last
-
-
-@torch.no_grad()
-def render_frames(model: SceneModel, cameras: Cameras, frames: torch.Tensor,
-                  background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> SceneRender:
-    """Render the given frames (evaluation and previews), without gradients."""
-    bgs = torch.tensor(background, device=cameras.K.device)[None].repeat(frames.shape[0], 1)
-    return render_scene(model.at(frames), cameras.viewmats(frames), cameras.K[frames], cameras.width,
-                        cameras.height, bgs, near=cameras.near, far=cameras.far)

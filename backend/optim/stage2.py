@@ -1,0 +1,347 @@
+"""Stage 2: all objects jointly — deformation fields and scene placements fitted to the whole clip.
+
+Every step renders all objects together (so they occlude each other) at a batch of training frames
+and compares with the frame inside the union of the masks; which object is in front is learned from
+pixels that only one mask covers (the instance loss, in the last quarter of training). Optical flow
+from the clip, checked for occlusion, supervises the projected motion of the Gaussians; scale and
+colour changes are kept small, and each object's kNN neighbourhoods are kept locally rigid with
+smoothly varying scale, which carries hidden Gaussians along with the visible ones. The canonical
+geometry from stage 1 is frozen: only the fields, colours, translations and depth factors learn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from ..errors import Cancelled
+from ..kernels import rasterize
+from ..model.camera import Cameras
+from ..model.crops import crop_box
+from ..model.deformation_field import DeformationField
+from ..model.dynamic import DynamicObject, ObjectState, ScenePlacement
+from ..model.gaussians import CanonicalGaussians, GaussianBatch
+from ..model.geometry import quat_to_rotmat
+from ..model.object_camera import object_intrinsics, orbit_viewmat
+from ..model.scene import SceneRender, render_scene
+from ..model.tracks import ObjectTrack
+from . import losses as L
+from .knn import KnnTable, knn_table
+from .state import FitState
+
+
+class MethodScene(nn.Module):
+    """All objects of a clip as dynamic objects, with the clip's cameras (c2w per frame)."""
+
+    def __init__(self, object_ids: list[str], objects: list[DynamicObject], c2w: torch.Tensor,
+                 knn: list[KnnTable]):
+        super().__init__()
+        self.object_ids = list(object_ids)
+        self.objects = nn.ModuleList(objects)
+        self.register_buffer("c2w", c2w.float().clone())
+        self.knn = knn
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.object_ids)
+
+    def states(self, frames: torch.Tensor) -> list[ObjectState]:
+        c2w = self.c2w[frames]
+        return [o(frames, c2w) for o in self.objects]
+
+    def world_at(self, frames: torch.Tensor) -> list[GaussianBatch]:
+        """Every object's world-space Gaussians at the given frame indices."""
+        return [s.world for s in self.states(frames)]
+
+    def canonical(self, k: int) -> CanonicalGaussians:
+        return self.objects[k].canonical()
+
+
+# ---------------------------------------------------------------------------------------------
+# initialisation
+
+
+@torch.no_grad()
+def reference_depth(canonical: CanonicalGaussians, size: int, fovy_deg: float, radius: float) -> float:
+    """Median rendered depth of the object's visible surface from its reference camera (object units)."""
+    dev = canonical.means.device
+    view = orbit_viewmat(radius).to(dev)[None]
+    K = object_intrinsics(size, fovy_deg).to(dev)[None]
+    depth, alpha, _ = rasterize(canonical.means, canonical.quats, canonical.log_scales.exp(), canonical.opacities,
+                                canonical.colors, view, K, size, size, render_mode="ED")
+    sel = alpha[0, ..., 0] > 0.75
+    if not bool(sel.any()):
+        sel = alpha[0, ..., 0] > 0.1
+    return float(depth[0, ..., 0][sel].median()) if bool(sel.any()) else radius
+
+
+def smooth_log_depth(d: np.ndarray, sigma: float, size: int, rate_limit: float) -> np.ndarray:
+    """Gaussian smoothing over frames (replicate padding), then per-frame changes clamped to
+    ±``rate_limit`` in log units and re-integrated from the first smoothed value."""
+    x = np.log(np.maximum(d, 1e-6))
+    if sigma > 0 and size > 1 and x.size > 1:
+        r = size // 2
+        k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        k /= k.sum()
+        x = np.convolve(np.pad(x, r, mode="edge"), k, mode="valid")
+    steps = np.clip(np.diff(x), -rate_limit, rate_limit)
+    return np.exp(np.concatenate([x[:1], x[:1] + np.cumsum(steps)]))
+
+
+def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: Cameras, depths: np.ndarray,
+                   ref_side: float, cfg: Config) -> ScenePlacement:
+    """Crop scale, translation and depth factor per frame from the object's 2D track and depth source.
+
+    ``depths`` (T,) is the depth source's camera distance of the object's visible surface per frame.
+    """
+    s1, s2 = cfg.stage1, cfg.stage2
+    tan_half = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
+    K = cameras.K.double().cpu().numpy()
+    T = track.num_frames
+    sides = np.array([crop_box(track.bbox[t], s2.crop_margin, ref_side).side for t in range(T)])
+    # at the object-centric distance R an object unit spans side/(2·tan·R) image pixels; placed at depth R·d
+    # with scale s it spans f·s/R: equal when s = side/(2·tan·f)
+    scale = sides / (2 * tan_half * K[:, 1, 1])
+    centre = np.stack([(track.bbox[:, 0] + track.bbox[:, 2]) / 2, (track.bbox[:, 1] + track.bbox[:, 3]) / 2], 1)
+    z = s1.camera_radius
+    trans = np.stack([(centre[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * z, (centre[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * z,
+                      np.full(T, z)], 1)
+    r_obj = reference_depth(canonical, s1.crop_size, cfg.camera.fovy_deg, s1.camera_radius)
+    surface = z + scale * (r_obj - s1.camera_radius)  # camera distance of the surface before the depth factor
+    d = smooth_log_depth(depths / surface, s2.depth_smooth_sigma, s2.depth_smooth_size, s2.depth_rate_limit)
+    return ScenePlacement(torch.from_numpy(scale), torch.from_numpy(trans), torch.from_numpy(d))
+
+
+def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussians], tracks: list[ObjectTrack],
+                       cameras: Cameras, depths: np.ndarray, ref_sides: list[float], cfg: Config) -> MethodScene:
+    """The stage-2 model: one dynamic object per canonical, starting exactly at stage 1's solution."""
+    objs, tables = [], []
+    T = cameras.K.shape[0]
+    for k, (canon, tr) in enumerate(zip(canonicals, tracks)):
+        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg)
+        field = DeformationField(cfg.deformation, T).to(canon.means.device)
+        objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
+                                  scale_first_depth=cfg.stage2.parity_scale_first_depth))
+        tables.append(knn_table(canon.means.detach(), cfg.stage2.knn, cfg.stage2.knn_weight_scale))
+    return MethodScene(object_ids, objs, cameras.c2w, tables)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets and losses
+
+
+@dataclass
+class ClipTargets:
+    """The clip on the fit's device.
+
+    frames (T,H,W,3) float [0,1]; masks (T,H,W,K) bool; train (M,) the frames the fit may see;
+    prev (T,) the previous training frame of each frame (−1 if none); flow (P,H,W,2) pixels and
+    flow_valid (P,H,W) for the pairs (prev[t], t), row flow_row[t] (−1 if none); depth (T,H,W) or None.
+    """
+
+    frames: torch.Tensor
+    masks: torch.Tensor
+    train: torch.Tensor
+    prev: torch.Tensor
+    flow: torch.Tensor
+    flow_valid: torch.Tensor
+    flow_row: torch.Tensor
+    depth: torch.Tensor | None = None
+
+
+def _project(points: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """World points (N,3) → pixel coordinates (N,2) in the camera ``viewmat`` (4,4), ``K`` (3,3)."""
+    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2:3].clamp_min(1e-6)
+    return torch.cat([K[0, 0] * cam[:, :1] / z + K[0, 2], K[1, 1] * cam[:, 1:2] / z + K[1, 2]], 1)
+
+
+def render_flow(prev: list[GaussianBatch], cur: list[GaussianBatch], b: int, vm_prev: torch.Tensor,
+                vm_cur: torch.Tensor, K_prev: torch.Tensor, K_cur: torch.Tensor, width: int,
+                height: int, near: float, far: float) -> torch.Tensor:
+    """The rendered optical flow (H,W,2) from frame prev to cur, splatted with prev's geometry.
+
+    Each Gaussian's colour is the pixel displacement of its centre; geometry is detached, so the
+    gradient reaches positions only through the displacement.
+    """
+    pm = torch.cat([o.means[b] for o in prev])
+    cm = torch.cat([o.means[b] for o in cur])
+    disp = _project(cm, vm_cur, K_cur) - _project(pm, vm_prev, K_prev)
+    cols = torch.cat([disp, torch.zeros_like(disp[:, :1])], 1)
+    quats = torch.cat([o.quats[b] for o in prev]).detach()
+    scales = torch.cat([o.log_scales[b] for o in prev]).detach().exp()
+    opac = torch.cat([o.opacities[b] for o in prev]).detach()
+    img, _, _ = rasterize(pm.detach(), quats, scales, opac, cols, vm_prev[None], K_prev[None], width, height,
+                          near_plane=near, far_plane=far, backgrounds=torch.zeros(1, 3, device=pm.device))
+    return img[0, ..., :2]
+
+
+def instance_nll(instance: torch.Tensor, masks: torch.Tensor, threshold: float, parity_object0: bool) -> torch.Tensor:
+    """Negative log of the true object's composited visibility on pixels only one mask covers, where
+    the render is not yet confident (visibility of the true object below ``threshold``).
+
+    The public code tests object 0's visibility instead of the true object's for every pixel [quirk];
+    ``parity_object0`` reproduces that.
+    """
+    single = masks.sum(-1) == 1
+    label = masks.float().argmax(-1)
+    true_w = instance.gather(-1, label[..., None])[..., 0]
+    hard_w = instance[..., 0] if parity_object0 else true_w
+    valid = single & (hard_w < threshold)
+    if not bool(valid.any()):
+        return instance.sum() * 0
+    return -torch.log(true_w[valid] + 1e-10).mean()
+
+
+def local_scale_loss(ds: torch.Tensor, knn: KnnTable) -> torch.Tensor:
+    """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (N,3)."""
+    diff = ds[knn.indices] - ds[:, None, :]
+    return torch.sqrt(knn.weights * diff.pow(2).sum(-1) + 1e-20).mean()
+
+
+def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tensor, q_cur: torch.Tensor,
+                  knn: KnnTable) -> torch.Tensor:
+    """As-rigid-as-possible: neighbour offsets at prev must equal those at cur rotated back by each
+    Gaussian's own rotation change (x (N,3) world centres, q (N,4) world rotations)."""
+    o_prev = x_prev[knn.indices] - x_prev[:, None, :]
+    o_cur = x_cur[knn.indices] - x_cur[:, None, :]
+    R_rel = quat_to_rotmat(q_cur) @ quat_to_rotmat(q_prev).transpose(-1, -2)  # prev frame → cur frame
+    back = torch.einsum("nji,nkj->nki", R_rel, o_cur)  # R_relᵀ · o_cur
+    return torch.sqrt(knn.weights * (o_prev - back).pow(2).sum(-1) + 1e-20).mean()
+
+
+def depth_l1_log(depth: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """|log rendered depth − log depth map| on pixels inside the (eroded) union mask the render covers."""
+    union = masks.any(-1).float()[:, None]
+    eroded = (-F.max_pool2d(-union, 7, stride=1, padding=3))[:, 0] > 0.5
+    sel = eroded & (alpha > 0.5) & (target > 0)
+    if not bool(sel.any()):
+        return depth.sum() * 0
+    return (torch.log(depth[sel].clamp_min(1e-6)) - torch.log(target[sel])).abs().mean()
+
+
+def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, frames: torch.Tensor,
+                backgrounds: torch.Tensor, cfg: Config, step_ratio: float) -> dict[str, torch.Tensor]:
+    """Every weighted loss term for one micro-batch of ``frames``; ``total`` is their sum."""
+    c = cfg.stage2
+    ramp = step_ratio if c.ramp else 1.0
+    B = frames.shape[0]
+    prev = targets.prev[frames]
+    has_prev = prev >= 0
+    both = torch.cat([frames, torch.where(has_prev, prev, frames)])
+    states = scene.states(both)
+    cur = [GaussianBatch(*(getattr(s.world, n)[:B] for n in ("means", "quats", "log_scales", "colors", "opacities")))
+           for s in states]
+    prv = [GaussianBatch(*(getattr(s.world, n)[B:] for n in ("means", "quats", "log_scales", "colors", "opacities")))
+           for s in states]
+    vm = cameras.viewmats(both)
+    Ks = cameras.K[both]
+    render: SceneRender = render_scene(cur, vm[:B], Ks[:B], cameras.width, cameras.height, backgrounds,
+                                       near=cameras.near, far=cameras.far)
+    masks = targets.masks[frames]
+    union = masks.any(-1)
+    target = torch.where(union[..., None], targets.frames[frames], backgrounds[:, None, None, :])
+    terms = {
+        "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union),
+        "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union),
+    }
+    if step_ratio > c.instance_start:
+        terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
+                                                               c.parity_instance_object0)
+    if c.depth_loss and targets.depth is not None:
+        terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[frames], masks)
+    zero = render.image.sum() * 0
+    flow, dscale, dcolor, lscale, rigid = zero, zero, zero, zero, zero
+    n_pairs = int(has_prev.sum())
+    W, H = cameras.width, cameras.height
+    norm = torch.tensor([1.0 / W, 1.0 / H], device=frames.device)
+    for b in torch.nonzero(has_prev).flatten().tolist():
+        row = int(targets.flow_row[frames[b]])
+        fr = render_flow(prv, cur, b, vm[B + b], vm[b], Ks[B + b], Ks[b], W, H, cameras.near, cameras.far)
+        p_mask = targets.masks[prev[b]].any(-1)
+        valid = targets.flow_valid[row] & p_mask
+        err = ((fr - targets.flow[row] * p_mask[..., None]).abs() * norm).sum(-1)
+        inside = err[valid].mean() if bool(valid.any()) else zero
+        outside = err[~p_mask].mean() if bool((~p_mask).any()) else zero
+        flow = flow + inside + outside
+        for k, s in enumerate(states):
+            ds = s.d_log_scales[B + b] - s.d_log_scales[b]
+            dscale = dscale + ds.abs().mean()
+            dcolor = dcolor + s.d_colors[b].abs().mean()
+            lscale = lscale + local_scale_loss(ds, scene.knn[k])
+            rigid = rigid + rigidity_loss(s.world.means[B + b], s.world.means[b], s.world.quats[B + b],
+                                          s.world.quats[b], scene.knn[k])
+    if n_pairs:
+        K_obj = scene.num_objects
+        terms["flow"] = c.w_flow * ramp * flow / n_pairs
+        terms["scale_change"] = c.w_scale_change * ramp * dscale / (n_pairs * K_obj)
+        terms["color_change"] = c.w_color_change * ramp * dcolor / (n_pairs * K_obj)
+        terms["local_scale"] = c.w_local_scale * ramp * lscale / (n_pairs * K_obj)
+        terms["rigidity"] = c.w_rigid * ramp * rigid / (n_pairs * K_obj)
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+
+
+def make_stage2_state(scene: MethodScene, cfg: Config, generator: torch.Generator) -> FitState:
+    """AdamW with the spec's constant learning rates (canonical geometry is not in it: it is frozen)."""
+    c = cfg.stage2
+    groups = []
+    for o in scene.objects:
+        groups += o.field.param_groups(c.lr_mlp, c.lr_grid, c.weight_decay, c.grid_weight_decay)
+        groups += [
+            {"params": [o.color_logits], "lr": c.lr_colors, "weight_decay": c.weight_decay, "name": "colors"},
+            {"params": [o.placement.translation], "lr": c.lr_translation, "weight_decay": 0.0, "name": "translation"},
+            {"params": [o.placement.depth], "lr": c.lr_depth, "weight_decay": 0.0, "name": "depth"},
+        ]
+    return FitState(torch.optim.AdamW(groups, eps=1e-15), None, generator)
+
+
+def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: Config, iterations: int,
+               state: FitState, *, on_step: Callable[[int, int, dict[str, float]], None] = lambda *a: None,
+               should_stop: Callable[[], bool] = lambda: False,
+               on_checkpoint: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """Optimise ``scene`` in place from ``state.step`` to ``iterations``; returns the last loss terms."""
+    c = cfg.stage2
+    train = targets.train
+    dev = targets.frames.device
+    per = min(c.frames_per_batch, int(train.numel()))
+    every = cfg.fit.checkpoint_every
+    last: dict[str, float] = {}
+    for step in range(state.step + 1, iterations + 1):
+        if should_stop():
+            raise Cancelled(f"stopped at step {step - 1} of {iterations}")
+        ratio = step / iterations
+        state.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for _ in range(c.accumulation):
+            pick = torch.randperm(int(train.numel()), generator=state.generator)[:per]
+            frames = train[pick.to(train.device)].to(dev)
+            if c.random_background:
+                bgs = (torch.rand(per, generator=state.generator) < 0.5).float()[:, None].repeat(1, 3).to(dev)
+            else:
+                bgs = torch.ones(per, 3, device=dev)
+            terms = step_losses(scene, targets, cameras, frames, bgs, cfg, ratio)
+            (terms["total"] / c.accumulation).backward()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / c.accumulation
+        state.optimizer.step()
+        state.step = step
+        last = sums
+        if not math.isfinite(last["total"]):
+            raise FloatingPointError(f"the stage-2 loss became {last['total']} at step {step}; "
+                                     "lower the learning rates in the config")
+        on_step(step, iterations, last)
+        if every and step % every == 0 and step < iterations:
+            on_checkpoint()
+    return last
