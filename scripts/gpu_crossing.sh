@@ -12,11 +12,14 @@ name=${NAME:-crossing}
 mkdir -p "$out"
 clip=.carry/crossing
 res=/tmp/genmojo_results
-rm -rf "$res/$name" "$res/.$name.checkpoint"
+case " $* " in
+    *" --resume "*) ;;  # continue an interrupted run of the same name (its checkpoint is kept)
+    *) rm -rf "$res/$name" "$res/.$name.checkpoint" ;;
+esac
 start=$(date +%s.%N)
 python3 -m backend --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" --out_dir "$res" \
     --save_name "$name" --lite --disable_guidance --device cuda "$@" \
-    > "$out/${name}_events.jsonl" 2> "$out/${name}_log.txt" || { tail -30 "$out/${name}_log.txt"; exit 1; }
+    >> "$out/${name}_events.jsonl" 2>> "$out/${name}_log.txt" || { tail -30 "$out/${name}_log.txt"; exit 1; }
 end=$(date +%s.%N)
 echo "$name wall time: $(python3 -c "print(round($end - $start, 1))") s"
 grep -v "^\[genmojo.*stage " "$out/${name}_log.txt" | tail -12

@@ -123,7 +123,7 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
                  "alpha": cfg.w_alpha * ramp * L.balanced_mse(alpha, mask_f, mask)}
         if guidance is not None:
             terms["guidance"] = guidance(lambda offsets: _render_offsets(params, offsets, K, S, cfg), step / iters)
-        total = sum(terms.values())
+        total = terms["total"] = sum(terms.values())
         for o in optimizers.values():
             o.zero_grad(set_to_none=True)
         total.backward()
@@ -131,7 +131,7 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
             o.step()
         strategy.step_post_backward(params, optimizers, sstate, step, info)
         values = {k: float(v.detach()) for k, v in terms.items()}
-        if not math.isfinite(sum(values.values())):
+        if not math.isfinite(values["total"]):
             raise FloatingPointError(f"the stage-1 loss became non-finite at step {step}")
         on_step(step, iters, dict(values, gaussians=float(params["means"].shape[0])))
     return final_prune(params, cfg)
