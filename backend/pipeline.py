@@ -220,6 +220,12 @@ class _Checkpointer:
         load_checkpoint(self.folder, self.finger, restore)
 
 
+def _trained_mask(prep: Prepared) -> np.ndarray:
+    mask = np.zeros(prep.clip.num_frames, bool)
+    mask[prep.train] = True
+    return mask
+
+
 def _canonical_payload(c: CanonicalGaussians) -> dict:
     return {"means": c.means.detach().cpu(), "quats": c.quats.detach().cpu(), "log_scales": c.log_scales.detach().cpu(),
             "colors": c.colors.detach().cpu(), "opacities": c.opacities.detach().cpu()}
@@ -370,7 +376,8 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     reporter.end("objects")
 
     reporter.begin("fit")
-    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cameras.to(dev), depths, sides, cfg)
+    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cameras.to(dev), depths, sides, cfg,
+                               trained=_trained_mask(prep))
     cams = cameras.to(dev)
     state = make_stage2_state(scene, cfg, gen)
     if "fit" in resumed:
@@ -399,7 +406,8 @@ def _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt, report
     """The rigid baseline: lift each object from its mask, then one joint fit."""
     clip = prep.clip
     reporter.begin("objects")
-    model = build_scene(clip.frames, prep.fit_masks, prep.tracks, cameras, depths, cfg, gen).to(prep.device)
+    model = build_scene(clip.frames, prep.fit_masks, prep.tracks, cameras, depths, cfg, gen,
+                        trained=_trained_mask(prep)).to(prep.device)
     reporter.log(f"{sum(c.num_gaussians for c in model.canonicals)} Gaussians, {iterations} iterations")
     reporter.end("objects")
 

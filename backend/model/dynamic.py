@@ -17,26 +17,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from .deformation_field import DeformationField
+from .frame_fill import FrameFill
 from .gaussians import CanonicalGaussians, GaussianBatch
 from .geometry import quat_multiply, quat_normalize, rotmat_to_quat
 
 
 class ScenePlacement(nn.Module):
-    """Per-frame crop scale s (T,) fixed, translation T (T,3) and depth factor d (T,) learned."""
+    """Per-frame crop scale s (T,) fixed, translation T (T,3) and depth factor d (T,) learned.
 
-    def __init__(self, scale: torch.Tensor, translation: torch.Tensor, depth: torch.Tensor):
+    ``trained`` (T,) marks the frames the fit sees; the others read their translation and depth
+    factor interpolated from trained neighbours (``FrameFill``).
+    """
+
+    def __init__(self, scale: torch.Tensor, translation: torch.Tensor, depth: torch.Tensor,
+                 trained: np.ndarray | None = None):
         super().__init__()
         self.register_buffer("scale", scale.float().clone())
         self.translation = nn.Parameter(translation.float().clone())
         self.depth = nn.Parameter(depth.float().clone())
+        self.fill = FrameFill(np.ones(scale.shape[0], bool) if trained is None else trained)
 
     @property
     def num_frames(self) -> int:
         return int(self.scale.shape[0])
+
+    def at(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scale (B,), translation (B,3) and depth factor (B,) at ``frames``."""
+        return self.scale[frames], self.fill(self.translation, frames), self.fill(self.depth, frames)
 
 
 @dataclass
@@ -81,14 +93,13 @@ class DynamicObject(nn.Module):
         """The object at ``frames`` (B,) long, seen by cameras with camera-to-world ``c2w`` (B,4,4)."""
         delta = self.field(self.means, frames)
         B, N = frames.shape[0], self.num_gaussians
-        pl = self.placement
-        s = pl.scale[frames][:, None, None]  # (B,1,1)
-        d = pl.depth[frames][:, None, None]
+        s, trans, d = self.placement.at(frames)
+        s, d = s[:, None, None], d[:, None, None]  # (B,1,1)
         x = self.means[None] + delta.d_means  # object units
-        cam = d * (s * x + pl.translation[frames][:, None, :])
+        cam = d * (s * x + trans[:, None, :])
         R, t = c2w[:, :3, :3], c2w[:, :3, 3]
         world = torch.einsum("bij,bnj->bni", R, cam) + t[:, None, :]
-        d_size = pl.depth[torch.zeros_like(frames)][:, None, None] if self.scale_first_depth else d
+        d_size = self.placement.at(torch.zeros_like(frames))[2][:, None, None] if self.scale_first_depth else d
         log_scales = self.log_scales[None] + delta.d_log_scales + torch.log(s * d_size)
         q_obj = quat_normalize(self.quats[None] + delta.d_quats)
         q_cam = rotmat_to_quat(R)[:, None, :].expand(B, N, 4)

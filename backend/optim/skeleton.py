@@ -59,7 +59,8 @@ class SceneModel(nn.Module):
 
 
 def build_scene(frames: np.ndarray, masks: np.ndarray, tracks: list[ObjectTrack], cameras: Cameras,
-                depths: np.ndarray, cfg: Config, generator: torch.Generator) -> SceneModel:
+                depths: np.ndarray, cfg: Config, generator: torch.Generator,
+                trained: np.ndarray | None = None) -> SceneModel:
     """Lift each object from its reference frame and initialise its per-frame translation.
 
     ``depths`` (K, T) is each object's camera distance per frame from the depth source; the initial
@@ -80,7 +81,7 @@ def build_scene(frames: np.ndarray, masks: np.ndarray, tracks: list[ObjectTrack]
             for t in range(T)])
         origins[r] = lifted.origin.double()
         canonicals.append(lifted.gaussians)
-        motions.append(RigidMotion(origins))
+        motions.append(RigidMotion(origins, trained))
         radii.append(lifted.radius)
     return SceneModel([tr.id for tr in tracks], canonicals, motions, radii)
 

@@ -96,7 +96,7 @@ def smooth_log_depth(d: np.ndarray, sigma: float, size: int, rate_limit: float) 
 
 
 def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: Cameras, depths: np.ndarray,
-                   ref_side: float, cfg: Config) -> ScenePlacement:
+                   ref_side: float, cfg: Config, trained: np.ndarray | None = None) -> ScenePlacement:
     """Crop scale, translation and depth factor per frame from the object's 2D track and depth source.
 
     ``depths`` (T,) is the depth source's camera distance of the object's visible surface per frame.
@@ -116,16 +116,19 @@ def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: C
     r_obj = reference_depth(canonical, s1.crop_size, cfg.camera.fovy_deg, s1.camera_radius)
     surface = z + scale * (r_obj - s1.camera_radius)  # camera distance of the surface before the depth factor
     d = smooth_log_depth(depths / surface, s2.depth_smooth_sigma, s2.depth_smooth_size, s2.depth_rate_limit)
-    return ScenePlacement(torch.from_numpy(scale), torch.from_numpy(trans), torch.from_numpy(d))
+    return ScenePlacement(torch.from_numpy(scale), torch.from_numpy(trans), torch.from_numpy(d), trained)
 
 
 def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussians], tracks: list[ObjectTrack],
-                       cameras: Cameras, depths: np.ndarray, ref_sides: list[float], cfg: Config) -> MethodScene:
-    """The stage-2 model: one dynamic object per canonical, starting exactly at stage 1's solution."""
+                       cameras: Cameras, depths: np.ndarray, ref_sides: list[float], cfg: Config,
+                       trained: np.ndarray | None = None) -> MethodScene:
+    """The stage-2 model: one dynamic object per canonical, starting exactly at stage 1's solution.
+
+    ``trained`` (T,) bool marks the frames the fit will see (default all)."""
     objs, tables = [], []
     T = cameras.K.shape[0]
     for k, (canon, tr) in enumerate(zip(canonicals, tracks)):
-        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg)
+        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg, trained)
         field = DeformationField(cfg.deformation, T).to(canon.means.device)
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
