@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="withhold every N-th frame from the fit (frames t with t %% N == N // 2) so that "
                             "python -m backend.evaluate can score them; recorded in the manifest")
     run_g.add_argument("--iters", type=int, default=None,
-                       help="override the preset's number of optimisation steps of each stage (for quick checks)")
+                       help="override the preset's number of steps of the joint fit (stage 2; for quick checks)")
     run_g.add_argument("--checkpoint_every", type=int, default=None,
                        help="steps between resumable checkpoints (default: the preset's; 0 = only when stopped)")
     run_g.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")

@@ -59,7 +59,7 @@ class RunRequest:
     disable_guidance: bool = False
     cam_path: Path | None = None
     bg_path: Path | None = None
-    iterations: int | None = None  # overrides both stages' step counts (smoke runs)
+    iterations: int | None = None  # overrides the joint fit's step count (smoke runs)
     holdout: int = 0  # withhold every N-th frame from the fit (0: none); see holdout_frames
     resume: bool = False
     command: list[str] = field(default_factory=list)
@@ -337,7 +337,7 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     """Stage 1 per object, then stage 2 jointly; checkpoints after each object and during stage 2."""
     clip, dev = prep.clip, prep.device
     K = clip.num_objects
-    iters1 = req.iterations if req.iterations is not None else cfg.stage1.iterations
+    iters1 = cfg.stage1.iterations
     canon: list[CanonicalGaussians] = []
     sides: list[float] = []
     resumed: dict = {}

@@ -51,22 +51,31 @@ def test_tiny_pipeline_emits_protocol_and_writes_a_bundle(tiny_run):
     types = [e.type for e in events]
     assert types[0] == "start" and types[-1] == "done"
     stages = [e.get("stage") for e in events if e.type == "stage" and e.get("status") == "begin"]
-    assert stages == events[0].get("stages") == ["validate", "init", "fit", "bake", "write"]
-    progress = [e for e in events if e.type == "progress"]
+    assert stages == events[0].get("stages") == ["validate", "init", "objects", "fit", "bake", "write"]
+    progress = [e for e in events if e.type == "progress" and e.get("stage") == "fit"]
     assert progress and progress[-1].get("step") == progress[-1].get("total") == 60
-    assert all(set(e.get("losses")) >= {"rgb", "alpha", "instance", "total"} for e in progress)
+    assert all(set(e.get("losses")) >= {"rgb", "alpha", "flow", "rigidity", "total"} for e in progress)
+    assert "instance" in progress[-1].get("losses")  # on in the last quarter
     b = open_bundle(events[-1].get("bundle"))
     m = b.manifest
     assert [o.id for o in m.objects] == ["001", "002", "003"] and m.clip.frame_count == 8
-    assert m.run.optimizer == "skeleton" and m.run.iterations == 60 and m.run.guidance == "disabled"
-    assert (b.root / m.previews["input_view"]).stat().st_size > 0
+    assert m.run.optimizer == "genmojo" and m.run.iterations == 60 and m.run.guidance == "disabled"
+    for name in ("input_view", "rotating", "trajectories", "trajectories_data"):
+        assert (b.root / m.previews[name]).stat().st_size > 0
     assert "fit at 64x64" in err  # human logs on stderr, never on stdout
 
 
 def test_fit_reduces_the_loss(tiny_run):
+    """Reconstruction errors fall in both stages (losses are ramped by step/total: undo it to compare)."""
     code, events, _, _ = tiny_run
-    totals = [e.get("losses")["total"] for e in events if e.type == "progress"]
-    assert np.mean(totals[-5:]) < 0.7 * totals[0]
+    for k in range(3):  # stage 1, each object's own 60 steps
+        obj = [e for e in events if e.type == "progress" and e.get("stage") == "objects"
+               and k * 60 < e.get("step") <= (k + 1) * 60]
+        err = [e.get("losses")["rgb"] * 60 / (e.get("step") - k * 60) for e in obj]
+        assert err[-1] < 0.9 * err[0]
+    fit = [e for e in events if e.type == "progress" and e.get("stage") == "fit"]
+    rgb = [e.get("losses")["rgb"] * e.get("total") / e.get("step") for e in fit]
+    assert len(rgb) >= 20 and np.mean(rgb[-10:]) < 0.8 * np.mean(rgb[:10])
 
 
 def assert_objects_follow_masks(bundle_path, clip):
@@ -90,8 +99,8 @@ def assert_objects_follow_masks(bundle_path, clip):
             assert np.hypot(*(centre - [xs.mean() + 0.5, ys.mean() + 0.5])) < 0.35 * size, (obj.id, t)
             h, w = mask.shape
             inside = mask[np.clip(uv[:, 1].astype(int), 0, h - 1), np.clip(uv[:, 0].astype(int), 0, w - 1)]
-            if obj.id == "003":  # the front-most object is never occluded: most Gaussians land on its mask
-                assert inside.mean() > 0.7, t
+            if obj.id == "003":  # the front-most object is never occluded: most of its opacity lands on its mask
+                assert np.average(inside, weights=fr.opacities[t]) > 0.5, t
 
 
 def test_objects_follow_their_masks(tiny_run, sample_clip_master):
@@ -149,7 +158,8 @@ def test_stop_signal_ends_within_two_seconds_and_keeps_a_checkpoint(sample_clip,
                          stderr=subprocess.DEVNULL, text=True)
     try:
         for line in p.stdout:
-            if decode_event(line).type == "progress":
+            ev = decode_event(line)
+            if ev.type == "progress" and ev.get("stage") == "fit":
                 break
         t0 = time.monotonic()
         p.send_signal(sig)

@@ -22,7 +22,7 @@ def _kill_after(clip, out, name, step):
     try:
         for line in p.stdout:
             ev = decode_event(line)
-            if ev.type == "progress" and ev.get("step") >= step:
+            if ev.type == "progress" and ev.get("stage") == "fit" and ev.get("step") >= step:
                 p.send_signal(signal.SIGKILL)
                 break
         p.wait(timeout=30)
@@ -43,7 +43,8 @@ def test_killed_run_resumes_to_the_same_result(sample_clip_master, tmp_path):
 
     code, events, err = backend(*clip_args(sample_clip_master, out, "resumed"), *ARGS, "--resume")
     assert code == 0, err
-    steps = [e.get("step") for e in events if e.type == "progress"]
+    steps = [e.get("step") for e in events if e.type == "progress" and e.get("stage") == "fit"]
+    assert not [e for e in events if e.type == "progress" and e.get("stage") == "objects"]  # stage 1 kept
     assert steps[0] == 21 and steps[-1] == 40  # continues after the checkpoint, same budget
     assert "resuming from the checkpoint at step 20" in err
     assert not (out / ".resumed.checkpoint").exists()  # removed once the result is complete
@@ -91,5 +92,32 @@ def test_failed_checkpoint_write_does_not_end_the_run(sample_clip_master, tmp_pa
     cfg = with_overrides(get_preset("cpu-tiny"), fit={"checkpoint_every": 5})
     path = pipeline.run(req, cfg, Reporter(pipeline.STAGES, out=io.StringIO(), log=log))
     assert open_bundle(path).manifest.run.iterations == 12
-    assert log.getvalue().count("could not save a checkpoint") == 2  # steps 5 and 10
+    # after each of the 3 objects of stage 1, then at steps 5 and 10 of the joint fit
+    assert log.getvalue().count("could not save a checkpoint") == 5
     assert not (tmp_path / ".r.checkpoint").exists() or not any((tmp_path / ".r.checkpoint").iterdir())
+
+
+def test_stop_in_stage_one_keeps_finished_objects(sample_clip_master, tmp_path):
+    """Stopped while fitting the second object: the first is kept, and --resume starts at the second."""
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "backend", *map(str, clip_args(sample_clip_master, out, "s1")), *ARGS],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in p.stdout:
+            ev = decode_event(line)
+            if ev.type == "progress" and ev.get("stage") == "objects" and ev.get("step") > 60:
+                p.send_signal(signal.SIGTERM)
+                break
+        rest = p.stdout.read()
+        assert p.wait(timeout=30) == 130
+    finally:
+        if p.poll() is None:
+            p.kill()
+    last = decode_event(rest.strip().splitlines()[-1])
+    assert "1 finished object" in last.get("error") and "--resume" in last.get("hint")
+
+    code, events, err = backend(*clip_args(sample_clip_master, out, "s1"), *ARGS, "--resume")
+    assert code == 0, err
+    assert "stage 1 done for 1 of 3 objects" in err
+    first = next(e for e in events if e.type == "progress" and e.get("stage") == "objects")
+    assert first.get("step") > 60  # object 001 was not fitted again
