@@ -77,6 +77,23 @@ class Prepared:
     fit_masks: np.ndarray  # (K, T, h, w) the masks with withheld frames emptied
     megasam: MegasamCameras | None = None
 
+    @property
+    def trained(self) -> np.ndarray:
+        """(T,) bool: the frames the fit may see."""
+        mask = np.zeros(self.clip.num_frames, bool)
+        mask[self.train] = True
+        return mask
+
+    @property
+    def held(self) -> list[int]:
+        """The frames withheld by --holdout."""
+        return np.flatnonzero(~self.trained).tolist()
+
+    def clip_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (T,H,W,3) float in [0,1] and training masks (T,H,W,K) bool on the fit's device."""
+        return (torch.from_numpy(self.clip.frames).to(self.device).float() / 255,
+                torch.from_numpy(np.moveaxis(self.fit_masks, 0, -1)).to(self.device))
+
 
 def holdout_frames(num_frames: int, every: int) -> list[int]:
     """The frames ``--holdout N`` withholds: the middle frame of each group of N (t % N == N // 2),
@@ -192,7 +209,7 @@ def visibility(prep: Prepared) -> np.ndarray:
     visible in a neighbouring training frame (their masks are not the fit's to see)."""
     vis = np.array([tr.visible for tr in prep.tracks])
     train = prep.train
-    for t in sorted(set(range(prep.clip.num_frames)) - set(train.tolist())):
+    for t in prep.held:
         before, after = train[train < t], train[train > t]
         near = [int(before[-1])] if before.size else []
         near += [int(after[0])] if after.size else []
@@ -220,12 +237,6 @@ class _Checkpointer:
         load_checkpoint(self.folder, self.finger, restore)
 
 
-def _trained_mask(prep: Prepared) -> np.ndarray:
-    mask = np.zeros(prep.clip.num_frames, bool)
-    mask[prep.train] = True
-    return mask
-
-
 def _canonical_payload(c: CanonicalGaussians) -> dict:
     return {"means": c.means.detach().cpu(), "quats": c.quats.detach().cpu(), "log_scales": c.log_scales.detach().cpu(),
             "colors": c.colors.detach().cpu(), "opacities": c.opacities.detach().cpu()}
@@ -248,7 +259,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     clip = prep.clip
     for w in clip.warnings:
         reporter.log(f"note: {w}")
-    held = holdout_frames(clip.num_frames, req.holdout)
+    held = prep.held
     reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
                  f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}, method {cfg.method}"
                  + (f", {len(held)} frames withheld" if held else ""))
@@ -326,9 +337,8 @@ def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) 
     depth = None
     if c.depth_loss and prep.megasam is not None:
         depth = torch.from_numpy(prep.megasam.depths).to(dev)
-    return ClipTargets(frames=torch.from_numpy(clip.frames).to(dev).float() / 255,
-                       masks=torch.from_numpy(np.moveaxis(prep.fit_masks, 0, -1)).to(dev),
-                       train=torch.from_numpy(train).long().to(dev), prev=torch.from_numpy(prev).long().to(dev),
+    frames, masks = prep.clip_tensors()
+    return ClipTargets(frames=frames, masks=masks, train=torch.from_numpy(train).long().to(dev), prev=torch.from_numpy(prev).long().to(dev),
                        flow=torch.from_numpy(flow.flow).to(dev), flow_valid=torch.from_numpy(flow.valid).to(dev),
                        flow_row=torch.from_numpy(row).long().to(dev), depth=depth)
 
@@ -376,9 +386,8 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     reporter.end("objects")
 
     reporter.begin("fit")
-    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cameras.to(dev), depths, sides, cfg,
-                               trained=_trained_mask(prep))
     cams = cameras.to(dev)
+    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cams, depths, sides, cfg, trained=prep.trained)
     state = make_stage2_state(scene, cfg, gen)
     if "fit" in resumed:
         scene.load_state_dict(resumed["model"])
@@ -407,15 +416,14 @@ def _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt, report
     clip = prep.clip
     reporter.begin("objects")
     model = build_scene(clip.frames, prep.fit_masks, prep.tracks, cameras, depths, cfg, gen,
-                        trained=_trained_mask(prep)).to(prep.device)
+                        trained=prep.trained).to(prep.device)
     reporter.log(f"{sum(c.num_gaussians for c in model.canonicals)} Gaussians, {iterations} iterations")
     reporter.end("objects")
 
     reporter.begin("fit")
     cams = cameras.to(prep.device)
-    targets = FitTargets(frames=torch.from_numpy(clip.frames).to(prep.device).float() / 255,
-                         masks=torch.from_numpy(np.moveaxis(prep.fit_masks, 0, -1)).to(prep.device),
-                         train=torch.from_numpy(prep.train).long().to(prep.device))
+    frames, masks = prep.clip_tensors()
+    targets = FitTargets(frames=frames, masks=masks, train=torch.from_numpy(prep.train).long().to(prep.device))
     scene_depth = float(np.median(depths))
     state = make_fit_state(model, cfg, iterations, scene_depth, gen)
     if req.resume:

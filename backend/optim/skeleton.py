@@ -13,7 +13,6 @@ The full GenMOJO method replaces these two functions; the seams it needs — the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +29,7 @@ from ..model.motion import RigidMotion
 from ..model.scene import SceneRender, render_scene
 from ..model.tracks import ObjectTrack
 from . import losses as L
-from .state import FitState
+from .state import FitState, finish_step
 
 
 class SceneModel(nn.Module):
@@ -174,10 +173,5 @@ def fit_scene(model: SceneModel, targets: FitTargets, cameras: Cameras, cfg: Con
         sched.step()
         state.step = step
         last = {k: float(v.detach()) for k, v in terms.items()}
-        if not math.isfinite(last["total"]):
-            raise FloatingPointError(f"the loss became {last['total']} at step {step}; "
-                                     "lower the learning rates in the config")
-        on_step(step, iterations, last)
-        if every and step % every == 0 and step < iterations:
-            on_checkpoint()
+        finish_step(step, iterations, last, every, on_step, on_checkpoint)
     return last

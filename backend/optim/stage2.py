@@ -34,7 +34,7 @@ from ..model.scene import SceneRender, render_scene
 from ..model.tracks import ObjectTrack
 from . import losses as L
 from .knn import KnnTable, knn_table
-from .state import FitState
+from .state import FitState, finish_step
 
 
 class MethodScene(nn.Module):
@@ -341,10 +341,5 @@ def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: 
         state.optimizer.step()
         state.step = step
         last = sums
-        if not math.isfinite(last["total"]):
-            raise FloatingPointError(f"the stage-2 loss became {last['total']} at step {step}; "
-                                     "lower the learning rates in the config")
-        on_step(step, iterations, last)
-        if every and step % every == 0 and step < iterations:
-            on_checkpoint()
+        finish_step(step, iterations, last, every, on_step, on_checkpoint)
     return last

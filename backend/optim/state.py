@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -31,3 +33,15 @@ class FitState:
             self.scheduler.load_state_dict(d["scheduler"])
         self.generator.set_state(d["generator"])
         self.step = int(d["step"])
+
+
+def finish_step(step: int, iterations: int, losses: dict[str, float], checkpoint_every: int,
+                on_step: Callable[[int, int, dict[str, float]], None], on_checkpoint: Callable[[], None]) -> None:
+    """After an optimiser step: stop on a non-finite loss, report, and checkpoint every N steps
+    (not at the last step: the result itself is written then)."""
+    if not math.isfinite(losses["total"]):
+        raise FloatingPointError(f"the loss became {losses['total']} at step {step}; "
+                                 "lower the learning rates in the config")
+    on_step(step, iterations, losses)
+    if checkpoint_every and step % checkpoint_every == 0 and step < iterations:
+        on_checkpoint()
