@@ -178,6 +178,34 @@ class PreviewConfig:
 
 
 @dataclass(frozen=True)
+class GuidanceConfig:
+    """Zero123 score distillation (spec §2.3, §3.3, §4.6); ``Config.guidance`` switches it on or off.
+
+    Offsets are Zero123's: Δpolar (positive = camera moves down), Δazimuth (positive = to the camera's
+    right), Δradius; integer degrees are drawn from [lo, hi) as the public code does.
+    """
+
+    model: str = "ashawkey/zero123-xl-diffusers"  # local folder (diffusers layout) or hub id; --guidance_model
+    variant: str = "auto"  # zero123-xl | stable-zero123 | auto (stable-zero123 when the name says "stable")
+    dtype: str = "bfloat16"  # on CUDA (bfloat16 or float16); the CPU always runs float32
+    image_size: int = 256  # renders and conditioning crops are resized to this for the VAE
+    guidance_scale: float = 5.0  # classifier-free guidance; unconditional = zero CLIP token, zero latent
+    weight: float = 1.0  # λ_zero123; the loss is weight · SDS sum / number of images
+    reference_polar_deg: float = 90.0  # the conditioning view's polar angle (Stable-Zero123's 4th entry)
+    cond_latent: str = "sample"  # VAE posterior "sample" (as the public code) or "mode" for the image latent
+    polar_range_deg: tuple[int, int] = (-30, 30)
+    azimuth_range_deg: tuple[int, int] = (-180, 180)
+    # stage 1: views per step, Δradius range, noise-level range (fractions of the train timesteps)
+    stage1_views: int = 16
+    stage1_radius_range: tuple[float, float] = (-0.5, 0.5)
+    stage1_t_range: tuple[float, float] = (0.02, 0.98)
+    # stage 2: views per sampled frame (frames per batch come from Stage2Config), Δradius, noise levels
+    stage2_views: int = 4
+    stage2_radius_range: tuple[float, float] = (0.0, 0.0)
+    stage2_t_range: tuple[float, float] = (0.02, 0.5)
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Iteration budget, batching and learning rates of the joint fit."""
 
@@ -216,6 +244,7 @@ class Config:
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     guidance: bool = True
     seed: int = 888
+    sds: GuidanceConfig = field(default_factory=GuidanceConfig)  # settings of the guidance when it is on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,9 +269,12 @@ PRESETS: dict[str, Config] = {
                             lr_depth=3.2e-3),
         preview=PreviewConfig(passes=1, track_grid=12),
         guidance=False,
+        sds=GuidanceConfig(stage1_views=2, stage2_views=1),  # only used with a local model
     ),
-    "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30)),
-    "full": Config(preset="full", fit=FitConfig(iters_per_frame=40), stage2=Stage2Config(iters_per_frame=40)),
+    "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30),
+                   sds=GuidanceConfig()),
+    "full": Config(preset="full", fit=FitConfig(iters_per_frame=40), stage2=Stage2Config(iters_per_frame=40),
+                   sds=GuidanceConfig()),
 }
 
 

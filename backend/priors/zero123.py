@@ -1,0 +1,475 @@
+"""Zero123 novel-view guidance (score distillation), assembled from diffusers and transformers parts.
+
+The diffusers wheel has no Zero123 pipeline, and SDS needs none: only the networks. A Zero123-family
+model in the diffusers folder layout (``unet`` an 8-channel SD-1.x UNet, ``vae`` an AutoencoderKL,
+``image_encoder`` a CLIP vision model with projection, ``clip_camera_projection`` a Linear 772 → 768,
+``scheduler`` the DDIM noise schedule; ``feature_extractor`` optional) is loaded part by part from a local
+folder or a hub id, frozen (every module ``requires_grad_(False)``: the public code leaves the VAE
+trainable and pays for its weight gradients), and run in bf16/fp16 on CUDA or float32 on the CPU.
+
+Conditioning (docs/method.md §2.3): a crop of the object on white, 256², gives the CLIP image embedding
+``c`` (768) and the VAE posterior latent ``v`` (4×32×32, without the latent scaling factor). A view at
+Zero123 offsets (Δpolar, Δazimuth, Δradius) from the crop's view reads ``proj([c, camera])`` as its
+single cross-attention token and ``v`` concatenated to the noisy latent. The unconditional branch of
+classifier-free guidance (scale 5) reads a zero token and a zero latent. Embeddings of every
+conditioning crop are computed once (``condition``) and indexed per rendered image afterwards.
+
+Two entry points for the optimiser:
+
+- ``Zero123Guidance.for_object(crop)`` → an ``ObjectGuidance`` that implements stage 1's ``Guidance``
+  protocol (``optim/stage1.py``): 16 random views per step, τ annealed over [20, 980].
+- ``Zero123Guidance.frame_loss(cond, frames, render, step_ratio)`` for stage 2: per object, a batch of
+  frames × 4 views, each image conditioned on *its own frame's* crop (``frame_crops`` builds them), τ
+  over [20, 500].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GuidanceConfig
+from ..errors import InputError
+from . import sds as S
+
+SUBFOLDERS = ("unet", "vae", "image_encoder", "clip_camera_projection", "scheduler")
+OPTIONAL_SUBFOLDERS = ("feature_extractor",)
+# CLIP's own image normalisation, used when the folder has no feature_extractor/preprocessor_config.json
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DISABLE_HINT = ("pass --guidance_model with a local folder in the diffusers layout (unet, vae, image_encoder, "
+                "clip_camera_projection, scheduler), or --disable_guidance to run without the diffusion prior")
+
+
+def _diffusers():
+    """diffusers' model classes, imported on first use so that runs without guidance never load them."""
+    try:
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from diffusers.configuration_utils import ConfigMixin, register_to_config
+        from diffusers.models.modeling_utils import ModelMixin
+    except ImportError as e:  # pragma: no cover - the requirements install it
+        raise InputError(f"score-distillation guidance needs diffusers and transformers ({e})",
+                         "pip install -r requirements/cpu.txt (or gpu.txt), or pass --disable_guidance") from e
+    return AutoencoderKL, DDIMScheduler, UNet2DConditionModel, ConfigMixin, register_to_config, ModelMixin
+
+
+def _projection_class():
+    """The camera projection as a diffusers model, so that save_pretrained/from_pretrained work on it.
+
+    Built lazily (its base classes come from diffusers). Its config keys (``in_channel``,
+    ``out_channel``) and parameter names (``projection.weight``/``.bias``) are those of the published
+    Zero123 folders, so their weights load into it.
+    """
+    global _CameraProjection
+    if _CameraProjection is None:
+        _, _, _, ConfigMixin, register_to_config, ModelMixin = _diffusers()
+
+        class CameraProjection(ModelMixin, ConfigMixin):
+            """Linear map of [CLIP image embedding (768), camera vector (4)] to one 768-d token."""
+
+            @register_to_config
+            def __init__(self, in_channel: int = 772, out_channel: int = 768):
+                super().__init__()
+                self.projection = nn.Linear(in_channel, out_channel)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.projection(x)
+
+        _CameraProjection = CameraProjection
+    return _CameraProjection
+
+
+_CameraProjection = None
+
+
+def CameraProjection(in_channel: int = 772, out_channel: int = 768):
+    """A new camera projection module (see ``_projection_class``)."""
+    return _projection_class()(in_channel=in_channel, out_channel=out_channel)
+
+
+# ---------------------------------------------------------------------------------------------
+# finding and loading the weights
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec names a local folder when it exists, or when it is not of the hub-id form ``owner/name``."""
+    return Path(spec).expanduser().exists() or not _HUB_ID.match(spec)
+
+
+def _missing_parts(folder: Path) -> list[str]:
+    missing = []
+    for sub in SUBFOLDERS:
+        name = "scheduler_config.json" if sub == "scheduler" else "config.json"
+        if not (folder / sub / name).is_file():
+            missing.append(f"{sub}/{name}")
+    return missing
+
+
+def resolve_model(spec: str, *, allow_download: bool | None = None) -> Path:
+    """The local folder holding the model named by ``spec``: a folder, or a hub id (cache, then download).
+
+    Raises InputError naming the folder or hub id that was tried and how to run without guidance.
+    Downloads only when ``allow_download`` (default: unless ``HF_HUB_OFFLINE`` is set).
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise InputError("score-distillation guidance is on but no model was given", DISABLE_HINT)
+    local = Path(spec).expanduser()
+    if _looks_like_path(spec):
+        if not local.is_dir():
+            raise InputError(f"score-distillation guidance (Zero123): model folder {local} not found", DISABLE_HINT)
+        missing = _missing_parts(local)
+        if missing:
+            raise InputError(f"score-distillation guidance (Zero123): {local} is not a Zero123 model in the "
+                             f"diffusers layout (missing {', '.join(missing)})", DISABLE_HINT)
+        return local
+    if allow_download is None:
+        allow_download = os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover
+        raise InputError(f"score-distillation guidance: cannot look up hub id {spec!r} ({e})", DISABLE_HINT) from e
+    patterns = ["model_index.json", *(f"{s}/*" for s in SUBFOLDERS + OPTIONAL_SUBFOLDERS)]
+    errors = []
+    for online in ([False, True] if allow_download else [False]):
+        try:
+            folder = Path(snapshot_download(spec, allow_patterns=patterns, local_files_only=not online))
+        except Exception as e:  # noqa: BLE001 - hub errors have many types; all mean "not available"
+            errors.append(f"{'download' if online else 'cache'}: {type(e).__name__}")
+            continue
+        if not _missing_parts(folder):
+            return folder
+        errors.append(f"incomplete: missing {', '.join(_missing_parts(folder))}")
+    raise InputError(f"score-distillation guidance (Zero123): model {spec!r} was not found in the Hugging Face "
+                     f"cache{' and could not be downloaded' if allow_download else ' (offline)'} "
+                     f"[{'; '.join(errors)}]", DISABLE_HINT)
+
+
+def detect_variant(spec: str, requested: str = "auto") -> str:
+    """``zero123-xl`` or ``stable-zero123``; ``auto`` picks Stable-Zero123 when the model's name says
+    "stable" (the two layouts are identical, only the camera vector differs)."""
+    if requested != "auto":
+        if requested not in S.VARIANTS:
+            raise InputError(f"guidance variant {requested!r} is unknown", f"use auto or one of {', '.join(S.VARIANTS)}")
+        return requested
+    return "stable-zero123" if "stable" in Path(str(spec)).name.lower() or "stable" in str(spec).lower() \
+        else "zero123-xl"
+
+
+@dataclass
+class Zero123Model:
+    """The frozen networks plus what SDS needs from the scheduler and the image processor."""
+
+    unet: nn.Module
+    vae: nn.Module
+    image_encoder: nn.Module
+    projection: nn.Module
+    alphas_cumprod: torch.Tensor  # (N,) float32 on the device
+    variant: str
+    source: str  # the folder or hub id it came from
+    device: torch.device
+    dtype: torch.dtype
+    clip_size: int = 224
+    clip_mean: tuple[float, float, float] = CLIP_MEAN
+    clip_std: tuple[float, float, float] = CLIP_STD
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def modules(self) -> list[nn.Module]:
+        return [self.unet, self.vae, self.image_encoder, self.projection]
+
+    def describe(self) -> str:
+        return f"{self.variant} from {self.source} ({str(self.dtype).replace('torch.', '')}, {self.device.type})"
+
+
+def model_dtype(device: torch.device, name: str) -> torch.dtype:
+    """bf16/fp16 as configured on CUDA; float32 on the CPU (half-precision convolutions are slow there)."""
+    if name not in DTYPES:
+        raise InputError(f"guidance dtype {name!r} is unknown", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[name] if torch.device(device).type == "cuda" else torch.float32
+
+
+def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projection: nn.Module,
+               alphas_cumprod: torch.Tensor, *, variant: str, source: str, device: torch.device | str,
+               dtype: torch.dtype, clip_size: int | None = None, clip_mean=CLIP_MEAN, clip_std=CLIP_STD) -> Zero123Model:
+    """Move the networks to ``device``/``dtype``, freeze them all and wrap them."""
+    device = torch.device(device)
+    for m in (unet, vae, image_encoder, projection):
+        m.to(device)
+        if next(m.parameters()).dtype != dtype:
+            m.to(dtype)
+        m.requires_grad_(False)
+        m.eval()
+    size = clip_size or int(getattr(image_encoder.config, "image_size", 224))
+    return Zero123Model(unet=unet, vae=vae, image_encoder=image_encoder, projection=projection,
+                        alphas_cumprod=alphas_cumprod.detach().float().to(device), variant=variant, source=source,
+                        device=device, dtype=dtype, clip_size=size, clip_mean=tuple(clip_mean), clip_std=tuple(clip_std))
+
+
+def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tuple]:
+    """Size, mean and std of the CLIP input from ``feature_extractor/preprocessor_config.json`` if any."""
+    f = folder / "feature_extractor" / "preprocessor_config.json"
+    if not f.is_file():
+        return default_size, CLIP_MEAN, CLIP_STD
+    d = json.loads(f.read_text())
+    crop = d.get("crop_size", default_size)
+    size = int(crop.get("height", default_size) if isinstance(crop, dict) else crop)
+    return size, tuple(d.get("image_mean", CLIP_MEAN)), tuple(d.get("image_std", CLIP_STD))
+
+
+def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloat16", variant: str = "auto",
+                 *, allow_download: bool | None = None) -> Zero123Model:
+    """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen."""
+    folder = resolve_model(spec, allow_download=allow_download)
+    AutoencoderKL, DDIMScheduler, UNet2DConditionModel, *_ = _diffusers()
+    from transformers import CLIPVisionModelWithProjection
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stderr is the run's log; a bar per part adds nothing there
+    device = torch.device(device)
+    dtype = model_dtype(device, dtype_name)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=dtype)
+        projection = _projection_class().from_pretrained(folder, subfolder="clip_camera_projection", torch_dtype=dtype)
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise InputError(f"score-distillation guidance (Zero123): the model in {folder} could not be loaded "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})", DISABLE_HINT) from e
+    if unet.config.in_channels != 8:
+        raise InputError(f"{folder}/unet has {unet.config.in_channels} input channels; a Zero123 UNet has 8 "
+                         "(4 noisy latent + 4 image latent)", DISABLE_HINT)
+    proj_in = projection.config.in_channel
+    if proj_in != encoder.config.projection_dim + 4:
+        raise InputError(f"{folder}/clip_camera_projection takes {proj_in} inputs, expected the CLIP "
+                         f"embedding ({encoder.config.projection_dim}) + 4 camera values", DISABLE_HINT)
+    size, mean, std = _clip_preprocessing(folder, int(encoder.config.image_size))
+    return from_parts(unet, vae, encoder, projection, scheduler.alphas_cumprod,
+                      variant=detect_variant(spec, variant), source=str(spec), device=device, dtype=dtype,
+                      clip_size=size, clip_mean=mean, clip_std=std)
+
+
+def save_zero123(folder: str | Path, unet, vae, image_encoder, projection, scheduler) -> Path:
+    """Write the parts in the diffusers folder layout that ``load_zero123`` reads (tests, benchmarks)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    image_encoder.save_pretrained(folder / "image_encoder")
+    projection.save_pretrained(folder / "clip_camera_projection")
+    scheduler.save_pretrained(folder / "scheduler")
+    index = {"_class_name": "Zero123", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+             "clip_camera_projection": ["backend.priors.zero123", "CameraProjection"],
+             "scheduler": ["diffusers", type(scheduler).__name__]}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# guidance
+
+
+@dataclass
+class Conditioning:
+    """Embeddings of N conditioning crops: CLIP image embeddings (N,D) and VAE latents (N,4,h,w)."""
+
+    clip: torch.Tensor
+    latents: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.clip.shape[0])
+
+
+@dataclass
+class SdsStep:
+    """What one SDS evaluation used and produced (for logging and for tests of the formula)."""
+
+    loss: torch.Tensor  # the summed SDS loss (not yet weighted or divided)
+    timestep: int
+    weight: float  # w(τ)
+    noise: torch.Tensor  # ε (B,4,h,w)
+    latents: torch.Tensor  # z (B,4,h,w), detached
+    eps_hat: torch.Tensor  # the guided noise prediction ε̂ (B,4,h,w)
+    camera: torch.Tensor  # (B,4) the camera vectors
+
+
+def _as_images(images) -> torch.Tensor:
+    """(N,H,W,3) float in [0,1] (numpy or torch) → (N,3,H,W) float32 tensor."""
+    x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (N,H,W,3), got {tuple(x.shape)}")
+    return x.float().permute(0, 3, 1, 2)
+
+
+class Zero123Guidance:
+    """Score distillation with a frozen Zero123 model; see the module docstring for the conventions."""
+
+    def __init__(self, model: Zero123Model, cfg: GuidanceConfig, seed: int = 0):
+        self.model = model
+        self.cfg = cfg
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.last: SdsStep | None = None
+
+    # -- conditioning -----------------------------------------------------------------------
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.cfg.image_size
+        return x if x.shape[-2:] == (s, s) else F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
+
+    def _posterior(self, x01: torch.Tensor):
+        """The VAE posterior of images (B,3,s,s) in [0,1]."""
+        m = self.model
+        return m.vae.encode((2 * x01 - 1).to(m.dtype)).latent_dist
+
+    @torch.no_grad()
+    def condition(self, crops) -> Conditioning:
+        """Embeddings of conditioning crops (N,S,S,3) float in [0,1] on white; computed once, cached by the
+        caller (per object for stage 1, per object and frame for stage 2)."""
+        m = self.model
+        x = self._resize(_as_images(crops).to(m.device))
+        size = m.clip_size
+        xc = F.interpolate(x, (size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        mean = torch.tensor(m.clip_mean, device=m.device)[None, :, None, None]
+        std = torch.tensor(m.clip_std, device=m.device)[None, :, None, None]
+        clip = m.image_encoder(pixel_values=((xc - mean) / std).to(m.dtype)).image_embeds
+        post = self._posterior(x)
+        if self.cfg.cond_latent == "mode":
+            latents = post.mean
+        else:
+            xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
+            latents = post.mean + post.std * xi
+        return Conditioning(clip=clip.detach(), latents=latents.detach())
+
+    # -- one SDS evaluation -----------------------------------------------------------------------
+
+    def sds(self, images: torch.Tensor, cond: Conditioning, index: torch.Tensor, deltas: torch.Tensor,
+            t: int) -> SdsStep:
+        """SDS of rendered images (B,H,W,3) in [0,1] (white background), each conditioned on
+        ``cond[index[b]]`` at Zero123 offsets ``deltas`` (B,3) (Δpolar°, Δazimuth°, Δradius), at level τ=t.
+
+        The gradient reaches ``images`` through the VAE encoder; no model weight receives one.
+        """
+        m, c = self.model, self.cfg
+        B = images.shape[0]
+        x = self._resize(images.permute(0, 3, 1, 2))
+        post = self._posterior(x)
+        xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
+        latents = (post.mean + post.std * xi) * m.scaling_factor
+        noise = torch.randn(latents.shape, generator=self.generator).to(m.device, torch.float32)
+        index = index.to(m.device).long()
+        camera = S.camera_embedding(deltas.cpu(), m.variant, c.reference_polar_deg).to(m.device)
+        with torch.no_grad():
+            noisy = S.add_noise(latents.detach().float(), noise, m.alphas_cumprod, t)
+            token = torch.cat([cond.clip[index].float(), camera], -1)[:, None, :]
+            token = m.projection(token.to(m.dtype))
+            hidden = torch.cat([token, torch.zeros_like(token)])  # conditional, then unconditional
+            image_latent = torch.cat([cond.latents[index], torch.zeros_like(cond.latents[index])])
+            unet_in = torch.cat([torch.cat([noisy, noisy]).to(m.dtype), image_latent.to(m.dtype)], 1)
+            ts = torch.full((2 * B,), t, device=m.device, dtype=torch.long)
+            eps = m.unet(unet_in, ts, encoder_hidden_states=hidden).sample.float()
+            eps_cond, eps_uncond = eps.chunk(2)
+            eps_hat = S.classifier_free(eps_cond, eps_uncond, c.guidance_scale)
+            w = S.sds_weight(m.alphas_cumprod, t)
+            grad = S.sds_gradient(eps_hat, noise, w)
+        loss = S.sds_loss(latents, grad)
+        step = SdsStep(loss=loss, timestep=t, weight=w, noise=noise, latents=latents.detach(), eps_hat=eps_hat,
+                       camera=camera)
+        self.last = step
+        return step
+
+    # -- sampling views -------------------------------------------------------------------------
+
+    def sample_deltas(self, n: int, radius_range: tuple[float, float]) -> torch.Tensor:
+        """(n,3) Zero123 offsets: integer Δpolar and Δazimuth in [lo, hi) degrees, Δradius uniform."""
+        c, g = self.cfg, self.generator
+        polar = torch.randint(c.polar_range_deg[0], c.polar_range_deg[1], (n,), generator=g).float()
+        azim = torch.randint(c.azimuth_range_deg[0], c.azimuth_range_deg[1], (n,), generator=g).float()
+        lo, hi = radius_range
+        radius = lo + (hi - lo) * torch.rand(n, generator=g)
+        return torch.stack([polar, azim, radius], -1)
+
+    # -- stage 1 and stage 2 ----------------------------------------------------------------------
+
+    def for_object(self, crop_image) -> "ObjectGuidance":
+        """Stage 1's guidance for one object, conditioned on its reference crop (S,S,3) in [0,1]."""
+        return ObjectGuidance(self, self.condition(np.asarray(crop_image)[None]))
+
+    def frame_loss(self, cond: Conditioning, frames: torch.Tensor,
+                   render: Callable[[torch.Tensor], torch.Tensor], step_ratio: float) -> torch.Tensor:
+        """Stage 2's SDS for one object: ``weight · SDS / (B·V)`` over B frames × V views.
+
+        ``cond`` holds the object's per-frame embeddings (row t = frame t, from ``condition`` of
+        ``frame_crops``); ``frames`` (B,) are the sampled frame indices; ``render(offsets)`` receives
+        orbit offsets (B,V,3) (Δelevation° up-positive, Δazimuth°, Δradius, as ``orbit_viewmat``) and
+        returns the object-centric renders (B·V,H,W,3), frame-major, on white.
+        """
+        c = self.cfg
+        B, V = int(frames.shape[0]), c.stage2_views
+        deltas = self.sample_deltas(B * V, c.stage2_radius_range)
+        images = render(S.orbit_to_zero123(deltas).reshape(B, V, 3))
+        index = frames.detach().cpu().long().repeat_interleave(V)
+        t = S.timestep(step_ratio, c.stage2_t_range, self.model.num_train_timesteps)
+        step = self.sds(images, cond, index, deltas, t)
+        return c.weight * step.loss / (B * V)
+
+
+class ObjectGuidance:
+    """Stage 1's ``Guidance``: random views around one object, conditioned on its reference crop."""
+
+    def __init__(self, guidance: Zero123Guidance, cond: Conditioning):
+        self.guidance = guidance
+        self.cond = cond
+
+    def __call__(self, render_views: Callable[[torch.Tensor], torch.Tensor], step_ratio: float) -> torch.Tensor:
+        g = self.guidance
+        c = g.cfg
+        V = c.stage1_views
+        deltas = g.sample_deltas(V, c.stage1_radius_range)
+        images = render_views(S.orbit_to_zero123(deltas))
+        t = S.timestep(step_ratio, c.stage1_t_range, g.model.num_train_timesteps)
+        step = g.sds(images, self.cond, torch.zeros(V, dtype=torch.long), deltas, t)
+        return c.weight * step.loss / V
+
+
+def frame_crops(frames: np.ndarray, masks: np.ndarray, bboxes: np.ndarray, visible: np.ndarray, ref_side: float,
+                margin: float, size: int) -> np.ndarray:
+    """(T,size,size,3) conditioning crops of one object for stage 2: frame t's object on white in a square
+    of side ``max(bbox side / margin, ref_side)`` (never zoomed in past the reference crop). Frames where
+    the object is not visible (or withheld) take the nearest visible frame's crop."""
+    from ..model.crops import crop_box, crop_object
+
+    T = frames.shape[0]
+    vis = np.flatnonzero(visible)
+    if vis.size == 0:
+        raise ValueError("the object is visible in no frame")
+    out = np.zeros((T, size, size, 3), np.float32)
+    for t in vis:
+        box = crop_box(bboxes[t], margin, ref_side)
+        out[t] = crop_object(frames[t], masks[t].astype(np.float32), box, size)[0]
+    for t in np.flatnonzero(~np.asarray(visible, bool)):
+        out[t] = out[vis[np.argmin(np.abs(vis - t))]]
+    return out
