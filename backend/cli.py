@@ -62,8 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "full (40 per frame; the default)")
     run_g.add_argument("--lite", action="store_true", help="same as --preset lite (the seed's flag)")
     run_g.add_argument("--disable_guidance", action="store_true",
-                       help="run without the diffusion (Zero123) prior; required by this version for the "
-                            "lite and full presets")
+                       help="run without the diffusion (Zero123) prior that the lite and full presets use")
+    run_g.add_argument("--guidance_model", default=None, metavar="FOLDER_OR_HUB_ID",
+                       help="the Zero123 model for score distillation: a local folder in the diffusers layout "
+                            "(unet, vae, image_encoder, clip_camera_projection, scheduler) or a Hugging Face hub id "
+                            "(default ashawkey/zero123-xl-diffusers; looked up in the local cache, then "
+                            "downloaded unless HF_HUB_OFFLINE=1). Giving it turns guidance on for presets that "
+                            "have it off (cpu-tiny). The run stops before any optimisation if it is not found")
+    run_g.add_argument("--guidance_variant", choices=["auto", "zero123-xl", "stable-zero123"], default=None,
+                       help="camera embedding of the model: auto (default) picks stable-zero123 when the model's "
+                            "name contains 'stable'")
+    depth_g = p.add_argument_group("depth (per-object depth factors; default: MegaSAM's with --cam_path, "
+                                   "else a heuristic from ground contact and occlusions in the masks)")
+    depth_g.add_argument("--depth_dir", type=Path, default=None,
+                         help="folder of per-frame depth maps named like the frames (16-bit PNG/TIFF, .npy or "
+                              ".exr); their scale does not matter")
+    depth_g.add_argument("--depth_is_disparity", action="store_true",
+                         help="the maps in --depth_dir hold disparity (inverse depth)")
+    depth_g.add_argument("--depth_model", type=Path, default=None,
+                         help="local folder of a transformers depth-estimation model (e.g. Depth Anything V2 "
+                              "Small saved with save_pretrained), run on every frame")
     run_g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                        help="auto uses CUDA (with gsplat) when available, else the CPU rasterizer")
     run_g.add_argument("--method", choices=["genmojo", "skeleton"], default=None,
@@ -109,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, method=args.method)
     if args.checkpoint_every is not None:
         cfg = with_overrides(cfg, fit={"checkpoint_every": max(0, args.checkpoint_every)})
+    if args.guidance_model is not None or args.guidance_variant is not None:
+        if args.disable_guidance:
+            print("genmojo: --disable_guidance conflicts with --guidance_model/--guidance_variant", file=sys.stderr)
+            return EXIT_INPUT
+        sds = {"model": args.guidance_model} if args.guidance_model is not None else {}
+        if args.guidance_variant is not None:
+            sds["variant"] = args.guidance_variant
+        cfg = replace(with_overrides(cfg, sds=sds), guidance=cfg.guidance or args.guidance_model is not None)
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
     reporter = Reporter(STAGES)
@@ -121,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                      save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,
                      disable_guidance=args.disable_guidance, cam_path=args.cam_path, bg_path=args.bg_path,
                      iterations=args.iters, holdout=args.holdout, resume=args.resume,
-                     command=["genmojo", *argv])
+                     command=["genmojo", *argv], depth_dir=args.depth_dir, depth_model=args.depth_model,
+                     depth_is_disparity=args.depth_is_disparity)
     try:
         run(req, cfg, reporter, should_stop=stop)
     except Cancelled as e:

@@ -206,6 +206,21 @@ class GuidanceConfig:
 
 
 @dataclass(frozen=True)
+class DepthPriorConfig:
+    """Per-object depths from depth maps or, without any, from the masks (backend/priors/depth.py).
+
+    The heuristic's ground-contact slope is ``InitConfig.depth_spread``; occlusion evidence between two
+    objects asks for a log-depth gap of ``occlusion_margin`` with weight ``occlusion_weight`` × confidence.
+    """
+
+    occlusion_margin: float = 0.1  # log units (about 10 % of the depth)
+    occlusion_weight: float = 10.0  # relative to the ground-contact term (weight 1)
+    occlusion_min_pixels: float = 20.0  # damps the confidence of a few covered pixels
+    model_batch: int = 4  # frames per call of a --depth_model
+    disparity_floor: float = 1e-3  # disparity below this fraction of the frame's maximum counts as far
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Iteration budget, batching and learning rates of the joint fit."""
 
@@ -245,6 +260,7 @@ class Config:
     guidance: bool = True
     seed: int = 888
     sds: GuidanceConfig = field(default_factory=GuidanceConfig)  # settings of the guidance when it is on
+    depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -33,15 +33,18 @@ from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
 from .model.gaussians import CanonicalGaussians
-from .model.tracks import ObjectTrack, ground_contact_depths, track_objects
+from .model.tracks import ObjectTrack, track_objects
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
 from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state
 from .previews import input_view, rotating_view, trajectories, trajectory_video
-from .priors.flow import estimate_flow
+from .priors import depth as depth_prior
+from .priors.flow import cached_flow
+from .priors.zero123 import Zero123Guidance, load_zero123, resolve_model
 from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
+FLOW_CACHE = ".genmojo-cache/flow"  # inside --out_dir, shared by the runs written there
 METHODS = ("genmojo", "skeleton")
 
 
@@ -63,6 +66,9 @@ class RunRequest:
     holdout: int = 0  # withhold every N-th frame from the fit (0: none); see holdout_frames
     resume: bool = False
     command: list[str] = field(default_factory=list)
+    depth_dir: Path | None = None  # per-frame depth maps (priors/depth.py)
+    depth_model: Path | None = None  # a local transformers depth model
+    depth_is_disparity: bool = False  # the maps in depth_dir hold disparity
 
 
 @dataclass
@@ -76,6 +82,8 @@ class Prepared:
     train: np.ndarray  # frame indices the fit may see
     fit_masks: np.ndarray  # (K, T, h, w) the masks with withheld frames emptied
     megasam: MegasamCameras | None = None
+    depth_maps: depth_prior.DepthMaps | None = None  # from --depth_dir, read and checked in prepare
+    guidance_folder: Path | None = None  # the Zero123 model found for the run (None: no guidance)
 
     @property
     def trained(self) -> np.ndarray:
@@ -141,11 +149,6 @@ def _check_output(out_dir: Path, save_name: str, overwrite: bool) -> Path:
 
 def prepare(req: RunRequest, cfg: Config) -> Prepared:
     """Validate options, output and inputs; load the clip and track the objects. No optimisation."""
-    if cfg.guidance and not req.disable_guidance:
-        raise InputError(
-            f"preset {cfg.preset!r} asks for score-distillation guidance (Zero123), which this backend "
-            "version does not provide",
-            "pass --disable_guidance to run the reconstruction without the diffusion prior")
     if cfg.method not in METHODS:
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if req.holdout < 0 or req.holdout == 1:
@@ -180,28 +183,57 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
                              "use a larger --holdout, or remove the object")
     tracks = track_objects(clip.object_ids, fit_masks)
     megasam = None
+    w, h = clip.work_size
     if req.cam_path is not None:
-        w, h = clip.work_size
         megasam = load_megasam(req.cam_path, clip.num_frames, w, h)
+    if req.depth_dir is not None and req.depth_model is not None:
+        raise InputError("--depth_dir and --depth_model both give the depth", "pass one of them")
+    maps = None
+    if req.depth_dir is not None:
+        maps = depth_prior.load_depth_folder(req.depth_dir, clip.frame_numbers, w, h, req.depth_is_disparity)
+    if req.depth_model is not None:
+        depth_prior.check_depth_model(req.depth_model)
+    # the guidance's weights are looked for last (a hub id may download), but before any optimisation
+    folder = resolve_model(cfg.sds.model) if uses_guidance(req, cfg) else None
     return Prepared(clip=clip, tracks=tracks, device=device, target=target, train=train, fit_masks=fit_masks,
-                    megasam=megasam)
+                    megasam=megasam, depth_maps=maps, guidance_folder=folder)
 
 
-def cameras_and_depths(prep: Prepared, cfg: Config) -> tuple[Cameras, np.ndarray, str]:
-    """The fit's cameras and each object's (K, T) camera distance per frame, with the depth's source."""
+def uses_guidance(req: RunRequest, cfg: Config) -> bool:
+    """Whether the run distils the Zero123 prior: on in the config, not disabled, and the method has it."""
+    return cfg.guidance and not req.disable_guidance and cfg.method == "genmojo"
+
+
+def cameras_and_depths(prep: Prepared, cfg: Config, req: RunRequest | None = None) -> tuple[Cameras, np.ndarray, str]:
+    """The fit's cameras and each object's (K, T) camera distance per frame, with the depth's source.
+
+    Depth comes from --depth_dir, --depth_model, MegaSAM or the mask heuristic (priors/depth.py)."""
     clip, tracks = prep.clip, prep.tracks
     w, h = clip.work_size
+    visible = np.array([tr.visible for tr in tracks])
     if prep.megasam is not None:
         ms = prep.megasam
         cams = Cameras(K=torch.from_numpy(ms.K).float(), c2w=torch.from_numpy(ms.c2w).float(), width=w, height=h,
                        near=cfg.camera.near, far=max(cfg.camera.far, float(ms.depths.max()) * 2),
                        source="megasam")
-        visible = np.array([tr.visible for tr in tracks])
-        return cams, object_depths_from_maps(prep.fit_masks, ms.depths, visible), "megasam depths (masked median)"
-    cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
-    d = ground_contact_depths(tracks, h, cfg.camera.scene_depth, cfg.init.depth_spread)
-    return (cams, np.repeat(d[:, None], clip.num_frames, 1),
-            "heuristic: ground contact (lower bottom edge = nearer), constant per object")
+        megasam_d = object_depths_from_maps(prep.fit_masks, ms.depths, visible)
+        if prep.depth_maps is None and (req is None or req.depth_model is None):
+            return cams, megasam_d, "megasam depths (masked median)"
+        reference = float(np.median(megasam_d))
+    else:
+        cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
+        reference = cfg.camera.scene_depth
+    maps = prep.depth_maps
+    dp = cfg.depth_prior
+    if maps is None and req is not None and req.depth_model is not None:
+        maps = depth_prior.run_depth_model(req.depth_model, clip.frames, prep.device, dp.model_batch,
+                                           dp.disparity_floor)
+    bottoms = np.array([tr.bbox[tr.reference, 3] for tr in tracks])
+    depths, source = depth_prior.object_depths(
+        prep.fit_masks, visible, maps, reference=reference, bottoms=bottoms, frames=prep.train, height=h,
+        spread=cfg.init.depth_spread, margin=dp.occlusion_margin, weight=dp.occlusion_weight,
+        min_pixels=dp.occlusion_min_pixels, ids=clip.object_ids)
+    return cams, depths, source
 
 
 def visibility(prep: Prepared) -> np.ndarray:
@@ -268,7 +300,14 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.begin("init")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    cameras, depths, depth_source = cameras_and_depths(prep, cfg)
+    cameras, depths, depth_source = cameras_and_depths(prep, cfg, req)
+    reporter.log(f"object depths: {depth_source}")
+    guidance = None
+    if prep.guidance_folder is not None:
+        t0 = time.monotonic()
+        model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant)
+        guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
+        reporter.log(f"guidance: {model.describe()} loaded in {time.monotonic() - t0:.1f} s")
     if cfg.method == "skeleton":
         iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
     else:
@@ -280,11 +319,11 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.end("init")
 
     if cfg.method == "genmojo":
-        model, final, guidance = _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
-                                             reporter, should_stop)
+        model, final, guidance_info = _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
+                                                  reporter, should_stop, guidance=guidance)
     else:
-        model, final, guidance = _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt,
-                                               reporter, should_stop)
+        model, final, guidance_info = _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt,
+                                                    reporter, should_stop)
 
     reporter.begin("bake")
     cameras = cameras.to(prep.device)
@@ -297,7 +336,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     info = fmt.ClipInfo(width=clip.width, height=clip.height, fps=clip.fps, frame_names=clip.frame_names,
                         frame_numbers=clip.frame_numbers, source=clip.source)
     run_info = fmt.RunInfo(optimizer=cfg.method, preset=cfg.preset, device=str(prep.device),
-                           iterations=iterations, guidance=guidance, depth_source=depth_source,
+                           iterations=iterations, guidance=guidance_info, depth_source=depth_source,
                            duration_s=round(time.monotonic() - t_start, 2), final_losses=final,
                            config=cfg.to_dict(), command=req.command, holdout_frames=held)
     path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
@@ -321,7 +360,7 @@ def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.nd
 
 
 def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) -> ClipTargets:
-    """Frames, training masks, previous training frames and optical flow between them, on the device."""
+    """Frames, training masks and optical flow between training frames on the device; index tables on the host."""
     clip, train, dev = prep.clip, prep.train, prep.device
     T = clip.num_frames
     prev = np.full(T, -1)
@@ -329,8 +368,10 @@ def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) 
     pairs = [(int(a), int(b)) for a, b in zip(train[:-1], train[1:])]
     c = cfg.stage2
     t0 = time.monotonic()
-    flow = estimate_flow(clip.frames, pairs, preset=c.flow_preset, fb_rel=c.flow_fb_rel, fb_abs=c.flow_fb_abs)
-    reporter.log(f"optical flow ({flow.method}) for {len(pairs)} frame pairs in {time.monotonic() - t0:.1f} s, "
+    flow, hit = cached_flow(clip.frames, pairs, prep.target.parent / FLOW_CACHE, preset=c.flow_preset,
+                            fb_rel=c.flow_fb_rel, fb_abs=c.flow_fb_abs, warn=reporter.log)
+    reporter.log(f"optical flow ({flow.method}) for {len(pairs)} frame pairs "
+                 f"{'from the cache' if hit else 'computed'} in {time.monotonic() - t0:.1f} s, "
                  f"{100 * flow.valid.mean():.0f}% of pixels consistent")
     row = np.full(T, -1)
     row[train[1:]] = np.arange(len(pairs))
@@ -338,13 +379,16 @@ def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) 
     if c.depth_loss and prep.megasam is not None:
         depth = torch.from_numpy(prep.megasam.depths).to(dev)
     frames, masks = prep.clip_tensors()
-    return ClipTargets(frames=frames, masks=masks, train=torch.from_numpy(train).long().to(dev), prev=torch.from_numpy(prev).long().to(dev),
+    return ClipTargets(frames=frames, masks=masks, train=torch.from_numpy(train).long(), prev=torch.from_numpy(prev).long(),
                        flow=torch.from_numpy(flow.flow).to(dev), flow_valid=torch.from_numpy(flow.valid).to(dev),
-                       flow_row=torch.from_numpy(row).long().to(dev), depth=depth)
+                       flow_row=torch.from_numpy(row).long(), depth=depth)
 
 
-def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt, reporter, should_stop):
-    """Stage 1 per object, then stage 2 jointly; checkpoints after each object and during stage 2."""
+def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt, reporter, should_stop,
+                guidance: Zero123Guidance | None = None):
+    """Stage 1 per object, then stage 2 jointly; checkpoints after each object and during stage 2.
+
+    ``guidance`` (Zero123) distils its prior into stage 1, conditioned on each object's reference crop."""
     clip, dev = prep.clip, prep.device
     K = clip.num_objects
     iters1 = cfg.stage1.iterations
@@ -372,6 +416,7 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         reporter.log(f"object {tr.id}: reference frame {r}, crop {box.side:.0f} px")
         try:
             c = fit_object(ObjectCrop(image, mask), cfg.stage1, cfg.camera.fovy_deg, dev, gen, iterations=iters1,
+                           guidance=guidance.for_object(image) if guidance is not None else None,
                            on_step=lambda s, n, l, k=k: reporter.progress(k * iters1 + s, K * iters1, l),
                            should_stop=should_stop)
         except Cancelled as e:
@@ -408,7 +453,8 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         raise Cancelled(f"{e}; progress saved in {ckpt.folder}",
                         "run the same command with --resume to continue from there") from e
     reporter.end("fit")
-    return scene, final, "disabled"
+    info = f"{guidance.model.describe()}; stage 1 only" if guidance is not None else "disabled"
+    return scene, final, info
 
 
 def _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt, reporter, should_stop):

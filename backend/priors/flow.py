@@ -5,6 +5,11 @@ current one ``b`` with the apparent image motion, so it needs the forward flow a
 pixel grid, plus a mask of the pixels where that flow can be trusted: pixels that become hidden in
 b, or that leave the frame, have no true correspondence and must not pull on the motion.
 
+Flow for a clip is cached on disk (``cached_flow``), keyed by the frames' content and size, the pairs,
+the estimator and its settings, so a second run on the same clip (another preset's fit, a resume, an
+evaluation) reads it instead of recomputing it. The estimator is pluggable (``FlowEstimator``): OpenCV
+DIS is built in; a learned model loaded from a local path can implement the same two-frame call.
+
 Conventions: flow vectors are in pixels, x to the right and y down. Pixel (i, j) (row, col) has its
 centre at image coordinate (j + 0.5, i + 0.5) and a flow vector moves that centre to another image
 coordinate; the image covers [0, W] × [0, H]. Displacements are the same in OpenCV's integer-index
@@ -13,8 +18,14 @@ convention, so flows from OpenCV are used as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -51,6 +62,46 @@ class FlowPairs:
         return int(hits[0])
 
 
+class FlowEstimator(Protocol):
+    """A dense two-frame flow estimator: ``name`` identifies it and its settings (it is part of the
+    cache key); calling it with two (H, W, 3) uint8 RGB frames returns the flow (H, W, 2) float32 in
+    pixels from the first to the second. A learned model (e.g. loaded from a local checkpoint path)
+    plugs in by implementing this; the forward–backward check and the cache stay the same."""
+
+    name: str
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+
+
+class DisFlow:
+    """OpenCV's DIS optical flow on grey frames (the built-in estimator)."""
+
+    def __init__(self, preset: str = "medium"):
+        if preset not in _DIS_PRESETS:
+            raise ValueError(f"unknown optical-flow preset {preset!r}; choose one of {', '.join(FLOW_PRESETS)}")
+        self.preset = preset
+        self.name = f"opencv-dis-{preset}"
+        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ga = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
+        gb = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
+        return self._dis.calc(ga, gb, None)
+
+
+def make_flow_estimator(spec: str) -> FlowEstimator:
+    """``dis-ultrafast`` / ``dis-fast`` / ``dis-medium`` (or a bare preset name). A path to a learned
+    model is recognised but not supported yet: it raises ValueError saying so."""
+    name = spec[4:] if spec.startswith("dis-") else spec
+    if name in _DIS_PRESETS:
+        return DisFlow(name)
+    if Path(spec).expanduser().exists():
+        raise ValueError(f"{spec}: learned flow models are not supported yet; implement FlowEstimator for it "
+                         "(backend/priors/flow.py) or use a DIS preset")
+    raise ValueError(f"unknown flow estimator {spec!r}; choose one of "
+                     + ", ".join(f"dis-{p}" for p in FLOW_PRESETS))
+
+
 def estimate_flow(
     frames: np.ndarray,
     pairs: Sequence[tuple[int, int]],
@@ -58,6 +109,7 @@ def estimate_flow(
     preset: str = "medium",
     fb_rel: float = 0.01,
     fb_abs: float = 0.5,
+    estimator: FlowEstimator | None = None,
 ) -> FlowPairs:
     """Forward flow a → b and its validity mask for each requested pair of frames.
 
@@ -65,12 +117,13 @@ def estimate_flow(
     frames make the previous training frame of a frame lie further back. A pixel of a is valid when
     the backward flow b → a, read where the forward flow lands, brings it back to where it started
     (within ``fb_rel`` of the two flows' lengths plus ``fb_abs`` pixels) and it lands inside frame b.
-    Raises ValueError naming the problem for unusable inputs.
+    ``estimator`` replaces DIS (``preset`` is then unused). Raises ValueError naming the problem for
+    unusable inputs.
     """
     frames = _check_frames(frames)
     pair_arr = _check_pairs(pairs, frames.shape[0])
-    if preset not in _DIS_PRESETS:
-        raise ValueError(f"unknown optical-flow preset {preset!r}; choose one of {', '.join(FLOW_PRESETS)}")
+    if estimator is None:
+        estimator = DisFlow(preset)
     _check_tolerances(fb_rel, fb_abs)
 
     T, H, W = frames.shape[:3]
@@ -78,21 +131,80 @@ def estimate_flow(
     flow = np.zeros((P, H, W, 2), np.float32)
     valid = np.zeros((P, H, W), bool)
 
-    dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-    gray: dict[int, np.ndarray] = {}
-
-    def _gray(t: int) -> np.ndarray:
-        if t not in gray:
-            gray[t] = cv2.cvtColor(np.ascontiguousarray(frames[t]), cv2.COLOR_RGB2GRAY)
-        return gray[t]
-
     for p, (a, b) in enumerate(pair_arr):
-        fwd = dis.calc(_gray(int(a)), _gray(int(b)), None)
-        bwd = dis.calc(_gray(int(b)), _gray(int(a)), None)
+        fwd = _check_flow(estimator(frames[int(a)], frames[int(b)]), "forward")
+        bwd = _check_flow(estimator(frames[int(b)], frames[int(a)]), "backward")
+        if fwd.shape[:2] != (H, W):
+            raise ValueError(f"the flow estimator {estimator.name} returned {fwd.shape[:2]} for {W}x{H} frames")
         flow[p] = fwd
         valid[p] = consistency_mask(fwd, bwd, rel=fb_rel, abs_tol=fb_abs)
 
-    return FlowPairs(pairs=pair_arr, flow=flow, valid=valid, method=f"opencv-dis-{preset}")
+    return FlowPairs(pairs=pair_arr, flow=flow, valid=valid, method=estimator.name)
+
+
+CACHE_VERSION = 1
+
+
+def flow_cache_key(frames: np.ndarray, pairs: np.ndarray, method: str, fb_rel: float, fb_abs: float) -> str:
+    """A digest of everything the flow depends on: the frames' bytes and shape, the pairs, the estimator's
+    name and the forward–backward tolerances (and the cache format's version)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "shape": list(frames.shape), "method": method,
+                         "fb": [float(fb_rel), float(fb_abs)]}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(pairs, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(frames).tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_flow(
+    frames: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    cache_dir: str | Path | None,
+    *,
+    preset: str = "medium",
+    fb_rel: float = 0.01,
+    fb_abs: float = 0.5,
+    estimator: FlowEstimator | None = None,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> tuple[FlowPairs, bool]:
+    """``estimate_flow`` through an on-disk cache in ``cache_dir``; returns (flow, whether it was cached).
+
+    One ``flow-<key>.npz`` per clip and settings (``flow_cache_key``). A missing, unreadable or
+    mismatching entry is recomputed; an entry that cannot be written is reported through ``warn`` and
+    the run goes on. Writes are atomic (a temporary file renamed into place).
+    """
+    frames = _check_frames(frames)
+    pair_arr = _check_pairs(pairs, frames.shape[0])
+    if estimator is None:
+        estimator = DisFlow(preset)
+    if cache_dir is None:
+        return estimate_flow(frames, pair_arr, fb_rel=fb_rel, fb_abs=fb_abs, estimator=estimator), False
+    key = flow_cache_key(frames, pair_arr, estimator.name, fb_rel, fb_abs)
+    path = Path(cache_dir) / f"flow-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                cached = FlowPairs(pairs=z["pairs"], flow=z["flow"], valid=z["valid"], method=str(z["method"]))
+            T, H, W = frames.shape[:3]
+            if (np.array_equal(cached.pairs, pair_arr) and cached.flow.shape == (len(pair_arr), H, W, 2)
+                    and cached.valid.shape == (len(pair_arr), H, W)):
+                return cached, True
+        except (OSError, ValueError, KeyError) as e:
+            warn(f"warning: ignoring the unreadable flow cache {path} ({e})")
+    result = estimate_flow(frames, pair_arr, fb_rel=fb_rel, fb_abs=fb_abs, estimator=estimator)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".flow-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, pairs=result.pairs, flow=result.flow, valid=result.valid, method=result.method)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as e:
+        warn(f"warning: could not cache the optical flow in {path.parent} ({e}); the run continues")
+    return result, False
 
 
 def consistency_mask(forward: np.ndarray, backward: np.ndarray, *, rel: float, abs_tol: float) -> np.ndarray:
