@@ -23,6 +23,14 @@ PRESET_ITEMS = (
     ("lite", "Lite", "Shorter optimisation for previews and small GPUs"),
     ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)"),
 )
+REPRESENTATION_ITEMS = (
+    ("POINTS", "Points", "One vertex per Gaussian, drawn as coloured points (light, exports as points)",
+     "POINTCLOUD_DATA", 0),
+    ("SPLATS", "Splats", "One vertex per Gaussian, drawn as translucent coloured ellipsoids in EEVEE and Cycles",
+     "SHADING_RENDERED", 1),
+    ("MESH", "Mesh", "A closed surface around the Gaussians whose vertices follow their motion",
+     "MESH_DATA", 2),
+)
 DEVICE_ITEMS = (
     ("auto", "Auto", "CUDA when available, otherwise CPU"),
     ("cpu", "CPU", "Force the CPU (slow, for tests)"),
@@ -72,8 +80,31 @@ class GENMOJO_PG_settings(PropertyGroup):
         name="Import When Done", default=True,
         description="Import the result into this scene as soon as the backend finishes")
     point_display: BoolProperty(
-        name="Show Points", default=True,
-        description="Display imported Gaussians as coloured points (a Geometry Nodes modifier)")
+        name="Display Modifier", default=True,
+        description=("Draw Points and Splats objects with their Geometry Nodes modifier (off: bare "
+                     "vertices, invisible in Object Mode)"))
+    representation: EnumProperty(
+        name="Import As", items=REPRESENTATION_ITEMS, default="POINTS",
+        description="How each object is brought in (change it per object afterwards in the Result panel)")
+    mask_source: EnumProperty(
+        name="Mask Source", default="FOLDER",
+        items=(("FOLDER", "Folder", "A folder with one sub-folder of PNG masks per object (001, 002, ...)"),
+               ("MASK", "Movie Clip Masks", "Blender Mask datablocks drawn in the Movie Clip editor: "
+                "each mask layer is one object, rasterised to PNGs before the run")),
+        description="Where the per-object masks come from")
+    mask: PointerProperty(
+        name="Mask", type=bpy.types.Mask,
+        description="Mask datablock whose layers are the objects (one layer per object, in order)")
+    guidance_model_dir: StringProperty(
+        name="Guidance Model", subtype="DIR_PATH",
+        description=("Folder with the generative prior's weights (used when Generative Guidance is on; "
+                     "empty: the backend's default location)"))
+    surface_resolution: IntProperty(
+        name="Surface Resolution", default=48, min=8, max=256,
+        description="Voxels along the longest side of an object when building Mesh surfaces")
+    surface_threshold: FloatProperty(
+        name="Surface Threshold", default=0.5, min=0.001, max=10.0, precision=3,
+        description="Opacity level of the Gaussians' density where the Mesh surface lies (lower: fatter)")
 
 
 class GENMOJO_PG_run(PropertyGroup):
@@ -131,6 +162,12 @@ def output_dir(settings: GENMOJO_PG_settings, context=None) -> str:
     if bpy.data.filepath:
         return os.path.normpath(bpy.path.abspath("//genmojo"))
     return ""
+
+
+def import_options(settings: GENMOJO_PG_settings) -> dict:
+    """The scene's import options as keyword arguments of ``session.import_into_scene``."""
+    return dict(representation=settings.representation, surface_resolution=settings.surface_resolution,
+                surface_threshold=settings.surface_threshold)
 
 
 def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:

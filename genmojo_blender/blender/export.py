@@ -14,6 +14,12 @@ glTF viewer reads.
 FBX: shape-key animation is only written when the scene is baked globally
 (``bake_anim_use_nla_strips=False``, ``bake_anim_use_all_actions=False``); the defaults write an
 empty animation stack.
+
+Rigid option (``rigid=True``), for engines without morph targets: for the duration of the export
+every imported GenMOJO object is replaced by a stand-in with the same name that holds the frame-1
+geometry without shape keys and one location/rotation key per frame, the least-squares rigid
+motion of its per-frame shapes (``core/rigid.py``, weighted by the Gaussians' opacities). The
+stand-ins are deleted and the originals restored afterwards, whatever happens.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import struct
 from contextlib import contextmanager
 
 import bpy
+import numpy as np
 
-from . import display
+from ..core import rigid as rigid_fit
+from ..core.camera import decompose_rigid
+from . import animation, display
 
 _GLB_MAGIC = 0x46546C67
 _CHUNK_JSON = 0x4E4F534A
@@ -59,13 +68,22 @@ def supported_settings(operator, settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k in known}
 
 
-def export_glb(path: str, *, selected_only: bool = False) -> str:
-    """Export the current scene to glTF binary (``.glb``) or ``.gltf``; returns the written path."""
+# Warn when an object's rigid approximation is off by more than this fraction of its size.
+RIGID_WARN_RELATIVE = 0.05
+
+
+def export_glb(path: str, *, selected_only: bool = False, rigid: bool = False,
+               warnings: list[str] | None = None) -> str:
+    """Export the current scene to glTF binary (``.glb``) or ``.gltf``; returns the written path.
+
+    ``rigid`` bakes each GenMOJO object's motion into per-frame transforms (see the module
+    docstring); what the fit could not reproduce is appended to ``warnings``.
+    """
     path = os.path.abspath(bpy.path.abspath(path))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with _colors_as_custom_attributes():
+    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, _colors_as_custom_attributes():
         op = bpy.ops.export_scene.gltf
-        result = op(**supported_settings(op, gltf_settings(path, selected_only=selected_only)))
+        result = op(**supported_settings(op, gltf_settings(path, selected_only=use_selection)))
     if "FINISHED" not in result or not os.path.isfile(path):
         raise RuntimeError(f"glTF export did not write {path}")
     promote_point_colors(path)
@@ -144,12 +162,112 @@ def fbx_settings(path: str, *, selected_only: bool = False) -> dict:
                 axis_forward="-Z", axis_up="Y")
 
 
-def export_fbx(path: str, *, selected_only: bool = False) -> str:
-    """Export the current scene to FBX with shape-key animation baked per frame; returns the path."""
+def export_fbx(path: str, *, selected_only: bool = False, rigid: bool = False,
+               warnings: list[str] | None = None) -> str:
+    """Export the current scene to FBX with shape-key animation baked per frame (or, with
+    ``rigid``, per-frame rigid transforms); returns the path."""
     path = os.path.abspath(bpy.path.abspath(path))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    op = bpy.ops.export_scene.fbx
-    result = op(**supported_settings(op, fbx_settings(path, selected_only=selected_only)))
+    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection:
+        op = bpy.ops.export_scene.fbx
+        result = op(**supported_settings(op, fbx_settings(path, selected_only=use_selection)))
     if "FINISHED" not in result or not os.path.isfile(path):
         raise RuntimeError(f"FBX export did not write {path}")
     return path
+
+
+def shape_key_frames(obj: bpy.types.Object) -> np.ndarray:
+    """Per-frame positions (T, V, 3) stored in an imported object's ``frame_NNNN`` shape keys."""
+    keys = obj.data.shape_keys
+    blocks = [kb for kb in keys.key_blocks if kb.name.startswith("frame_")] if keys else []
+    if not blocks:
+        raise ValueError(f"{obj.name} has no per-frame shape keys")
+    n = len(obj.data.vertices)
+    out = np.empty((len(blocks), n * 3), np.float32)
+    for i, kb in enumerate(blocks):
+        kb.data.foreach_get("co", out[i])
+    return out.reshape(len(blocks), n, 3)
+
+
+def _fit_weights(mesh) -> np.ndarray | None:
+    attr = mesh.attributes.get(display.OPACITY_ATTRIBUTE)
+    if attr is None or attr.domain != "POINT" or attr.data_type != "FLOAT":
+        return None
+    w = np.empty(len(mesh.vertices), np.float32)
+    attr.data.foreach_get("value", w)
+    return w if w.sum() > 0 else None
+
+
+def _rigid_stand_in(obj: bpy.types.Object, warnings: list[str]) -> bpy.types.Object:
+    """A shape-key-free copy of ``obj`` keyed with the rigid fit of its per-frame shapes."""
+    frames = shape_key_frames(obj)
+    track = rigid_fit.fit_rigid_track(frames, _fit_weights(obj.data))
+    if track.relative_error > RIGID_WARN_RELATIVE:
+        warnings.append(f"{obj.name}: the motion is not rigid; the rigid export is off by up to "
+                        f"{100 * track.relative_error:.0f}% of the object's size")
+    mesh = obj.data.copy()
+    stand_in = bpy.data.objects.new(obj.name, mesh)
+    stand_in.shape_key_clear()
+    mesh.vertices.foreach_set("co", frames[0].ravel())  # the reference (frame 1) shape
+    mesh.update()
+    for c in obj.users_collection:
+        c.objects.link(stand_in)
+    stand_in.parent = obj.parent
+    stand_in.matrix_parent_inverse = obj.matrix_parent_inverse.copy()
+    stand_in.color = obj.color
+    stand_in.rotation_mode = "QUATERNION"
+    # local = the object's own transform, then the rigid motion in the bundle's world
+    basis = np.array(obj.matrix_basis)
+    local = np.einsum("ij,tjk->tik", basis, track.matrices)
+    loc, quat = decompose_rigid(local)
+    start = bpy.context.scene.frame_start
+    key_frames = np.arange(start, start + len(loc), dtype=np.float32)
+    stand_in.location, stand_in.rotation_quaternion = loc[0], quat[0]
+    bag = animation.new_action(stand_in, f"{obj.name}_rigid")
+    animation.key_vector(bag, "location", key_frames, loc)
+    animation.key_vector(bag, "rotation_quaternion", key_frames, quat)
+    return stand_in
+
+
+@contextmanager
+def _rigid_stand_ins(enabled: bool, selected_only: bool, warnings: list[str] | None):
+    """Swap GenMOJO objects for rigid stand-ins while the body exports; yields ``use_selection``.
+
+    The export then runs on a selection: the stand-ins plus every other object in scope (all
+    objects of the view layer, or the user's selection), never the originals.
+    """
+    if not enabled:
+        yield selected_only
+        return
+    warnings = warnings if warnings is not None else []
+    layer = bpy.context.view_layer
+    scope = [ob for ob in layer.objects if ob.select_get()] if selected_only else list(layer.objects)
+    selection = [ob for ob in layer.objects if ob.select_get()]
+    active = layer.objects.active
+    originals = [ob for ob in scope if ob.type == "MESH" and ob.get("genmojo_object_id")
+                 and ob.data.shape_keys is not None]
+    renamed, created = [], []
+    try:
+        for ob in originals:
+            name = ob.name
+            ob.name = name + "~genmojo-morph"
+            renamed.append((ob, name))
+            stand_in = _rigid_stand_in(ob, warnings)
+            stand_in.name = name
+            created.append(stand_in)
+        for ob in layer.objects:
+            ob.select_set(False)
+        for ob in [o for o in scope if o not in originals] + created:
+            ob.select_set(True)
+        yield True
+    finally:
+        ids = set(created)
+        for ob in created:
+            ids.add(ob.data)
+            ids.update(animation.actions_of(ob))
+        bpy.data.batch_remove(list(ids))
+        for ob, name in renamed:
+            ob.name = name
+        for ob in layer.objects:
+            ob.select_set(ob in selection)
+        layer.objects.active = active

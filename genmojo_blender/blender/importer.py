@@ -5,19 +5,29 @@ What gets created, all inside one collection named ``GenMOJO <result>``:
 * ``<result>_root``: an Empty rotated -90 degrees about X that maps the bundle's OpenCV world
   (y down, z forward) to Blender's Z-up world. Everything below is parented to it and keeps the
   bundle's raw numbers, so one rotation of the root re-levels the whole result.
-* ``<result>_<object>`` per object: a mesh with one vertex per Gaussian, the frame-1 positions as
-  its basis, one shape key per frame (``frame_0001`` ...) whose weight is keyed (CONSTANT) to 1 on
-  its frame only. Point attributes: ``Color`` (float colour), ``_opacity`` and ``_scale`` (mean
-  standard deviation); the manifest colour becomes the object's viewport colour.
+* ``<result>_<object>`` per object, in the representation chosen for it (``POINTS``, ``SPLATS`` or
+  ``MESH``, see ``core.import_plan.REPRESENTATIONS``): a mesh whose frame-1 positions are its
+  basis and with one shape key per frame (``frame_0001`` ...) whose weight is keyed (CONSTANT) to
+  1 on its frame only. POINTS and SPLATS have one vertex per Gaussian with the point attributes
+  ``Color`` (float colour), ``_opacity``, ``_scale`` (mean standard deviation), ``splat_sigma`` (the
+  three standard deviations) and ``splat_rotation`` (quaternion), drawn by a Geometry Nodes modifier;
+  MESH is a closed surface around the Gaussians with a ``Color`` attribute. The manifest colour
+  becomes the object's viewport colour.
 * ``<result>_camera``: location/rotation keyed per frame from ``c2w``, lens/shift from ``K``, the
   clip as its background when the source footage is found.
 
 Scene resolution, frame rate and frame range (1..T) follow the clip. Importing the same bundle
 folder again replaces the previous import and everything it created.
+
+An import is all or nothing: the bundle is read and checked first, the previous import of the same
+folder is only set aside (renamed) while the new one is built, and if anything fails on the way
+every datablock created so far is deleted, the previous import gets its names back and the scene
+settings the import changes are restored.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import bpy
@@ -28,6 +38,12 @@ from ..core.bundle import BundleError
 from . import animation, display
 
 BUNDLE_PROP = "genmojo_bundle"
+OBJECT_ID_PROP = "genmojo_object_id"
+REPRESENTATION_PROP = "genmojo_representation"
+# bpy.data collections an import may add to; a failed import removes whatever it added to them.
+_ID_COLLECTIONS = ("objects", "meshes", "materials", "node_groups", "cameras", "actions", "movieclips",
+                   "collections", "images")
+_PARKED_SUFFIX = "~genmojo-old"
 
 
 @dataclass
@@ -47,66 +63,205 @@ def find_imports(bundle_root: str) -> list[bpy.types.Collection]:
     return [c for c in bpy.data.collections if c.get(BUNDLE_PROP) == bundle_root]
 
 
-def remove_import(collection: bpy.types.Collection) -> None:
-    """Delete an imported result: its objects, meshes (with shape keys), cameras, actions, clips."""
+def _import_ids(collection: bpy.types.Collection) -> set:
+    """Every datablock an import created: objects, their data (with shape keys), actions, clips."""
     root = collection.get(BUNDLE_PROP)
     collections = [collection] + list(collection.children_recursive)
     objects = {o for c in collections for o in c.objects}
-    ids: set[bpy.types.ID] = set(objects)
+    ids: set[bpy.types.ID] = set(collections)
     for ob in objects:
-        ids.update(animation.actions_of(ob))
-        data = ob.data
-        if data is None:
-            continue
+        ids |= _object_ids(ob)
+    if root:
+        ids.update(c for c in bpy.data.movieclips if c.get(BUNDLE_PROP) == root)
+    return ids
+
+
+def _object_ids(ob: bpy.types.Object) -> set:
+    """An object, its data and the actions animating either of them or the data's shape keys."""
+    ids: set[bpy.types.ID] = {ob}
+    ids.update(animation.actions_of(ob))
+    data = ob.data
+    if data is not None:
         ids.add(data)
         ids.update(animation.actions_of(data))
         keys = getattr(data, "shape_keys", None)
         if keys is not None:
             ids.update(animation.actions_of(keys))
-    if root:
-        ids.update(c for c in bpy.data.movieclips if c.get(BUNDLE_PROP) == root)
-    ids.update(collections)
-    bpy.data.batch_remove(list(ids))
+    return ids
+
+
+def remove_import(collection: bpy.types.Collection) -> None:
+    """Delete an imported result: its objects, meshes (with shape keys), cameras, actions, clips."""
+    bpy.data.batch_remove(list(_import_ids(collection)))
+
+
+def _with_shape_keys(ids: set) -> list:
+    """``ids`` plus the shape-key datablocks of its meshes: they carry names too, but are removed
+    with their mesh, never on their own."""
+    keys = [getattr(x, "shape_keys", None) for x in ids if isinstance(x, bpy.types.Mesh)]
+    return list(ids) + [k for k in keys if k is not None]
+
+
+def _removable(ids) -> list:
+    return [x for x in ids if not isinstance(x, bpy.types.Key)]
+
+
+def _id_pointers() -> dict[str, set[int]]:
+    return {k: {x.as_pointer() for x in getattr(bpy.data, k)} for k in _ID_COLLECTIONS}
+
+
+_SCENE_SETTINGS = (("render", "resolution_x"), ("render", "resolution_y"), ("render", "pixel_aspect_x"),
+                   ("render", "pixel_aspect_y"), ("render", "fps"), ("render", "fps_base"),
+                   ("", "frame_start"), ("", "frame_end"), ("", "camera"), ("", "active_clip"),
+                   ("cycles", "transparent_max_bounces"))
+
+
+@contextmanager
+def _transaction(scene: bpy.types.Scene, replaced: list[bpy.types.Collection]):
+    """Build a new import next to the ones it ``replaced``; keep the scene exactly as it was if
+    the body raises.
+
+    The replaced imports are renamed out of the way (so the new one gets the plain names) and are
+    only deleted once the body has succeeded.
+    """
+    before = _id_pointers()
+    frame = scene.frame_current
+    saved = []
+    for owner_name, attr in _SCENE_SETTINGS:
+        owner = getattr(scene, owner_name, None) if owner_name else scene
+        if owner is not None and hasattr(owner, attr):
+            saved.append((owner, attr, getattr(owner, attr)))
+    parked = [(x, x.name) for c in replaced for x in _with_shape_keys(_import_ids(c))]
+    for x, name in parked:
+        x.name = name + _PARKED_SUFFIX
+    try:
+        yield
+    except BaseException:
+        created = [x for k in _ID_COLLECTIONS for x in getattr(bpy.data, k)
+                   if x.as_pointer() not in before[k]]
+        bpy.data.batch_remove(created)
+        for x, name in parked:
+            x.name = name
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
+        scene.frame_set(frame)
+        raise
+    bpy.data.batch_remove(_removable(x for x, _ in parked))
 
 
 def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_display: bool = True,
-                  set_scene: bool = True, load_plate: bool = True) -> ImportResult:
+                  set_scene: bool = True, load_plate: bool = True,
+                  representation: str = ip.DEFAULT_REPRESENTATION,
+                  representations: dict[str, str] | None = None,
+                  surface_resolution: int = 48, surface_threshold: float = 0.5) -> ImportResult:
     """Import the bundle at ``path`` (folder or its manifest.json) into ``scene``.
 
-    The bundle is fully read and validated first; a BundleError leaves the scene untouched.
+    ``representation`` applies to every object unless ``representations`` (object id ->
+    representation) says otherwise. ``point_display=False`` leaves POINTS/SPLATS objects as bare
+    vertices without a display modifier. The bundle is fully read, validated and turned into
+    geometry first (BundleError / ImportOptionError leave the scene untouched); a failure while
+    Blender data is being created also leaves the scene exactly as it was.
     """
     scene = scene or bpy.context.scene
     plan = ip.plan_import(path)  # raises BundleError before anything is created
-    for old in find_imports(plan.bundle_root):
-        remove_import(old)
+    modes = _modes(plan, representation, representations)
+    surfaces = {o.id: ip.plan_surface(o, resolution=surface_resolution, threshold=surface_threshold)
+                for o in plan.objects if modes[o.id] == "MESH"}
+    with _transaction(scene, find_imports(plan.bundle_root)):
+        coll = bpy.data.collections.new(plan.collection_name)
+        coll[BUNDLE_PROP] = plan.bundle_root
+        scene.collection.children.link(coll)
 
-    coll = bpy.data.collections.new(plan.collection_name)
-    coll[BUNDLE_PROP] = plan.bundle_root
-    scene.collection.children.link(coll)
+        root = bpy.data.objects.new(plan.root_name, None)
+        root.empty_display_type = "ARROWS"
+        root.empty_display_size = 0.5
+        root.rotation_mode = "XYZ"
+        root.rotation_euler = _euler_of(plan.root_matrix)
+        root[BUNDLE_PROP] = plan.bundle_root
+        coll.objects.link(root)
 
-    root = bpy.data.objects.new(plan.root_name, None)
-    root.empty_display_type = "ARROWS"
-    root.empty_display_size = 0.5
-    root.rotation_mode = "XYZ"
-    root.rotation_euler = _euler_of(plan.root_matrix)
-    root[BUNDLE_PROP] = plan.bundle_root
-    coll.objects.link(root)
+        objects = [build_object(o, plan, modes[o.id], surfaces.get(o.id), root, coll, point_display)
+                   for o in plan.objects]
+        camera = _build_camera(plan, root, coll)
+        warnings = list(plan.warnings)
 
-    objects = [_build_object(o, plan, root, coll, point_display) for o in plan.objects]
-    camera = _build_camera(plan, root, coll)
-    warnings = list(plan.warnings)
-
-    if set_scene:
-        _apply_scene(plan.scene, scene)
-        scene.camera = camera
-    if load_plate and plan.plate is not None:
-        warnings += _attach_plate(plan, camera, scene)
-    elif plan.plate is None:
-        warnings.append("the bundle does not say where its footage is; no plate was attached")
-    if set_scene:
-        scene.frame_set(plan.scene.frame_start)
+        if set_scene:
+            _apply_scene(plan.scene, scene)
+            scene.camera = camera
+            if "SPLATS" in modes.values() and hasattr(scene, "cycles"):
+                # overlapping translucent splats need many transparent bounces in Cycles
+                scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 64)
+        if load_plate and plan.plate is not None:
+            warnings += _attach_plate(plan, camera, scene)
+        elif plan.plate is None:
+            warnings.append("the bundle does not say where its footage is; no plate was attached")
+        if set_scene:
+            scene.frame_set(plan.scene.frame_start)
     return ImportResult(bundle_root=plan.bundle_root, collection=coll, root=root, camera=camera,
                         objects=objects, warnings=warnings)
+
+
+def _modes(plan: ip.ImportPlan, default: str, per_object: dict[str, str] | None) -> dict[str, str]:
+    default = default.upper()
+    if default not in ip.REPRESENTATIONS:
+        raise ip.ImportOptionError(f"unknown representation {default!r} (choose from "
+                                   f"{', '.join(ip.REPRESENTATIONS)})")
+    per_object = {k: v.upper() for k, v in (per_object or {}).items()}
+    ids = [o.id for o in plan.objects]
+    for oid, mode in per_object.items():
+        if oid not in ids:
+            raise ip.ImportOptionError(f"the result has no object {oid} (it has {', '.join(ids)})")
+        if mode not in ip.REPRESENTATIONS:
+            raise ip.ImportOptionError(f"object {oid}: unknown representation {mode!r}")
+    return {oid: per_object.get(oid, default) for oid in ids}
+
+
+def change_representation(obj: bpy.types.Object, representation: str, *, point_display: bool = True,
+                          surface_resolution: int = 48, surface_threshold: float = 0.5) -> bpy.types.Object:
+    """Rebuild one imported object in another representation, reading its bundle again.
+
+    The new object takes the old one's name, parent, collections, transform and selection; the
+    old object, its data and its actions are deleted. All or nothing, like an import.
+    """
+    bundle_root, oid = obj.get(BUNDLE_PROP), obj.get(OBJECT_ID_PROP)
+    if not bundle_root or not oid:
+        raise ip.ImportOptionError(f"{obj.name} is not an object imported from a GenMOJO result")
+    representation = representation.upper()
+    if representation not in ip.REPRESENTATIONS:
+        raise ip.ImportOptionError(f"unknown representation {representation!r}")
+    plan = ip.plan_import(bundle_root, only_ids=[oid])
+    if not plan.objects:
+        raise BundleError(f"{bundle_root}: the result no longer has object {oid}")
+    o = plan.objects[0]
+    surface = (ip.plan_surface(o, resolution=surface_resolution, threshold=surface_threshold)
+               if representation == "MESH" else None)
+    scene = bpy.context.scene
+    name, parent, colls = obj.name, obj.parent, list(obj.users_collection)
+    basis, parent_inverse, selected = obj.matrix_basis.copy(), obj.matrix_parent_inverse.copy(), obj.select_get()
+    was_active = bpy.context.view_layer.objects.active == obj
+    old_ids = _object_ids(obj)
+    before = _id_pointers()
+    renamed = [(x, x.name) for x in _with_shape_keys(old_ids)]
+    for x, n in renamed:
+        x.name = n + _PARKED_SUFFIX
+    try:
+        new = build_object(o, plan, representation, surface, parent, colls[0] if colls else scene.collection,
+                           point_display, name=name)
+        for c in colls[1:]:
+            c.objects.link(new)
+        new.matrix_parent_inverse = parent_inverse
+        new.matrix_basis = basis
+    except BaseException:
+        bpy.data.batch_remove([x for k in _ID_COLLECTIONS for x in getattr(bpy.data, k)
+                               if x.as_pointer() not in before[k]])
+        for x, n in renamed:
+            x.name = n
+        raise
+    bpy.data.batch_remove(list(old_ids))
+    new.select_set(selected)
+    if was_active:
+        bpy.context.view_layer.objects.active = new
+    return new
 
 
 def _euler_of(m: np.ndarray) -> tuple[float, float, float]:
@@ -116,54 +271,104 @@ def _euler_of(m: np.ndarray) -> tuple[float, float, float]:
     return tuple(Matrix(np.asarray(m)[:3, :3].tolist()).to_euler("XYZ"))
 
 
-def _build_object(o: ip.ObjectPlan, plan: ip.ImportPlan, root, coll, point_display: bool):
-    T, N = o.positions.shape[:2]
-    mesh = bpy.data.meshes.new(o.name)
-    mesh.vertices.add(N)
-    mesh.vertices.foreach_set("co", o.positions[0].ravel())
-    color = mesh.color_attributes.new(display.COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
-    rgba = np.ones((N, 4), np.float32)
-    rgba[:, :3] = ip.srgb_to_linear(o.colors_srgb)
-    color.data.foreach_set("color", rgba.ravel())
-    mesh.color_attributes.active_color = color
-    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
-    for name, values in ((display.OPACITY_ATTRIBUTE, o.opacity), (display.SCALE_ATTRIBUTE, o.scale)):
-        mesh.attributes.new(name, "FLOAT", "POINT").data.foreach_set("value", values)
-    mesh.update()
-
-    obj = bpy.data.objects.new(o.name, mesh)
+def build_object(o: ip.ObjectPlan, plan: ip.ImportPlan, representation: str,
+                 surface: ip.SurfacePlan | None, root, coll, point_display: bool, *, name: str = ""):
+    """Create one object of a result in the given representation (see the module docstring)."""
+    name = name or o.name
+    if representation == "MESH":
+        mesh, frames = _surface_mesh(name, surface), surface.positions
+    else:
+        mesh, frames = _point_mesh(name, o), o.positions
+    obj = bpy.data.objects.new(name, mesh)
     obj.parent = root
     obj.color = (*o.color, 1.0)
     obj[BUNDLE_PROP] = plan.bundle_root
-    obj["genmojo_object_id"] = o.id
+    obj[OBJECT_ID_PROP] = o.id
     obj["genmojo_name"] = o.label
+    obj[REPRESENTATION_PROP] = representation
     coll.objects.link(obj)
+    _key_frames(obj, frames)
 
+    if not all(o.visible):
+        vis = ip.visibility_keys(o.visible)
+        keyed = [f for f, _ in vis]
+        hidden = [0.0 if v else 1.0 for _, v in vis]
+        bag = animation.new_action(obj, f"{name}_visibility")
+        for prop in ("hide_viewport", "hide_render"):
+            animation.key_curve(bag, prop, keyed, hidden, interpolation="CONSTANT")
+    if representation == "MESH":
+        mesh.materials.append(display.surface_material())
+    elif point_display and representation == "SPLATS":
+        display.add_splats_display(obj)
+    elif point_display:
+        display.add_points_display(obj)
+    return obj
+
+
+def _color_attribute(mesh, colors_srgb: np.ndarray) -> None:
+    color = mesh.color_attributes.new(display.COLOR_ATTRIBUTE, "FLOAT_COLOR", "POINT")
+    rgba = np.ones((len(colors_srgb), 4), np.float32)
+    rgba[:, :3] = ip.srgb_to_linear(colors_srgb)
+    color.data.foreach_set("color", rgba.ravel())
+    mesh.color_attributes.active_color = color
+    mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+
+
+def _point_mesh(name: str, o: ip.ObjectPlan):
+    """One vertex per Gaussian at frame 1, with the Gaussians' display attributes."""
+    N = o.num_points
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(N)
+    mesh.vertices.foreach_set("co", o.positions[0].ravel())
+    _color_attribute(mesh, o.colors_srgb)
+    sigmas = o.sigmas if o.sigmas is not None else np.repeat(o.scale[:, None], 3, axis=1)
+    rotations = o.rotations if o.rotations is not None else np.tile([1.0, 0, 0, 0], (N, 1))
+    for attr, kind, prop, values in (
+            (display.OPACITY_ATTRIBUTE, "FLOAT", "value", o.opacity),
+            (display.SCALE_ATTRIBUTE, "FLOAT", "value", o.scale),
+            (display.SIGMA_ATTRIBUTE, "FLOAT_VECTOR", "vector", sigmas),
+            (display.ROTATION_ATTRIBUTE, "QUATERNION", "value", rotations)):
+        mesh.attributes.new(attr, kind, "POINT").data.foreach_set(
+            prop, np.ascontiguousarray(values, np.float32).ravel())
+    mesh.update()
+    return mesh
+
+
+def _surface_mesh(name: str, s: ip.SurfacePlan):
+    """The surface's polygons at frame 1, smooth-shaded, coloured from the nearby Gaussians."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(s.num_vertices)
+    mesh.vertices.foreach_set("co", s.positions[0].ravel())
+    mesh.loops.add(len(s.face_vertices))
+    mesh.polygons.add(len(s.face_sizes))
+    starts = np.concatenate([[0], np.cumsum(s.face_sizes)[:-1]]).astype(np.int32)
+    mesh.polygons.foreach_set("loop_start", starts)
+    mesh.loops.foreach_set("vertex_index", s.face_vertices)
+    mesh.update(calc_edges=True)
+    mesh.polygons.foreach_set("use_smooth", np.ones(len(s.face_sizes), bool))
+    _color_attribute(mesh, s.colors_srgb)
+    mesh.validate(clean_customdata=False)
+    mesh.update()
+    return mesh
+
+
+def _key_frames(obj, frames: np.ndarray) -> None:
+    """Basis = frame 1; one shape key per frame whose weight is 1 on its own frame only."""
+    T = frames.shape[0]
     obj.shape_key_add(name="Basis", from_mix=False)
     names = []
     for i in range(T):
         kb = obj.shape_key_add(name=ip.shape_key_name(i), from_mix=False)
-        kb.data.foreach_set("co", o.positions[i].ravel())
+        kb.data.foreach_set("co", np.ascontiguousarray(frames[i], np.float32).ravel())
         kb.value = 1.0 if i == 0 else 0.0
         names.append(kb.name)
-    keys = mesh.shape_keys
-    keys.name = f"{o.name}_keys"
-    bag = animation.new_action(keys, f"{o.name}_frames")
+    keys = obj.data.shape_keys
+    keys.name = f"{obj.name}_keys"
+    bag = animation.new_action(keys, f"{obj.name}_frames")
     for i, kname in enumerate(names):
-        frames, values = zip(*ip.shape_key_weight_keys(i, T))
-        animation.key_curve(bag, f'key_blocks["{kname}"].value', frames, values,
+        keyed, values = zip(*ip.shape_key_weight_keys(i, T))
+        animation.key_curve(bag, f'key_blocks["{kname}"].value', keyed, values,
                             interpolation="CONSTANT")
-
-    if not all(o.visible):
-        vis = ip.visibility_keys(o.visible)
-        frames = [f for f, _ in vis]
-        hidden = [0.0 if v else 1.0 for _, v in vis]
-        bag = animation.new_action(obj, f"{o.name}_visibility")
-        for prop in ("hide_viewport", "hide_render"):
-            animation.key_curve(bag, prop, frames, hidden, interpolation="CONSTANT")
-    if point_display:
-        display.add_points_display(obj)
-    return obj
 
 
 def _build_camera(plan: ip.ImportPlan, root, coll):
@@ -227,4 +432,5 @@ def _attach_plate(plan: ip.ImportPlan, camera, scene) -> list[str]:
     return []
 
 
-__all__ = ["BundleError", "ImportResult", "import_bundle", "find_imports", "remove_import", "BUNDLE_PROP"]
+__all__ = ["BundleError", "ImportResult", "import_bundle", "find_imports", "remove_import", "BUNDLE_PROP",
+           "change_representation", "build_object"]

@@ -16,6 +16,7 @@ import bpy
 from .. import preferences, props
 from ..core import backend_process as bp
 from ..core.bundle import BundleError
+from ..core.import_plan import ImportOptionError, parse_representations
 from . import importer
 
 _active: bp.BackendRun | None = None
@@ -123,19 +124,32 @@ def finish(context, run: bp.BackendRun, *, import_result: bool | None = None) ->
         import_result = settings.import_when_done
     if not import_result:
         return Finish(ok=True, reports=[("INFO", f"GenMOJO result written to {outcome.bundle}")])
-    return import_into_scene(context, outcome.bundle, point_display=settings.point_display)
+    return import_into_scene(context, outcome.bundle, point_display=settings.point_display,
+                             **props.import_options(settings))
 
 
 def import_into_scene(context, path: str, *, point_display: bool = True, set_scene: bool = True,
-                      load_plate: bool = True) -> Finish:
-    """Import a bundle and phrase the outcome as reports; a bad bundle becomes an ERROR report."""
+                      load_plate: bool = True, representation: str = "POINTS",
+                      representations: dict[str, str] | str | None = None,
+                      surface_resolution: int = 48, surface_threshold: float = 0.5) -> Finish:
+    """Import a bundle and phrase the outcome as reports. A bad bundle, a bad option or any
+    failure while building becomes an ERROR report; the scene is left as it was in every case."""
     state = run_state(context)
     try:
+        if isinstance(representations, str):
+            representations = parse_representations(representations)
         res = importer.import_bundle(path, context.scene, point_display=point_display,
-                                     set_scene=set_scene, load_plate=load_plate)
-    except BundleError as e:
+                                     set_scene=set_scene, load_plate=load_plate,
+                                     representation=representation, representations=representations,
+                                     surface_resolution=surface_resolution,
+                                     surface_threshold=surface_threshold)
+    except (BundleError, ImportOptionError) as e:
         state.error, state.hint = f"Cannot import the result: {e}", "Re-run the backend or pick another result"
         return Finish(ok=False, reports=[("ERROR", f"Cannot import the GenMOJO result: {e}")])
+    except Exception as e:  # noqa: BLE001 - anything else from Blender; the import was rolled back
+        state.error = f"Import failed, the scene is unchanged: {type(e).__name__}: {e}"
+        state.hint = "Please report this with the result folder"
+        return Finish(ok=False, reports=[("ERROR", state.error)])
     state.result_path = res.bundle_root
     reports = [("WARNING", w) for w in res.warnings]
     reports.append(("INFO", f"Imported {len(res.objects)} object(s) into '{res.collection.name}'"))

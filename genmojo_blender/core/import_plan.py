@@ -19,12 +19,67 @@ from pathlib import Path
 import numpy as np
 
 from . import camera as cam
+from . import surface as surf
 from .bundle import Bundle, BundleError, open_bundle
 
 FRAME_START = 1
 MOVIE_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".mxf", ".ogv")
 # Shared prefix of every Blender name the importer creates, so results are easy to find.
 COLLECTION_PREFIX = "GenMOJO "
+
+
+# How an object is brought into Blender. Every representation keeps the per-frame motion as shape
+# keys on one object with constant topology, so each of them exports to glTF and FBX.
+REPRESENTATIONS = {
+    "POINTS": "one vertex per Gaussian, drawn as coloured points",
+    "SPLATS": "one vertex per Gaussian, drawn as coloured, translucent ellipsoids (the splat look)",
+    "MESH": "a closed surface around the Gaussians whose vertices follow their motion",
+}
+DEFAULT_REPRESENTATION = "POINTS"
+
+
+class ImportOptionError(ValueError):
+    """An import option is invalid (e.g. an unknown representation or object id)."""
+
+
+def parse_representations(spec: str, object_ids: list[str] | None = None) -> dict[str, str]:
+    """Per-object representations from text like ``"001=MESH, 002=splats"`` (case-insensitive).
+
+    Object ids may be written without leading zeros (``2=MESH``). With ``object_ids`` given, ids
+    that the result does not have are refused, so a typo is never silently ignored.
+    """
+    out: dict[str, str] = {}
+    for part in (spec or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip().upper()
+        if not sep or not key.isdigit() or len(key) > 3:
+            raise ImportOptionError(f"{part!r}: expected <object id>=<representation>, e.g. 001=MESH")
+        if value not in REPRESENTATIONS:
+            raise ImportOptionError(f"{part!r}: unknown representation {value!r} "
+                                    f"(choose from {', '.join(REPRESENTATIONS)})")
+        oid = f"{int(key):03d}"
+        if object_ids is not None and oid not in object_ids:
+            raise ImportOptionError(f"{part!r}: the result has no object {oid} "
+                                    f"(it has {', '.join(object_ids)})")
+        out[oid] = value
+    return out
+
+
+@dataclass
+class SurfacePlan:
+    """A mesh with constant topology whose vertices move with an object's Gaussians."""
+
+    positions: np.ndarray  # (T, V, 3) float32, bundle world
+    face_sizes: np.ndarray  # (F,) int32
+    face_vertices: np.ndarray  # (sum face_sizes,) int32
+    colors_srgb: np.ndarray  # (V, 3) float32
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.positions.shape[1])
 
 
 def blender_frame(clip_index: int) -> int:
@@ -85,6 +140,8 @@ class ObjectPlan:
     opacity: np.ndarray  # (N,) float32 at frame 0
     scale: np.ndarray  # (N,) float32, mean standard deviation at frame 0 (scene units)
     visible: list[bool]
+    sigmas: np.ndarray | None = None  # (N, 3) float32, standard deviations at frame 0
+    rotations: np.ndarray | None = None  # (N, 4) float32, w x y z at frame 0
 
     @property
     def num_points(self) -> int:
@@ -170,10 +227,29 @@ def _plate(bundle: Bundle) -> PlatePlan | None:
                      contiguous=contiguous)
 
 
+def plan_surface(o: ObjectPlan, *, resolution: int = 48, threshold: float = 0.5) -> SurfacePlan:
+    """The MESH representation of an object: the iso-surface of its Gaussians' opacity field at
+    frame 1, carried to every frame by the Gaussians' motion (see ``core/surface.py``).
+
+    Raises ImportOptionError when the Gaussians never reach ``threshold``.
+    """
+    sigmas = o.sigmas if o.sigmas is not None else np.repeat(o.scale[:, None], 3, axis=1)
+    quats = o.rotations if o.rotations is not None else np.tile([1.0, 0, 0, 0], (o.num_points, 1))
+    try:
+        s = surf.extract_surface(o.positions[0], quats, np.log(np.maximum(sigmas, 1e-12)), o.opacity,
+                                 o.colors_srgb, resolution=resolution, threshold=threshold)
+    except ValueError as e:
+        raise ImportOptionError(f"{o.label}: no surface ({e})") from e
+    return SurfacePlan(positions=surf.deform(s.vertices, s.neighbours, s.weights, o.positions),
+                       face_sizes=s.face_sizes, face_vertices=s.face_vertices, colors_srgb=s.colors)
+
+
 def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
-                sensor_width: float = cam.DEFAULT_SENSOR_WIDTH_MM) -> ImportPlan:
+                sensor_width: float = cam.DEFAULT_SENSOR_WIDTH_MM,
+                only_ids: list[str] | None = None) -> ImportPlan:
     """Open (if given a path), load and validate a bundle and compute what the import creates.
 
+    ``only_ids`` loads just those objects' arrays (to rebuild one object of an earlier import).
     Raises BundleError for anything unreadable or inconsistent; nothing is half-loaded.
     """
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else open_bundle(bundle_or_path)
@@ -203,14 +279,21 @@ def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
 
     objects = []
     for info in m.objects:
+        if only_ids is not None and info.id not in only_ids:
+            continue
         fr = bundle.load_frames(info)
-        scale = np.exp(fr.log_scales[0].astype(np.float64)).mean(axis=1)
+        sigmas = np.exp(fr.log_scales[0].astype(np.float64))
+        scale = sigmas.mean(axis=1)
+        quats = fr.quats[0].astype(np.float64)
+        norm = np.linalg.norm(quats, axis=1, keepdims=True)
+        quats = np.where(norm > 1e-12, quats / np.maximum(norm, 1e-12), [1.0, 0.0, 0.0, 0.0])
         objects.append(ObjectPlan(id=info.id, name=f"{result}_{info.name}", label=info.name,
                                   color=info.color,
                                   positions=np.ascontiguousarray(fr.means, dtype=np.float32),
                                   colors_srgb=np.clip(fr.colors[0], 0.0, 1.0).astype(np.float32),
                                   opacity=np.clip(fr.opacities[0], 0.0, 1.0).astype(np.float32),
-                                  scale=scale.astype(np.float32), visible=list(info.visible)))
+                                  scale=scale.astype(np.float32), visible=list(info.visible),
+                                  sigmas=sigmas.astype(np.float32), rotations=quats.astype(np.float32)))
 
     fps_int, fps_base = cam.blender_fps(m.clip.fps)
     scene = ScenePlan(width=m.clip.width, height=m.clip.height, fps=fps_int, fps_base=fps_base,
@@ -226,5 +309,6 @@ def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
 
 
 __all__ = ["BundleError", "FRAME_START", "ImportPlan", "ObjectPlan", "CameraPlan", "PlatePlan",
-           "ScenePlan", "plan_import", "blender_frame", "shape_key_weight_keys", "shape_key_name",
+           "ScenePlan", "SurfacePlan", "REPRESENTATIONS", "DEFAULT_REPRESENTATION", "ImportOptionError",
+           "parse_representations", "plan_surface", "plan_import", "blender_frame", "shape_key_weight_keys", "shape_key_name",
            "visibility_keys", "srgb_to_linear"]

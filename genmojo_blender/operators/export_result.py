@@ -2,7 +2,8 @@
 
 ``genmojo.export_glb`` writes glTF binary with morph-target animation, point attributes and the
 camera; ``genmojo.export_fbx`` writes FBX with baked blend-shape animation. Both are listed under
-File > Export; the flags live in ``blender/export.py``.
+File > Export; the flags live in ``blender/export.py``. Both offer "Rigid Transforms", which
+bakes each object's motion into per-frame transforms for engines without morph targets.
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from ..blender import export
 class _ExportBase(ExportHelper):
     selected_only: BoolProperty(name="Selected Only", default=False,
                                 description="Export only the selected objects")
+    rigid: BoolProperty(
+        name="Rigid Transforms", default=False,
+        description=("Bake each object's motion into one rotation and translation per frame (a "
+                     "least-squares fit) instead of per-frame shape keys, for engines without morph targets"))
 
     def _export(self, fn):
+        warnings: list[str] = []
         try:
-            path = fn(self.filepath, selected_only=self.selected_only)
+            path = fn(self.filepath, selected_only=self.selected_only, rigid=self.rigid, warnings=warnings)
         except (RuntimeError, OSError, ValueError) as e:
             self.report({"ERROR"}, f"Export failed: {e}")
             return {"CANCELLED"}
+        for w in warnings:
+            self.report({"WARNING"}, w)
         self.report({"INFO"}, f"Exported {path}")
         return {"FINISHED"}
 
