@@ -291,6 +291,10 @@ def nearest_gaussians(points: np.ndarray, means: np.ndarray, k: int, *,
     span = np.maximum(np.maximum(means.max(0), points.max(0)) - lo, 1e-12)
     if cell is None:
         cell = _cell_size(means, lo, span, target=3 * k)
+        # the 3x3x3 block must reach the k-th neighbour of most points: measure it on a sample
+        sample = points[np.random.default_rng(0).choice(len(points), min(256, len(points)), replace=False)]
+        reach = np.sqrt(_brute_nearest(sample, means, k)[1][:, -1])
+        cell = max(cell, float(np.quantile(reach, 0.95)) * 1.05)
     cell = max(cell, float(span.max()) / 1024)
     dims = np.floor(span / cell).astype(np.int64) + 1
     gkey = np.ravel_multi_index(np.floor((means - lo) / cell).astype(np.int64).T, dims)
