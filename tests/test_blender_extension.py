@@ -68,6 +68,9 @@ def test_zip_installs_into_a_clean_user_folder_and_registers(tmp_path):
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "core/bundle.py" in names and not any("__pycache__" in n for n in names)
 
+    from bundle_factory import make_bundle
+    bundle = make_bundle(tmp_path / "results", save_name="shot", frames=3, objects=2, gaussians=30,
+                         preview=False)
     env = dict(os.environ)
     env["BLENDER_USER_RESOURCES"] = str(tmp_path / "user")
     env["HOME"] = str(tmp_path / "home")
@@ -81,7 +84,10 @@ def test_zip_installs_into_a_clean_user_folder_and_registers(tmp_path):
     ops = [name for name in ("run_backend", "cancel_backend", "import_result", "export_glb",
                              "export_fbx", "check_backend") if hasattr(bpy.ops.genmojo, name)
            and bpy.ops.genmojo.__getattr__(name).idname() in dir(bpy.types)]
-    emit(result=sorted(res), enabled=prefs is not None,
+    imported = sorted(bpy.ops.genmojo.import_result(filepath={str(bundle / 'manifest.json')!r},
+                                                    object_representations="002=SPLATS"))
+    reps = {{o.name: o.get("genmojo_representation") for o in bpy.data.objects if o.get("genmojo_object_id")}}
+    emit(result=sorted(res), enabled=prefs is not None, imported=imported, reps=reps,
          has_prefs=prefs is not None and hasattr(prefs.preferences, "backend_python"),
          ops=ops, panel=hasattr(bpy.types, "GENMOJO_PT_main"),
          scene_props=hasattr(bpy.types.Scene, "genmojo"), wm_props=hasattr(bpy.types.WindowManager, "genmojo_run"),
@@ -95,6 +101,9 @@ def test_zip_installs_into_a_clean_user_folder_and_registers(tmp_path):
     assert out["panel"] and out["scene_props"] and out["wm_props"]
     assert out["pkg_file"].startswith(str(tmp_path / "user"))
     assert not out["loaded_from_repo"]
+    # an operator of the installed package does real work
+    assert out["imported"] == ["FINISHED"]
+    assert out["reps"] == {"shot_object_001": "POINTS", "shot_object_002": "SPLATS"}
 
 
 def test_enable_disable_cycle_leaves_nothing_registered():

@@ -17,7 +17,7 @@ from .. import preferences, props
 from ..core import backend_process as bp
 from ..core.bundle import BundleError
 from ..core.import_plan import ImportOptionError, parse_representations
-from . import importer
+from . import importer, masks
 
 _active: bp.BackendRun | None = None
 
@@ -52,7 +52,10 @@ def start(context, *, python: str = "", backend_path: str = "") -> bp.BackendRun
     global _active
     if active() is not None:
         raise RunSetupError("A GenMOJO run is already in progress")
-    req = props.make_request(context.scene.genmojo, context)
+    settings = context.scene.genmojo
+    req = props.make_request(settings, context)
+    if settings.mask_source == "MASK":
+        req = _masks_from_datablock(settings, req)
     python = python or preferences.backend_python(context)
     backend_path = backend_path or preferences.backend_path(context)
     problems = []
@@ -76,6 +79,25 @@ def start(context, *, python: str = "", backend_path: str = "") -> bp.BackendRun
     _active = run
     run_state(context).reset_for_run()
     return run
+
+
+def _masks_from_datablock(settings, req: bp.RunRequest) -> bp.RunRequest:
+    """Rasterise the chosen Mask datablock into ``<output>/<name>_masks`` and run on that folder."""
+    from dataclasses import replace
+
+    if settings.mask is None:
+        raise RunSetupError("Choose the Mask datablock (Movie Clip editor) to use as object masks")
+    if not req.data_dir or not os.path.exists(req.data_dir):
+        raise RunSetupError("Choose the clip first: the masks are rasterised at its size and frames")
+    if not req.out_dir:
+        raise RunSetupError("Choose an output folder (the rasterised masks are written there)")
+    folder = os.path.join(req.out_dir, f"{req.save_name}_masks")
+    try:
+        width, height, frames = masks.clip_frames(req.data_dir)
+        masks.rasterize_mask(settings.mask, folder, width, height, frames)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise RunSetupError(f"Cannot rasterise the mask {settings.mask.name!r}: {e}") from e
+    return replace(req, mask_dir=folder)
 
 
 def request_cancel(context=None) -> bool:

@@ -65,7 +65,11 @@ class GENMOJO_OT_run_backend(Operator):
         if not settings.clip_path:
             cls.poll_message_set("Choose the clip first")
             return False
-        if not settings.mask_dir:
+        if settings.mask_source == "MASK":
+            if settings.mask is None:
+                cls.poll_message_set("Choose the Mask datablock first")
+                return False
+        elif not settings.mask_dir:
             cls.poll_message_set("Choose the masks folder first")
             return False
         if not preferences.backend_python(context):

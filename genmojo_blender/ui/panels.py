@@ -51,7 +51,11 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
 
         col = layout.column()
         col.prop(s, "clip_path")
-        col.prop(s, "mask_dir")
+        col.prop(s, "mask_source")
+        if s.mask_source == "MASK":
+            col.prop(s, "mask")
+        else:
+            col.prop(s, "mask_dir")
         row = col.row()
         row.prop(s, "output_dir")
         out = props.output_dir(s, context)
@@ -64,6 +68,8 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
         col.prop(s, "preset")
         col.prop(s, "device")
         col.prop(s, "use_guidance")
+        if s.use_guidance:
+            col.prop(s, "guidance_model_dir")
 
 
 class GENMOJO_PT_options(_GenMojoPanel, Panel):
@@ -85,6 +91,11 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         col.prop(s, "overwrite")
         col.prop(s, "resume")
         col.prop(s, "import_when_done")
+        col.prop(s, "representation")
+        sub = col.column(align=True)
+        sub.active = s.representation == "MESH"
+        sub.prop(s, "surface_resolution")
+        sub.prop(s, "surface_threshold")
         col.prop(s, "point_display")
 
 
@@ -147,12 +158,44 @@ class GENMOJO_PT_result(_GenMojoPanel, Panel):
             col.label(text=bpy.path.basename(state.result_path.rstrip("/\\")), icon="FILE_FOLDER")
             direct = col.column(align=True)
             direct.operator_context = "EXEC_DEFAULT"  # import this result without a file browser
-            direct.operator("genmojo.import_result", text="Import Result",
-                            icon="IMPORT").filepath = state.result_path
+            op = direct.operator("genmojo.import_result", text="Import Result", icon="IMPORT")
+            op.filepath = state.result_path
+            op.representation = context.scene.genmojo.representation
         col.operator("genmojo.import_result", text="Import Other Result...", icon="FILEBROWSER")
+        _draw_imported_objects(layout, state.result_path)
         row = layout.row(align=True)
         row.operator("genmojo.export_glb", text="Export .glb", icon="EXPORT")
         row.operator("genmojo.export_fbx", text="Export .fbx", icon="EXPORT")
+        row = layout.row(align=True)
+        op = row.operator("genmojo.export_glb", text="Rigid .glb", icon="OBJECT_ORIGIN")
+        op.rigid = True
+        op = row.operator("genmojo.export_fbx", text="Rigid .fbx", icon="OBJECT_ORIGIN")
+        op.rigid = True
+
+
+def _draw_imported_objects(layout, result_path: str) -> None:
+    """One row per object of the imported result: its name and a button per representation
+    (the current one pressed) that rebuilds it."""
+    if not result_path:
+        return
+    import os
+
+    from ..blender import importer
+    from ..core.import_plan import REPRESENTATIONS
+    root = os.path.realpath(bpy.path.abspath(result_path))
+    colls = importer.find_imports(root)
+    if not colls:
+        return
+    box = layout.box()
+    box.label(text="Objects", icon="OUTLINER_COLLECTION")
+    for ob in sorted((o for o in colls[0].all_objects if o.get(importer.OBJECT_ID_PROP)), key=lambda o: o.name):
+        row = box.row(align=True)
+        row.label(text=ob.get("genmojo_name", ob.name), icon="MESH_DATA")
+        current = ob.get(importer.REPRESENTATION_PROP, "")
+        for rep, icon in zip(REPRESENTATIONS, ("POINTCLOUD_DATA", "SHADING_RENDERED", "MESH_DATA")):
+            op = row.operator("genmojo.set_representation", text="", icon=icon, depress=rep == current)
+            op.representation = rep
+            op.object_name = ob.name
 
 
 CLASSES = (GENMOJO_PT_main, GENMOJO_PT_options, GENMOJO_PT_run, GENMOJO_PT_result)
