@@ -95,10 +95,6 @@ class GENMOJO_PG_settings(PropertyGroup):
     mask: PointerProperty(
         name="Mask", type=bpy.types.Mask,
         description="Mask datablock whose layers are the objects (one layer per object, in order)")
-    guidance_model_dir: StringProperty(
-        name="Guidance Model", subtype="DIR_PATH",
-        description=("Folder with the generative prior's weights (used when Generative Guidance is on; "
-                     "empty: the backend's default location)"))
     surface_resolution: IntProperty(
         name="Surface Resolution", default=48, min=8, max=256,
         description="Voxels along the longest side of an object when building Mesh surfaces")

@@ -68,8 +68,6 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
         col.prop(s, "preset")
         col.prop(s, "device")
         col.prop(s, "use_guidance")
-        if s.use_guidance:
-            col.prop(s, "guidance_model_dir")
 
 
 class GENMOJO_PT_options(_GenMojoPanel, Panel):
