@@ -1,0 +1,199 @@
+"""Time one Zero123 guidance step at the spec's batch with a full-size, random-weight model (no download).
+
+What is timed is exactly stage 2's per-object guidance call, ``Zero123Guidance.frame_loss``: 8 frames ×
+4 views = 32 rendered images (stand-ins: random 256² images that require grad), resized, VAE-encoded with
+autograd, one UNet pass on 64 latents (conditional + unconditional), the SDS loss and its backward
+through the VAE encoder into the images. The model is built from the published Zero123-XL shapes
+(SD-1.x UNet with 8 input channels, 320 base channels, multipliers 1/2/4/4, cross-attention 768; the
+SD AutoencoderKL; CLIP ViT-L/14 vision tower with a 768 projection; the 772 → 768 camera projection),
+so the figures hold for the real weights, which only differ in value.
+
+Reports milliseconds per step (median of the timed steps), the FLOPs of one step (forward + backward,
+counted by torch's FlopCounterMode), the achieved TFLOP/s against the device's dense bf16 peak, and
+the peak memory; writes JSON and a markdown table into ``--out``.
+
+    python scripts/bench_guidance.py --device cuda --dtype bfloat16 --out bench_out     # on a GPU
+    python scripts/bench_guidance.py --tiny --device cpu --steps 2 --warmup 1           # smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backend.config import GuidanceConfig  # noqa: E402
+from backend.priors import zero123 as Z  # noqa: E402
+
+# dense bf16 tensor-core peaks (TFLOP/s, no sparsity) by device-name fragment, from the vendors' data sheets
+BF16_PEAK = [("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("A100", 312.0),
+             ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0), ("4090", 165.2)]
+
+
+def full_parts():
+    """The networks of Zero123-XL at their published sizes, random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = UNet2DConditionModel(sample_size=32, in_channels=8, out_channels=4, layers_per_block=2,
+                                block_out_channels=(320, 640, 1280, 1280),
+                                down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                                cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        layers_per_block=2, latent_channels=4, sample_size=256, scaling_factor=0.18215)
+    enc = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
+                                                         num_hidden_layers=24, num_attention_heads=16, image_size=224,
+                                                         patch_size=14, projection_dim=768, hidden_act="quick_gelu"))
+    proj = Z.CameraProjection(772, 768)
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False, num_train_timesteps=1000)
+    return unet, vae, enc, proj, sched
+
+
+def tiny_parts():
+    """The same architecture families, tiny (for a CPU smoke run of this script)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = UNet2DConditionModel(sample_size=4, in_channels=8, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(4, 4, 4, 4), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=4, sample_size=32)
+    enc = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                         num_attention_heads=2, image_size=32, patch_size=8,
+                                                         projection_dim=16))
+    proj = Z.CameraProjection(20, 16)
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=False)
+    return unet, vae, enc, proj, sched
+
+
+def bf16_peak(name: str) -> float | None:
+    for frag, peak in BF16_PEAK:
+        if frag.lower() in name.lower():
+            return peak
+    return None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                    help="model precision on CUDA (the CPU always runs float32)")
+    ap.add_argument("--frames", type=int, default=8, help="frames per object and step (spec: 8)")
+    ap.add_argument("--views", type=int, default=4, help="views per frame (spec: 4) → frames × views images")
+    ap.add_argument("--render_size", type=int, default=256, help="side of the stand-in renders")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--tiny", action="store_true", help="a tiny model instead of the full-size one (smoke check)")
+    ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
+    ap.add_argument("--out", type=Path, default=Path("bench_out"))
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device)
+    dtype = Z.model_dtype(device, args.dtype)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.device(device):  # initialise the random weights where they will run
+        parts = tiny_parts() if args.tiny else full_parts()
+    unet, vae, enc, proj, sched = parts
+    model = Z.from_parts(unet, vae, enc, proj, sched.alphas_cumprod, variant="zero123-xl",
+                         source="random weights (" + ("tiny" if args.tiny else "Zero123-XL shapes") + ")",
+                         device=device, dtype=dtype)
+    build_s = time.perf_counter() - t0
+    params = {n: sum(p.numel() for p in m.parameters()) for n, m in
+              (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}
+    size = 32 if args.tiny else 256
+    cfg = GuidanceConfig(image_size=size, stage2_views=args.views)
+    guidance = Z.Zero123Guidance(model, cfg, seed=0)
+    B = args.frames
+    crops = torch.rand(B, size, size, 3)
+    cond = guidance.condition(crops)  # computed once per object and frame in a run: not part of the step
+    frames = torch.arange(B)
+    images = torch.rand(B * args.views, args.render_size, args.render_size, 3, device=device, requires_grad=True)
+
+    def step(ratio=0.3):
+        images.grad = None
+        loss = guidance.frame_loss(cond, frames, lambda offsets: images, ratio)
+        loss.backward()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.steps):
+        sync(device)
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - t) * 1000)
+    # the UNet alone (both CFG branches), to show how the step splits
+    unet_ms = []
+    with torch.no_grad():
+        x = torch.randn(2 * B * args.views, 8, size // 8, size // 8, device=device, dtype=dtype)
+        h = torch.randn(2 * B * args.views, 1, unet.config.cross_attention_dim, device=device, dtype=dtype)
+        ts = torch.full((x.shape[0],), 500, device=device)
+        for _ in range(max(2, args.steps // 2)):
+            sync(device)
+            t = time.perf_counter()
+            unet(x, ts, encoder_hidden_states=h)
+            sync(device)
+            unet_ms.append((time.perf_counter() - t) * 1000)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    peak = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
+    ms = statistics.median(times)
+    achieved = flops / (ms / 1000) / 1e12
+    result = {
+        "device": name, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
+        "model": "tiny" if args.tiny else "Zero123-XL shapes, random weights", "params": params,
+        "images_per_step": B * args.views, "frames": B, "views": args.views, "render_size": args.render_size,
+        "model_image_size": size, "ms_per_step": round(ms, 3), "ms_all": [round(t, 3) for t in times],
+        "unet_ms_both_branches": round(statistics.median(unet_ms), 3), "flops_per_step": flops,
+        "achieved_tflops": round(achieved, 3), "bf16_peak_tflops": peak,
+        "fraction_of_peak": round(achieved / peak, 4) if peak else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
+        "build_s": round(build_s, 2),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
+    rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]),
+            ("images per step", result["images_per_step"]), ("ms per step (median)", result["ms_per_step"]),
+            ("UNet, both CFG branches (ms)", result["unet_ms_both_branches"]),
+            ("TFLOP per step (fwd+bwd)", round(flops / 1e12, 4)), ("achieved TFLOP/s", result["achieved_tflops"]),
+            ("bf16 peak TFLOP/s", peak if peak else "unknown (pass --peak_tflops)"),
+            ("fraction of peak", result["fraction_of_peak"]), ("peak memory (GiB)", result["peak_memory_gib"])]
+    md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    (args.out / "guidance_bench.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
