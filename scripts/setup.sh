@@ -17,5 +17,5 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements/cpu.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
-.venv/bin/python -c 'import torch, bpy, cv2, plyfile, backend, genmojo_blender; print("setup: environment ready (torch", torch.__version__, "| bpy", bpy.app.version_string + ")")'
+.venv/bin/python -c 'import torch, bpy, cv2, plyfile, diffusers, transformers, backend, genmojo_blender; print("setup: environment ready (torch", torch.__version__, "| bpy", bpy.app.version_string + ")")'
 echo "$want" > "$stamp"
