@@ -572,3 +572,33 @@ def test_missing_gsplat_import_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gsplat", None)  # makes `import gsplat` fail
     with pytest.raises(ImportError, match=r"pip install gsplat==1\.5\.3"):
         _import_gsplat()
+
+
+def test_rasterize_frames_renders_each_frame_with_its_own_gaussians_and_camera():
+    """Frame b of the batched call is the single-frame render of frame b's Gaussians and camera."""
+    from backend.kernels import rasterize, rasterize_frames
+
+    g = torch.Generator().manual_seed(7)
+    B, N, W, H = 3, 40, 20, 16
+    means = torch.randn(B, N, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
+    quats = torch.randn(B, N, 4, generator=g)
+    scales = torch.rand(B, N, 3, generator=g) * 0.1 + 0.02
+    opac = torch.rand(B, N, generator=g)
+    cols = torch.rand(B, N, 4, generator=g)
+    vm = torch.eye(4).repeat(B, 1, 1)
+    vm[:, 0, 3] = torch.tensor([0.0, 0.2, -0.2])
+    Ks = torch.tensor([[20.0, 0, 10], [0, 20.0, 8], [0, 0, 1]]).repeat(B, 1, 1)
+    bgs = torch.rand(B, 4, generator=g)
+    out, alpha = rasterize_frames(means, quats, scales, opac, cols, vm, Ks, W, H, render_mode="RGB+ED",
+                                  backgrounds=bgs)
+    assert out.shape == (B, H, W, 5) and alpha.shape == (B, H, W, 1)
+    for b in range(B):
+        o, a, _ = rasterize(means[b], quats[b], scales[b], opac[b], cols[b], vm[b:b + 1], Ks[b:b + 1], W, H,
+                            render_mode="RGB+ED", backgrounds=bgs[b:b + 1])
+        torch.testing.assert_close(out[b], o[0])
+        torch.testing.assert_close(alpha[b], a[0])
+    assert not torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="opacities must be"):
+        rasterize_frames(means, quats, scales, opac[:, :-1], cols, vm, Ks, W, H)
+    with pytest.raises(ValueError, match="viewmats must be"):
+        rasterize_frames(means, quats, scales, opac, cols, vm[:2], Ks, W, H)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
+import torch
 from torch import Tensor
 
-from .rasterize_gsplat import rasterize_gsplat
+from .rasterize_gsplat import rasterize_gsplat, rasterize_gsplat_frames
 from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
 
-__all__ = ["BACKENDS", "RENDER_MODES", "rasterize", "rasterize_gsplat", "rasterize_torch"]
+__all__ = ["BACKENDS", "RENDER_MODES", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch"]
 
 
 def rasterize(
@@ -112,3 +113,66 @@ def rasterize(
         backgrounds=backgrounds,
         radius_clip=radius_clip,
     )
+
+
+def rasterize_frames(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    render_mode: str = "RGB",
+    backgrounds: Optional[Tensor] = None,
+    backend: str = "auto",
+) -> Tuple[Tensor, Tensor]:
+    """Render B frames, each with its own N Gaussians and its own camera, in one call.
+
+    A moving scene has different Gaussians at every frame, so :func:`rasterize` (one set of
+    Gaussians, C cameras) would need one call per frame. gsplat takes leading batch dimensions, so
+    on CUDA all frames go through one launch; the torch twin renders them one after another.
+
+    Inputs: means (B, N, 3), quats (B, N, 4), scales (B, N, 3) positive, opacities (B, N),
+    colors (B, N, D), viewmats (B, 4, 4), Ks (B, 3, 3), backgrounds (B, D) or None; the other
+    arguments as in :func:`rasterize`.
+
+    Returns render_colors (B, H, W, D or D + 1) and render_alphas (B, H, W, 1), frame b exactly
+    what ``rasterize(means[b], ..., viewmats[b:b+1], Ks[b:b+1])`` returns.
+    """
+    if means.dim() != 3 or means.shape[-1] != 3:
+        raise ValueError(f"means must be (B, N, 3), got {tuple(means.shape)}")
+    B, N = means.shape[:2]
+    D = colors.shape[-1]
+    wanted = {"quats": (quats, (B, N, 4)), "scales": (scales, (B, N, 3)), "opacities": (opacities, (B, N)),
+              "colors": (colors, (B, N, D)), "viewmats": (viewmats, (B, 4, 4)), "Ks": (Ks, (B, 3, 3))}
+    if backgrounds is not None:
+        wanted["backgrounds"] = (backgrounds, (B, D))
+    for name, (t, want) in wanted.items():
+        if tuple(t.shape) != want:
+            raise ValueError(f"{name} must be {want} for means of shape {tuple(means.shape)}, got {tuple(t.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = means.device.type == "cuda"
+    if backend == "gsplat" and not on_cuda:
+        raise ValueError(f"backend='gsplat' needs CUDA tensors, got tensors on {means.device}")
+    kw = dict(near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, render_mode=render_mode)
+    if backend == "gsplat" or (backend == "auto" and on_cuda):
+        check_inputs(means[0], quats[0], scales[0], opacities[0], colors[0], viewmats[:1], Ks[:1], width, height,
+                     render_mode, None if backgrounds is None else backgrounds[:1])
+        return rasterize_gsplat_frames(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                                       backgrounds=backgrounds, **kw)
+    outs, alphas = [], []
+    for b in range(B):
+        o, a, _ = rasterize_torch(means[b], quats[b], scales[b], opacities[b], colors[b], viewmats[b:b + 1],
+                                  Ks[b:b + 1], width, height,
+                                  backgrounds=None if backgrounds is None else backgrounds[b:b + 1], **kw)
+        outs.append(o[0])
+        alphas.append(a[0])
+    return torch.stack(outs), torch.stack(alphas)

@@ -87,3 +87,32 @@ def rasterize_gsplat(
         meta["radii_xy"] = radii
         meta["radii"] = radii.amax(dim=-1)
     return render_colors, render_alphas, meta
+
+
+def rasterize_gsplat_frames(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    render_mode: str = "RGB",
+    backgrounds: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """B frames of per-frame Gaussians (B, N, ...) through per-frame cameras (B, 4, 4) in one
+    gsplat launch, using its leading batch dimension; see :func:`backend.kernels.rasterize_frames`."""
+    if means.device.type != "cuda":
+        raise ValueError(f"the gsplat backend needs CUDA tensors, got tensors on {means.device}")
+    out, alpha, _ = _import_gsplat().rasterization(
+        means, quats, scales, opacities, colors, viewmats[:, None], Ks[:, None], width, height,
+        near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=None, packed=False, tile_size=16,
+        backgrounds=None if backgrounds is None else backgrounds[:, None], render_mode=render_mode,
+        rasterize_mode="classic")
+    return out[:, 0], alpha[:, 0]

@@ -1,6 +1,6 @@
 """Joint rendering of all objects at once, so that objects occlude each other correctly.
 
-Every object's Gaussians for a frame are concatenated into one rasterizer call. Besides colour and
+Every object's Gaussians are concatenated per frame and all frames go through one rasterizer call. Besides colour and
 alpha, each Gaussian carries a one-hot object id, so the composited extra channels give, per pixel,
 how much of each object is visible (they sum to the alpha): the instance image.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels import rasterize
+from ..kernels import rasterize_frames
 from .gaussians import GaussianBatch
 
 
@@ -32,23 +32,14 @@ def render_scene(objects: list[GaussianBatch], viewmats: torch.Tensor, Ks: torch
     K = len(objects)
     B = viewmats.shape[0]
     dev = viewmats.device
-    onehots = [torch.zeros(o.num_gaussians, K, device=dev).index_fill_(1, torch.tensor([k], device=dev), 1.0)
-               for k, o in enumerate(objects)]
-    ids = torch.cat(onehots, 0)
-    images, alphas, insts, depths = [], [], [], []
-    for b in range(B):
-        means = torch.cat([o.means[b] for o in objects], 0)
-        quats = torch.cat([o.quats[b] for o in objects], 0)
-        scales = torch.cat([o.log_scales[b] for o in objects], 0).exp()
-        opac = torch.cat([o.opacities[b] for o in objects], 0)
-        cols = torch.cat([torch.cat([o.colors[b] for o in objects], 0), ids], 1)
-        bg = torch.cat([backgrounds[b], torch.zeros(K, device=dev)])[None]
-        out, alpha, _ = rasterize(means, quats, scales, opac, cols, viewmats[b:b + 1], Ks[b:b + 1],
-                                  width, height, near_plane=near, far_plane=far, render_mode="RGB+ED",
-                                  backgrounds=bg)
-        images.append(out[0, ..., :3])
-        insts.append(out[0, ..., 3:3 + K])
-        depths.append(out[0, ..., 3 + K])
-        alphas.append(alpha[0, ..., 0])
-    return SceneRender(image=torch.stack(images), alpha=torch.stack(alphas), instance=torch.stack(insts),
-                       depth=torch.stack(depths))
+    ids = torch.cat([torch.zeros(o.num_gaussians, K, device=dev).index_fill_(1, torch.tensor([k], device=dev), 1.0)
+                     for k, o in enumerate(objects)], 0)
+    means = torch.cat([o.means for o in objects], 1)
+    quats = torch.cat([o.quats for o in objects], 1)
+    scales = torch.cat([o.log_scales for o in objects], 1).exp()
+    opac = torch.cat([o.opacities for o in objects], 1)
+    cols = torch.cat([torch.cat([o.colors for o in objects], 1), ids[None].expand(B, -1, -1)], 2)
+    bgs = torch.cat([backgrounds, torch.zeros(B, K, device=dev)], 1)
+    out, alpha = rasterize_frames(means, quats, scales, opac, cols, viewmats, Ks, width, height, near_plane=near,
+                                  far_plane=far, render_mode="RGB+ED", backgrounds=bgs)
+    return SceneRender(image=out[..., :3], alpha=alpha[..., 0], instance=out[..., 3:3 + K], depth=out[..., 3 + K])

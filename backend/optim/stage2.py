@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import Cancelled
-from ..kernels import rasterize
+from ..kernels import rasterize, rasterize_frames
 from ..model.camera import Cameras
 from ..model.crops import crop_box
 from ..model.deformation_field import DeformationField
@@ -142,11 +142,13 @@ def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussian
 
 @dataclass
 class ClipTargets:
-    """The clip on the fit's device.
+    """The clip for the fit: images on the fit's device, frame index tables on the host.
 
-    frames (T,H,W,3) float [0,1]; masks (T,H,W,K) bool; train (M,) the frames the fit may see;
-    prev (T,) the previous training frame of each frame (−1 if none); flow (P,H,W,2) pixels and
-    flow_valid (P,H,W) for the pairs (prev[t], t), row flow_row[t] (−1 if none); depth (T,H,W) or None.
+    frames (T,H,W,3) float [0,1]; masks (T,H,W,K) bool; flow (P,H,W,2) pixels and flow_valid
+    (P,H,W) for the pairs (prev[t], t); depth (T,H,W) or None. Host (CPU long) tables, so that
+    choosing a batch never waits for the GPU: train (M,) the frames the fit may see; prev (T,) the
+    previous training frame of each frame (−1 if none); flow_row (T,) the row of the pair ending at
+    t in ``flow`` (−1 if none).
     """
 
     frames: torch.Tensor
@@ -159,31 +161,43 @@ class ClipTargets:
     depth: torch.Tensor | None = None
 
 
-def _project(points: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """World points (N,3) → pixel coordinates (N,2) in the camera ``viewmat`` (4,4), ``K`` (3,3)."""
-    cam = points @ viewmat[:3, :3].T + viewmat[:3, 3]
-    z = cam[:, 2:3].clamp_min(1e-6)
-    return torch.cat([K[0, 0] * cam[:, :1] / z + K[0, 2], K[1, 1] * cam[:, 1:2] / z + K[1, 2]], 1)
+def _project(points: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
+    """World points (B,N,3) → pixel coordinates (B,N,2) in cameras ``viewmats`` (B,4,4), ``Ks`` (B,3,3)."""
+    cam = points @ viewmats[:, :3, :3].transpose(1, 2) + viewmats[:, None, :3, 3]
+    uv = cam[..., :2] / cam[..., 2:3].clamp_min(1e-6)
+    f = torch.stack([Ks[:, 0, 0], Ks[:, 1, 1]], -1)[:, None]
+    c = torch.stack([Ks[:, 0, 2], Ks[:, 1, 2]], -1)[:, None]
+    return uv * f + c
 
 
-def render_flow(prev: list[GaussianBatch], cur: list[GaussianBatch], b: int, vm_prev: torch.Tensor,
-                vm_cur: torch.Tensor, K_prev: torch.Tensor, K_cur: torch.Tensor, width: int,
-                height: int, near: float, far: float) -> torch.Tensor:
-    """The rendered optical flow (H,W,2) from frame prev to cur, splatted with prev's geometry.
+def render_flow(prev: list[GaussianBatch], cur: list[GaussianBatch], vm_prev: torch.Tensor, vm_cur: torch.Tensor,
+                K_prev: torch.Tensor, K_cur: torch.Tensor, width: int, height: int, near: float,
+                far: float) -> torch.Tensor:
+    """The rendered optical flow (P,H,W,2) of P frame pairs, from prev to cur, splatted with prev's
+    geometry (``prev[k]``/``cur[k]``: object k at the P pairs' two frames; cameras (P,4,4), (P,3,3)).
 
     Each Gaussian's colour is the pixel displacement of its centre; geometry is detached, so the
     gradient reaches positions only through the displacement.
     """
-    pm = torch.cat([o.means[b] for o in prev])
-    cm = torch.cat([o.means[b] for o in cur])
+    pm = torch.cat([o.means for o in prev], 1)
+    cm = torch.cat([o.means for o in cur], 1)
     disp = _project(cm, vm_cur, K_cur) - _project(pm, vm_prev, K_prev)
-    cols = torch.cat([disp, torch.zeros_like(disp[:, :1])], 1)
-    quats = torch.cat([o.quats[b] for o in prev]).detach()
-    scales = torch.cat([o.log_scales[b] for o in prev]).detach().exp()
-    opac = torch.cat([o.opacities[b] for o in prev]).detach()
-    img, _, _ = rasterize(pm.detach(), quats, scales, opac, cols, vm_prev[None], K_prev[None], width, height,
-                          near_plane=near, far_plane=far, backgrounds=torch.zeros(1, 3, device=pm.device))
-    return img[0, ..., :2]
+    cols = torch.cat([disp, torch.zeros_like(disp[..., :1])], -1)
+    quats = torch.cat([o.quats for o in prev], 1).detach()
+    scales = torch.cat([o.log_scales for o in prev], 1).detach().exp()
+    opac = torch.cat([o.opacities for o in prev], 1).detach()
+    img, _ = rasterize_frames(pm.detach(), quats, scales, opac, cols, vm_prev, K_prev, width, height,
+                              near_plane=near, far_plane=far, backgrounds=torch.zeros_like(cols[:, 0]))
+    return img[..., :2]
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dims: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Mean of ``x`` where ``mask`` holds (over ``dims``, default all); 0 where nothing is selected.
+    Computed without asking the device whether anything is selected."""
+    m = mask.to(x.dtype)
+    if dims is None:
+        return (x * m).sum() / m.sum().clamp_min(1.0)
+    return (x * m).sum(dims) / m.sum(dims).clamp_min(1.0)
 
 
 def instance_nll(instance: torch.Tensor, masks: torch.Tensor, threshold: float, parity_object0: bool) -> torch.Tensor:
@@ -197,26 +211,23 @@ def instance_nll(instance: torch.Tensor, masks: torch.Tensor, threshold: float, 
     label = masks.float().argmax(-1)
     true_w = instance.gather(-1, label[..., None])[..., 0]
     hard_w = instance[..., 0] if parity_object0 else true_w
-    valid = single & (hard_w < threshold)
-    if not bool(valid.any()):
-        return instance.sum() * 0
-    return -torch.log(true_w[valid] + 1e-10).mean()
+    return _masked_mean(-torch.log(true_w + 1e-10), single & (hard_w < threshold))
 
 
 def local_scale_loss(ds: torch.Tensor, knn: KnnTable) -> torch.Tensor:
-    """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (N,3)."""
-    diff = ds[knn.indices] - ds[:, None, :]
+    """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (..., N, 3)."""
+    diff = ds[..., knn.indices, :] - ds[..., :, None, :]
     return torch.sqrt(knn.weights * diff.pow(2).sum(-1) + 1e-20).mean()
 
 
 def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tensor, q_cur: torch.Tensor,
                   knn: KnnTable) -> torch.Tensor:
     """As-rigid-as-possible: neighbour offsets at prev must equal those at cur rotated back by each
-    Gaussian's own rotation change (x (N,3) world centres, q (N,4) world rotations)."""
-    o_prev = x_prev[knn.indices] - x_prev[:, None, :]
-    o_cur = x_cur[knn.indices] - x_cur[:, None, :]
+    Gaussian's own rotation change (x (..., N, 3) world centres, q (..., N, 4) world rotations)."""
+    o_prev = x_prev[..., knn.indices, :] - x_prev[..., :, None, :]
+    o_cur = x_cur[..., knn.indices, :] - x_cur[..., :, None, :]
     R_rel = quat_to_rotmat(q_cur) @ quat_to_rotmat(q_prev).transpose(-1, -2)  # prev frame → cur frame
-    back = torch.einsum("nji,nkj->nki", R_rel, o_cur)  # R_relᵀ · o_cur
+    back = torch.einsum("...nji,...nkj->...nki", R_rel, o_cur)  # R_relᵀ · o_cur
     return torch.sqrt(knn.weights * (o_prev - back).pow(2).sum(-1) + 1e-20).mean()
 
 
@@ -225,32 +236,38 @@ def depth_l1_log(depth: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,
     union = masks.any(-1).float()[:, None]
     eroded = (-F.max_pool2d(-union, 7, stride=1, padding=3))[:, 0] > 0.5
     sel = eroded & (alpha > 0.5) & (target > 0)
-    if not bool(sel.any()):
-        return depth.sum() * 0
-    return (torch.log(depth[sel].clamp_min(1e-6)) - torch.log(target[sel])).abs().mean()
+    err = (torch.log(depth.clamp_min(1e-6)) - torch.log(target.clamp_min(1e-6))).abs()
+    return _masked_mean(err, sel)
+
+
+def _at(batch: GaussianBatch, rows: torch.Tensor | slice) -> GaussianBatch:
+    return GaussianBatch(batch.means[rows], batch.quats[rows], batch.log_scales[rows], batch.colors[rows],
+                         batch.opacities[rows])
 
 
 def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, frames: torch.Tensor,
                 backgrounds: torch.Tensor, cfg: Config, step_ratio: float) -> dict[str, torch.Tensor]:
-    """Every weighted loss term for one micro-batch of ``frames``; ``total`` is their sum."""
+    """Every weighted loss term for one micro-batch of ``frames`` (B,) host long tensor; ``total`` is
+    their sum. All B frames render in one call, the P frame pairs' flow in another, and the
+    regularisers run on all pairs of an object at once."""
     c = cfg.stage2
     ramp = step_ratio if c.ramp else 1.0
+    dev = targets.frames.device
     B = frames.shape[0]
     prev = targets.prev[frames]
     has_prev = prev >= 0
-    both = torch.cat([frames, torch.where(has_prev, prev, frames)])
+    both_host = torch.cat([frames, torch.where(has_prev, prev, frames)])
+    both = both_host.to(dev)
+    fr = both[:B]
     states = scene.states(both)
-    cur = [GaussianBatch(*(getattr(s.world, n)[:B] for n in ("means", "quats", "log_scales", "colors", "opacities")))
-           for s in states]
-    prv = [GaussianBatch(*(getattr(s.world, n)[B:] for n in ("means", "quats", "log_scales", "colors", "opacities")))
-           for s in states]
+    cur = [_at(s.world, slice(0, B)) for s in states]
     vm = cameras.viewmats(both)
     Ks = cameras.K[both]
     render: SceneRender = render_scene(cur, vm[:B], Ks[:B], cameras.width, cameras.height, backgrounds,
                                        near=cameras.near, far=cameras.far)
-    masks = targets.masks[frames]
+    masks = targets.masks[fr]
     union = masks.any(-1)
-    target = torch.where(union[..., None], targets.frames[frames], backgrounds[:, None, None, :])
+    target = torch.where(union[..., None], targets.frames[fr], backgrounds[:, None, None, :])
     terms = {
         "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union),
         "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union),
@@ -259,35 +276,33 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
         terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
                                                                c.parity_instance_object0)
     if c.depth_loss and targets.depth is not None:
-        terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[frames], masks)
-    zero = render.image.sum() * 0
-    flow, dscale, dcolor, lscale, rigid = zero, zero, zero, zero, zero
-    n_pairs = int(has_prev.sum())
-    W, H = cameras.width, cameras.height
-    norm = torch.tensor([1.0 / W, 1.0 / H], device=frames.device)
-    for b in torch.nonzero(has_prev).flatten().tolist():
-        row = int(targets.flow_row[frames[b]])
-        fr = render_flow(prv, cur, b, vm[B + b], vm[b], Ks[B + b], Ks[b], W, H, cameras.near, cameras.far)
-        p_mask = targets.masks[prev[b]].any(-1)
-        valid = targets.flow_valid[row] & p_mask
-        err = ((fr - targets.flow[row] * p_mask[..., None]).abs() * norm).sum(-1)
-        inside = err[valid].mean() if bool(valid.any()) else zero
-        outside = err[~p_mask].mean() if bool((~p_mask).any()) else zero
-        flow = flow + inside + outside
+        terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
+    pairs = torch.nonzero(has_prev).flatten()  # host
+    P = int(pairs.numel())
+    if P:
+        cur_rows, prev_rows = pairs.to(dev), (pairs + B).to(dev)
+        flow_img = render_flow([_at(s.world, prev_rows) for s in states], [_at(s.world, cur_rows) for s in states],
+                               vm[prev_rows], vm[cur_rows], Ks[prev_rows], Ks[cur_rows], cameras.width,
+                               cameras.height, cameras.near, cameras.far)
+        rows = targets.flow_row[frames[pairs]].to(dev)
+        p_mask = targets.masks[both[prev_rows]].any(-1)
+        valid = targets.flow_valid[rows] & p_mask
+        norm = torch.tensor([1.0 / cameras.width, 1.0 / cameras.height], device=dev)
+        err = ((flow_img - targets.flow[rows] * p_mask[..., None]).abs() * norm).sum(-1)
+        per_pair = _masked_mean(err, valid, (1, 2)) + _masked_mean(err, ~p_mask, (1, 2))
+        dscale, dcolor, lscale, rigid = [], [], [], []
         for k, s in enumerate(states):
-            ds = s.d_log_scales[B + b] - s.d_log_scales[b]
-            dscale = dscale + ds.abs().mean()
-            dcolor = dcolor + s.d_colors[b].abs().mean()
-            lscale = lscale + local_scale_loss(ds, scene.knn[k])
-            rigid = rigid + rigidity_loss(s.world.means[B + b], s.world.means[b], s.world.quats[B + b],
-                                          s.world.quats[b], scene.knn[k])
-    if n_pairs:
-        K_obj = scene.num_objects
-        terms["flow"] = c.w_flow * ramp * flow / n_pairs
-        terms["scale_change"] = c.w_scale_change * ramp * dscale / (n_pairs * K_obj)
-        terms["color_change"] = c.w_color_change * ramp * dcolor / (n_pairs * K_obj)
-        terms["local_scale"] = c.w_local_scale * ramp * lscale / (n_pairs * K_obj)
-        terms["rigidity"] = c.w_rigid * ramp * rigid / (n_pairs * K_obj)
+            ds = s.d_log_scales[prev_rows] - s.d_log_scales[cur_rows]
+            dscale.append(ds.abs().mean())
+            dcolor.append(s.d_colors[cur_rows].abs().mean())
+            lscale.append(local_scale_loss(ds, scene.knn[k]))
+            rigid.append(rigidity_loss(s.world.means[prev_rows], s.world.means[cur_rows], s.world.quats[prev_rows],
+                                       s.world.quats[cur_rows], scene.knn[k]))
+        terms["flow"] = c.w_flow * ramp * per_pair.mean()
+        terms["scale_change"] = c.w_scale_change * ramp * torch.stack(dscale).mean()
+        terms["color_change"] = c.w_color_change * ramp * torch.stack(dcolor).mean()
+        terms["local_scale"] = c.w_local_scale * ramp * torch.stack(lscale).mean()
+        terms["rigidity"] = c.w_rigid * ramp * torch.stack(rigid).mean()
     terms["total"] = sum(terms.values())
     return terms
 
@@ -326,10 +341,9 @@ def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: 
             raise Cancelled(f"stopped at step {step - 1} of {iterations}")
         ratio = step / iterations
         state.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         for _ in range(c.accumulation):
-            pick = torch.randperm(int(train.numel()), generator=state.generator)[:per]
-            frames = train[pick.to(train.device)].to(dev)
+            frames = train[torch.randperm(int(train.numel()), generator=state.generator)[:per]]
             if c.random_background:
                 bgs = (torch.rand(per, generator=state.generator) < 0.5).float()[:, None].repeat(1, 3).to(dev)
             else:
@@ -337,9 +351,9 @@ def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: 
             terms = step_losses(scene, targets, cameras, frames, bgs, cfg, ratio)
             (terms["total"] / c.accumulation).backward()
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / c.accumulation
+                sums[k] = sums.get(k, 0.0) + v.detach() / c.accumulation
         state.optimizer.step()
         state.step = step
-        last = sums
+        last = dict(zip(sums, torch.stack(list(sums.values())).tolist()))  # the step's one host sync
         finish_step(step, iterations, last, every, on_step, on_checkpoint)
     return last
