@@ -12,6 +12,8 @@ itself is judged by the IoU).
 - ``psnr_masked``: PSNR (dB) over the union pixels (``backend.metrics.masked_psnr``).
 - ``ssim_masked``: the SSIM map averaged over the union pixels (``backend.metrics.masked_ssim``).
 - ``iou``: per object, pixels where its composited visibility exceeds 0.5 against its mask.
+- ``area_ratio``: per object, that rendered area over the mask's area: above 1 the render spills
+  over its silhouette, below 1 it falls short (what a low IoU is made of).
 
 Frames withheld from the fit (``run --holdout N``, recorded as ``manifest.run.holdout_frames``) measure
 how well the motion generalises between training frames, so they are summarised apart from the
@@ -28,10 +30,10 @@ JSON output (NaN, e.g. IoU of an object absent from both render and mask, is wri
       "splits": {"holdout": SUMMARY, "train": SUMMARY}   # bundle with withheld frames
              or {"all": SUMMARY},                        # bundle without
       "per_frame": [{"frame": 0, "holdout": false, "psnr_masked": 31.2, "ssim_masked": 0.93,
-                     "iou": {"001": 0.95, ...}}, ...]
+                     "iou": {"001": 0.95, ...}, "area_ratio": {"001": 1.02, ...}}, ...]
     }
     SUMMARY = {"frames": [...], "count": n, "psnr_masked": mean, "ssim_masked": mean,
-               "iou": {"001": mean, ...}}
+               "iou": {"001": mean, ...}, "area_ratio": {"001": mean, ...}}
 
 A split appears only when some evaluated frame belongs to it (``--frames train`` gives only "train").
 """
@@ -106,6 +108,11 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def _area_ratio(pred: np.ndarray, true: np.ndarray) -> float:
+    n = np.count_nonzero(true)
+    return float(np.count_nonzero(pred) / n) if n else float("nan")
+
+
 def summarise(rows: list[dict], ids: list[str]) -> dict:
     """Means of the per-frame metrics over ``rows`` (NaN entries skipped), with the frames they cover."""
     return {
@@ -114,6 +121,7 @@ def summarise(rows: list[dict], ids: list[str]) -> dict:
         "psnr_masked": _mean([r["psnr_masked"] for r in rows]),
         "ssim_masked": _mean([r["ssim_masked"] for r in rows]),
         "iou": {oid: _mean([r["iou"][oid] for r in rows]) for oid in ids},
+        "area_ratio": {oid: _mean([r["area_ratio"][oid] for r in rows]) for oid in ids},
     }
 
 
@@ -160,6 +168,7 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
             "psnr_masked": masked_psnr(pred, target, union),
             "ssim_masked": masked_ssim(pred, target, union),
             "iou": {oid: mask_iou(inst[..., k] > 0.5, clip.masks[k, t]) for k, oid in enumerate(ids)},
+            "area_ratio": {oid: _area_ratio(inst[..., k] > 0.5, clip.masks[k, t]) for k, oid in enumerate(ids)},
         })
 
     if holdout:

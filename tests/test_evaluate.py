@@ -79,10 +79,11 @@ def test_perfect_render_scores_perfectly(setup):
     assert s["frames"] == list(range(T)) and s["count"] == T
     assert s["psnr_masked"] > 40 and s["ssim_masked"] > 0.97, s
     assert all(v == 1.0 for v in s["iou"].values()), s
+    assert all(v == 1.0 for v in s["area_ratio"].values()), s
     assert res["summary"] == s
     assert [r["frame"] for r in res["per_frame"]] == list(range(T))
     assert not any(r["holdout"] for r in res["per_frame"])
-    assert set(res["per_frame"][0]) == {"frame", "holdout", "psnr_masked", "ssim_masked", "iou"}
+    assert set(res["per_frame"][0]) == {"frame", "holdout", "psnr_masked", "ssim_masked", "iou", "area_ratio"}
 
 
 def test_withheld_frames_are_reported_apart(setup):

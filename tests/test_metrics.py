@@ -125,3 +125,16 @@ def test_shape_mismatch_is_refused():
         masked_ssim(np.zeros((4, 4, 3)), np.zeros((4, 4, 3)), np.ones((4, 5), bool))
     with pytest.raises(ValueError):
         mask_iou(np.zeros((3, 3), bool), np.zeros((3, 4), bool))
+
+
+def test_area_ratio_says_whether_a_render_spills_or_falls_short():
+    from backend.evaluate import _area_ratio
+
+    true = np.zeros((10, 10), bool)
+    true[2:6, 2:6] = True
+    big = np.zeros_like(true)
+    big[1:7, 2:6] = True
+    assert _area_ratio(big, true) == 1.5
+    assert _area_ratio(true[::-1], true) == 1.0
+    assert _area_ratio(np.zeros_like(true), true) == 0.0
+    assert np.isnan(_area_ratio(true, np.zeros_like(true)))
