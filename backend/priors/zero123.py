@@ -153,8 +153,8 @@ def resolve_model(spec: str, *, allow_download: bool | None = None) -> Path:
         if not _missing_parts(folder):
             return folder
         errors.append(f"incomplete: missing {', '.join(_missing_parts(folder))}")
-    raise InputError(f"score-distillation guidance (Zero123): model {spec!r} was not found in the Hugging Face "
-                     f"cache{' and could not be downloaded' if allow_download else ' (offline)'} "
+    raise InputError(f"score-distillation guidance (Zero123): model {spec!r} is not a local folder, was not found "
+                     f"in the Hugging Face cache{' and could not be downloaded' if allow_download else ' (offline)'} "
                      f"[{'; '.join(errors)}]", DISABLE_HINT)
 
 
