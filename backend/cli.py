@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from .config import PRESETS, get_preset, with_overrides
+from .config import PRESETS, get_preset, parse_assignment, with_overrides
 from .errors import Cancelled, GenmojoError, InputError
 from .pipeline import STAGES, RunRequest, run
 from .progress import Reporter
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_g.add_argument("--checkpoint_every", type=int, default=None,
                        help="steps between resumable checkpoints (default: the preset's; 0 = only when stopped)")
     run_g.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    run_g.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one config value after the preset and the flags above, e.g. "
+                            "--set stage2.w_rigid=20000 (repeatable; --print_config lists them all)")
     run_g.add_argument("--print_config", action="store_true",
                        help="print the resolved configuration as JSON on stderr before running")
     return p
@@ -135,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.guidance_variant is not None:
             sds["variant"] = args.guidance_variant
         cfg = replace(with_overrides(cfg, sds=sds), guidance=cfg.guidance or args.guidance_model is not None)
+    for text in args.set:
+        try:
+            cfg = parse_assignment(cfg, text)
+        except ValueError as e:
+            print(f"genmojo: {e}", file=sys.stderr)
+            return EXIT_INPUT
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
     reporter = Reporter(STAGES)

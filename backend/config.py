@@ -76,6 +76,9 @@ class Stage1Config:
     init_color: float = 0.5
     w_rgb: float = 10000.0  # balanced MSE of the render vs the white-background object image
     w_alpha: float = 1000.0  # balanced MSE of the alpha vs the mask
+    # pixels this close to the mask weigh like inside pixels in the balanced MSE (0: the spec's
+    # BalancedMSE, whose inside/outside weighting pushes silhouettes outwards; see optim/losses.py)
+    silhouette_band_px: int = 4
     ramp: bool = True  # multiply the reconstruction terms by step/iterations, as the spec
     lr_means: float = 1e-2  # decays log-linearly to lr_means_final over lr_means_steps
     lr_means_final: float = 2e-4
@@ -143,6 +146,7 @@ class Stage2Config:
     ramp: bool = True
     w_rgb: float = 10000.0
     w_alpha: float = 1000.0
+    silhouette_band_px: int = 4  # as Stage1Config.silhouette_band_px, around the union mask (0: the spec)
     w_instance: float = 100.0
     instance_start: float = 0.75  # fraction of training after which the instance loss is on
     instance_hard_threshold: float = 0.75  # only pixels whose true object has less visibility than this
@@ -311,3 +315,45 @@ def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
         else:
             changes[section] = values
     return replace(cfg, **changes)
+
+
+def parse_assignment(cfg: Config, text: str) -> Config:
+    """``cfg`` with one field set from ``"section.field=value"`` (or ``"field=value"`` for a top-level
+    field), the value read as JSON (bare words as strings) and checked against the field's current type.
+
+    Raises ValueError naming the key and the valid choices, so a typo never silently runs the defaults.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects section.field=value, got {text!r}")
+    path = key.strip().split(".")
+    if len(path) > 2:
+        raise ValueError(f"--set {key}: at most one section level (section.field)")
+    owner = getattr(cfg, path[0], None) if len(path) == 2 else cfg
+    name = path[-1]
+    if len(path) == 2 and not dataclasses.is_dataclass(owner):
+        sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+        raise ValueError(f"--set {key}: no config section {path[0]!r}; sections: {', '.join(sections)}")
+    names = [f.name for f in dataclasses.fields(owner)]
+    if name not in names:
+        raise ValueError(f"--set {key}: {type(owner).__name__} has no field {name!r}; fields: {', '.join(names)}")
+    current = getattr(owner, name)
+    if dataclasses.is_dataclass(current):
+        raise ValueError(f"--set {key} is a section; set one of its fields ({key}.<field>=value)")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if isinstance(current, bool) or isinstance(value, bool):
+        ok = isinstance(current, bool) and isinstance(value, bool)
+    elif isinstance(current, float) and isinstance(value, int):
+        value, ok = float(value), True
+    elif isinstance(current, tuple) and isinstance(value, list):
+        value, ok = tuple(value), True
+    else:
+        ok = current is None or isinstance(value, type(current))
+    if not ok:
+        raise ValueError(f"--set {key}: expected {type(current).__name__} (like {json.dumps(current)}), got {raw!r}")
+    if len(path) == 1:
+        return replace(cfg, **{name: value})
+    return replace(cfg, **{path[0]: replace(owner, **{name: value})})

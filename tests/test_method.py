@@ -153,3 +153,21 @@ def test_the_stage_two_model_starts_where_stage_one_put_each_object():
         assert iou > 0.6, (t, iou)
     pl = scene.objects[0].placement
     assert torch.allclose(pl.depth, pl.depth[:1].expand_as(pl.depth))  # constant depth source → constant factor
+
+
+def test_silhouette_band_removes_the_balanced_mse_bias_towards_fat_silhouettes():
+    """The spec's balanced MSE makes spilling 1 px outside a small mask far cheaper than falling 1 px
+    short of it; with the band both errors cost about what their pixel counts say."""
+    from backend.optim.losses import balanced_mse, silhouette_band
+
+    mask = torch.zeros(1, 96, 96, dtype=torch.bool)
+    mask[0, 40:60, 44:52] = True  # a thin object in a large frame
+    fat = silhouette_band(mask, 1).float()
+    thin = ~silhouette_band(~mask, 1)
+    target = mask.float()
+    spec_ratio = balanced_mse(thin.float(), target, mask) / balanced_mse(fat, target, mask)
+    band_ratio = balanced_mse(thin.float(), target, mask, 4) / balanced_mse(fat, target, mask, 4)
+    assert spec_ratio > 10
+    pixels_ratio = float((mask & ~thin).sum() / (fat.bool() & ~mask).sum())
+    assert band_ratio == pytest.approx(pixels_ratio, rel=1e-5)
+    assert balanced_mse(target, target, mask, 4) == 0

@@ -220,3 +220,26 @@ def test_unwritable_output_folder_is_refused(sample_clip, tmp_path):
     code, events, _ = backend(*clip_args(sample_clip, blocker / "out"), "--preset", "cpu-tiny")
     assert code == 2 and "cannot create the output folder" in events[-1].get("error")
     assert blocker.read_text() == "not a folder"
+
+
+def test_set_overrides_one_typed_config_value_and_refuses_typos():
+    from backend.config import get_preset, parse_assignment
+
+    cfg = get_preset("lite")
+    c2 = parse_assignment(cfg, "stage2.w_rigid=20000")
+    assert c2.stage2.w_rigid == 20000.0 and isinstance(c2.stage2.w_rigid, float)
+    assert parse_assignment(cfg, "stage2.parity_instance_object0=true").stage2.parity_instance_object0 is True
+    assert parse_assignment(cfg, "deformation.grid_resolutions=[32,64]").deformation.grid_resolutions == (32, 64)
+    assert parse_assignment(cfg, "seed=3").seed == 3 and parse_assignment(cfg, "method=skeleton").method == "skeleton"
+    assert cfg.stage2.w_rigid == 50000.0  # presets are never modified
+    for bad, msg in (("stage2.w_rigd=1", "no field 'w_rigd'"), ("stag2.w_rigid=1", "no config section"),
+                     ("stage2.knn=1.5", "expected int"), ("stage2.ramp=1", "expected bool"),
+                     ("stage2=1", "is a section"), ("stage2.knn", "section.field=value")):
+        with pytest.raises(ValueError, match=msg):
+            parse_assignment(cfg, bad)
+
+
+def test_set_flag_reaches_the_printed_config(sample_clip, tmp_path):
+    code, _, err = backend(*clip_args(sample_clip, tmp_path / "o"), "--preset", "cpu-tiny", "--set",
+                           "stage2.w_rigid=123", "--set", "nonsense.x=1", "--print_config")
+    assert code == 2 and "no config section 'nonsense'" in err

@@ -5,20 +5,31 @@ from __future__ import annotations
 import torch
 
 
-def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error averaged separately inside and outside ``mask``, then summed.
+def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, band_px: int = 0) -> torch.Tensor:
+    """Mean squared error averaged separately near and far from ``mask``, then summed.
 
     pred/target (B,H,W) or (B,H,W,C); mask (B,H,W) bool. Balancing keeps small objects from being
-    outweighed by the much larger empty area around them.
+    outweighed by the much larger empty area around them. With ``band_px`` = 0 (the spec's
+    BalancedMSE) "near" is the mask itself: every pixel inside then weighs (outside area / inside
+    area) times more than one just outside, so a soft silhouette edge is pushed outwards and
+    renders spill over thin objects. With ``band_px`` > 0, the pixels within that many pixels of the
+    mask count with the inside pixels, so the edge itself sees an unweighted MSE and stays where the
+    mask puts it, while the far background is still balanced apart.
     """
     err = (pred - target) ** 2
     if err.dim() == 4:
         err = err.mean(-1)
-    m = mask.float()
+    near = silhouette_band(mask, band_px).float() if band_px > 0 else mask.float()
     dims = tuple(range(1, err.dim()))
-    inside = (err * m).sum(dims) / m.sum(dims).clamp_min(1.0)
-    outside = (err * (1 - m)).sum(dims) / (1 - m).sum(dims).clamp_min(1.0)
+    inside = (err * near).sum(dims) / near.sum(dims).clamp_min(1.0)
+    outside = (err * (1 - near)).sum(dims) / (1 - near).sum(dims).clamp_min(1.0)
     return (inside + outside).mean()
+
+
+def silhouette_band(mask: torch.Tensor, band_px: int) -> torch.Tensor:
+    """``mask`` (B,H,W) bool grown by ``band_px`` pixels (square neighbourhood)."""
+    k = 2 * int(band_px) + 1
+    return torch.nn.functional.max_pool2d(mask.float()[:, None], k, stride=1, padding=int(band_px))[:, 0] > 0.5
 
 
 def instance_mse(instance: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

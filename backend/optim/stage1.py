@@ -119,8 +119,9 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
         img, alpha, meta = render_object(params, view, K, S)
         info = strategy_info(meta, S, S, 1)
         strategy.step_pre_backward(params, optimizers, sstate, step, info)
-        terms = {"rgb": cfg.w_rgb * ramp * L.balanced_mse(img, target, mask),
-                 "alpha": cfg.w_alpha * ramp * L.balanced_mse(alpha, mask_f, mask)}
+        band = cfg.silhouette_band_px
+        terms = {"rgb": cfg.w_rgb * ramp * L.balanced_mse(img, target, mask, band),
+                 "alpha": cfg.w_alpha * ramp * L.balanced_mse(alpha, mask_f, mask, band)}
         if guidance is not None:
             terms["guidance"] = guidance(lambda offsets: _render_offsets(params, offsets, K, S, cfg), step / iters)
         total = terms["total"] = sum(terms.values())

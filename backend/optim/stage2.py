@@ -269,8 +269,8 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
     union = masks.any(-1)
     target = torch.where(union[..., None], targets.frames[fr], backgrounds[:, None, None, :])
     terms = {
-        "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union),
-        "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union),
+        "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px),
+        "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px),
     }
     if step_ratio > c.instance_start:
         terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
