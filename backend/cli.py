@@ -18,7 +18,7 @@ from dataclasses import replace
 from .config import PRESETS, get_preset, parse_assignment, with_overrides
 from .errors import Cancelled, GenmojoError, InputError
 from .pipeline import STAGES, RunRequest, run
-from .progress import Reporter
+from .progress import Reporter, claim_stdout
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
-    reporter = Reporter(STAGES)
+    reporter = Reporter(STAGES, out=claim_stdout())
     stop = _StopFlag()
     stop.install()
     if args.iters is not None and args.iters < 1:

@@ -77,8 +77,10 @@ class Stage1Config:
     w_rgb: float = 10000.0  # balanced MSE of the render vs the white-background object image
     w_alpha: float = 1000.0  # balanced MSE of the alpha vs the mask
     # pixels this close to the mask weigh like inside pixels in the balanced MSE (0: the spec's
-    # BalancedMSE, whose inside/outside weighting pushes silhouettes outwards; see optim/losses.py)
-    silhouette_band_px: int = 4
+    # BalancedMSE, whose inside/outside weighting pushes silhouettes outwards; see optim/losses.py).
+    # Off by default: 4 px in both stages tightened training silhouettes on crossing but cost 3.6 dB
+    # on held-out frames (docs/results.md)
+    silhouette_band_px: int = 0
     ramp: bool = True  # multiply the reconstruction terms by step/iterations, as the spec
     lr_means: float = 1e-2  # decays log-linearly to lr_means_final over lr_means_steps
     lr_means_final: float = 2e-4
@@ -146,7 +148,7 @@ class Stage2Config:
     ramp: bool = True
     w_rgb: float = 10000.0
     w_alpha: float = 1000.0
-    silhouette_band_px: int = 4  # as Stage1Config.silhouette_band_px, around the union mask (0: the spec)
+    silhouette_band_px: int = 0  # as Stage1Config.silhouette_band_px, around the union mask (0: the spec)
     w_instance: float = 100.0
     instance_start: float = 0.75  # fraction of training after which the instance loss is on
     instance_hard_threshold: float = 0.75  # only pixels whose true object has less visibility than this

@@ -5,6 +5,7 @@ The event schema lives in ``genmojo_blender.core.protocol`` (shared with Blender
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -68,3 +69,18 @@ class Reporter:
     def failed(self, error: str, kind: str, hint: str = "") -> None:
         self._emit("failed", error=error, kind=kind, hint=hint)
         self.log(f"FAILED ({kind}): {error}" + (f"\n  hint: {hint}" if hint else ""))
+
+
+def claim_stdout() -> TextIO:
+    """Reserve the process's stdout for protocol events and send everything else written there to stderr.
+
+    Libraries print to stdout on their own (gsplat announces its CUDA build there; C extensions may
+    write to file descriptor 1), and one such line would break the JSON-lines stream Blender reads.
+    The original stdout is duplicated for the events; file descriptor 1 and ``sys.stdout`` then point
+    at stderr. Call once, at the start of the command-line entry point, never inside a host process.
+    """
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events

@@ -62,3 +62,19 @@ def test_progress_is_rate_limited_but_last_step_always_sent():
         r.progress(s, 100, {}, every_s=60)
     lines = [decode_event(x) for x in out.getvalue().splitlines() if '"progress"' in x]
     assert [e.get("step") for e in lines] == [1, 100]
+
+
+def test_library_output_on_stdout_cannot_break_the_event_stream():
+    """What libraries print (Python-level or straight to file descriptor 1) lands on stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os; from backend.progress import claim_stdout; ev = claim_stdout(); "
+            "print('gsplat: CUDA extension has been set up'); os.write(1, b'from C\\n'); "
+            "ev.write('{\"type\": \"done\"}\\n')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"type": "done"}\n'
+    assert "gsplat: CUDA extension has been set up" in r.stderr and "from C" in r.stderr
