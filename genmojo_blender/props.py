@@ -31,6 +31,11 @@ REPRESENTATION_ITEMS = (
     ("MESH", "Mesh", "A closed surface around the Gaussians whose vertices follow their motion",
      "MESH_DATA", 2),
 )
+GUIDANCE_VARIANT_ITEMS = (
+    ("auto", "Auto", "Stable Zero123 when the model's name contains 'stable', otherwise Zero123-XL"),
+    ("zero123-xl", "Zero123-XL", "Camera embedding of Zero123 / Zero123-XL"),
+    ("stable-zero123", "Stable Zero123", "Camera embedding of Stable Zero123"),
+)
 DEVICE_ITEMS = (
     ("auto", "Auto", "CUDA when available, otherwise CPU"),
     ("cpu", "CPU", "Force the CPU (slow, for tests)"),
@@ -59,8 +64,28 @@ class GENMOJO_PG_settings(PropertyGroup):
                          description="Where the backend runs")
     use_guidance: BoolProperty(
         name="Generative Guidance", default=False,
-        description=("Use the generative prior for unseen parts of objects. Off by default: the prior "
-                     "is not shipped with this build"))
+        description=("Use the generative prior (a Zero123 model) for unseen parts of objects. Off by "
+                     "default: the model is not shipped with the extension"))
+    guidance_model: StringProperty(
+        name="Guidance Model", subtype="DIR_PATH",
+        description=("The Zero123 model: a local folder in the diffusers layout, or a Hugging Face hub id "
+                     "such as ashawkey/zero123-xl-diffusers (looked up in the local cache, then downloaded). "
+                     "Empty: the backend's default model"))
+    guidance_variant: EnumProperty(
+        name="Variant", items=GUIDANCE_VARIANT_ITEMS, default="auto",
+        description="Camera embedding of the guidance model")
+    depth_dir: StringProperty(
+        name="Depth Maps", subtype="DIR_PATH",
+        description=("Optional folder of per-frame depth maps named like the frames (16-bit PNG/TIFF, .npy "
+                     "or .exr; their scale does not matter), used for the objects' depths"))
+    depth_is_disparity: BoolProperty(
+        name="Maps Hold Disparity", default=False,
+        description="The depth maps hold disparity (inverse depth), e.g. from Depth Anything")
+    depth_model: StringProperty(
+        name="Depth Model", subtype="DIR_PATH",
+        description=("Optional local folder of a transformers depth-estimation model (saved with "
+                     "save_pretrained, e.g. Depth Anything V2 Small), run on every frame. Use either this "
+                     "or Depth Maps"))
     camera_path: StringProperty(
         name="Camera (MegaSAM)", subtype="FILE_PATH",
         description="Optional MegaSAM .npz with per-frame intrinsics and camera poses")
@@ -166,10 +191,27 @@ def import_options(settings: GENMOJO_PG_settings) -> dict:
                 surface_threshold=settings.surface_threshold)
 
 
+def abs_folder(path: str) -> str:
+    """An optional folder setting as an absolute path ("" stays ""): ``//`` is relative to the .blend
+    file, ``~`` is expanded, a trailing separator dropped."""
+    path = path.strip()
+    return os.path.abspath(os.path.expanduser(bpy.path.abspath(path))) if path else ""
+
+
+def guidance_model_spec(spec: str) -> str:
+    """The guidance model as the backend gets it: a hub id unchanged, a folder as an absolute path
+    (``//`` relative to the .blend file, ``~`` expanded, other relative paths from the current folder)."""
+    spec = spec.strip()
+    if not spec or bp.is_hub_id(spec):
+        return spec
+    return abs_folder(spec)
+
+
 def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
     """Turn the scene settings into an absolute-path RunRequest for the backend."""
     def ab(p: str) -> str:
         return os.path.normpath(bpy.path.abspath(p)) if p else ""
+
 
     clip = ab(settings.clip_path)
     is_sequence = bool(clip) and os.path.isdir(clip)
@@ -179,7 +221,11 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          guidance=settings.use_guidance, cam_path=ab(settings.camera_path),
                          bg_path=ab(settings.background_path),
                          fps=float(settings.fps) if is_sequence else 0.0,
-                         overwrite=settings.overwrite, resume=settings.resume)
+                         overwrite=settings.overwrite, resume=settings.resume,
+                         guidance_model=guidance_model_spec(settings.guidance_model),
+                         guidance_variant=settings.guidance_variant,
+                         depth_dir=abs_folder(settings.depth_dir), depth_is_disparity=settings.depth_is_disparity,
+                         depth_model=abs_folder(settings.depth_model))
 
 
 CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_run)

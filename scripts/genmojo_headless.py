@@ -9,7 +9,10 @@ ARGS::
 
     --data_dir CLIP --mask_dir MASKS --out_dir OUT --save_name NAME
     [--preset cpu-tiny|lite|full] [--device auto|cpu|cuda] [--disable_guidance | --guidance]
-    [--cam_path NPZ] [--bg_path IMG] [--fps F] [--overwrite]
+    [--guidance_model FOLDER_OR_HUB_ID] [--guidance_variant auto|zero123-xl|stable-zero123]
+    [--cam_path NPZ] [--bg_path IMG] [--fps F] [--overwrite] [--resume]
+    [--depth_dir DIR [--depth_is_disparity] | --depth_model DIR]
+    [--representation points|splats|mesh] [--surface_resolution N] [--surface_threshold T]
     [--backend_python PATH] [--backend_path DIR]
     [--blend OUT.blend] [--glb OUT.glb] [--fbx OUT.fbx]
     [--import_only BUNDLE]
@@ -55,13 +58,30 @@ def parse_args(args: list[str]) -> argparse.Namespace:
                    help="run without the generative prior (default)")
     g.add_argument("--guidance", dest="guidance", action="store_true",
                    help="use the generative prior")
-    ap.set_defaults(guidance=False)
+    ap.set_defaults(guidance=None)
+    ap.add_argument("--guidance_model", default="", metavar="FOLDER_OR_HUB_ID",
+                    help="the Zero123 model: a local folder (diffusers layout) or a Hugging Face hub id; "
+                         "implies --guidance (default: the backend's model)")
+    ap.add_argument("--guidance_variant", default="auto", choices=("auto", "zero123-xl", "stable-zero123"),
+                    help="camera embedding of the guidance model; a value other than auto implies --guidance")
     ap.add_argument("--cam_path", default="", help="MegaSAM .npz camera (optional)")
     ap.add_argument("--bg_path", default="", help="background plate image (optional)")
     ap.add_argument("--fps", type=float, default=24.0, help="frame rate of an image-sequence clip")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run of this result from its checkpoint")
+    d = ap.add_mutually_exclusive_group()
+    d.add_argument("--depth_dir", default="", help="folder of per-frame depth maps named like the frames")
+    d.add_argument("--depth_model", default="",
+                   help="local folder of a transformers depth-estimation model, run on every frame")
+    ap.add_argument("--depth_is_disparity", action="store_true",
+                    help="the maps in --depth_dir hold disparity (inverse depth)")
+    ap.add_argument("--representation", default="points", type=str.lower, choices=("points", "splats", "mesh"),
+                    help="how objects are imported (default: points)")
+    ap.add_argument("--surface_resolution", type=int, default=48,
+                    help="voxels along an object's longest side for --representation mesh (default 48)")
+    ap.add_argument("--surface_threshold", type=float, default=0.5,
+                    help="opacity level of the mesh surface for --representation mesh (default 0.5)")
     ap.add_argument("--backend_python", default="", help="interpreter of the backend environment")
     ap.add_argument("--backend_path", default=None,
                     help="folder added to the backend's PYTHONPATH (default: this repository)")
@@ -72,11 +92,35 @@ def parse_args(args: list[str]) -> argparse.Namespace:
                     help="skip the backend and import an existing result folder")
     ap.add_argument("--no_points", action="store_true", help="no point-display modifier on import")
     ns = ap.parse_args(args)
+    wants_guidance = bool(ns.guidance_model) or ns.guidance_variant != "auto"
+    if wants_guidance and ns.guidance is False:
+        ap.error("--disable_guidance conflicts with --guidance_model/--guidance_variant")
+    ns.guidance = bool(ns.guidance) or wants_guidance
+    if ns.depth_is_disparity and not ns.depth_dir:
+        ap.error("--depth_is_disparity needs --depth_dir")
+    if not 8 <= ns.surface_resolution <= 256:
+        ap.error("--surface_resolution must be between 8 and 256")
+    if not 0.001 <= ns.surface_threshold <= 10.0:
+        ap.error("--surface_threshold must be between 0.001 and 10")
     if not ns.import_only:
         missing = [f"--{k}" for k in ("data_dir", "mask_dir", "out_dir") if not getattr(ns, k)]
         if missing:
             ap.error(f"{', '.join(missing)} required (or use --import_only BUNDLE)")
     return ns
+
+
+def import_options(ns: argparse.Namespace) -> dict:
+    """The import settings shared by the scene (run path) and ``genmojo.import_result`` (import only)."""
+    return dict(representation=ns.representation.upper(), surface_resolution=ns.surface_resolution,
+                surface_threshold=ns.surface_threshold)
+
+
+def guidance_model_spec(spec: str) -> str:
+    """A hub id unchanged; a folder made absolute here, before Blender sees it."""
+    from genmojo_blender.core.backend_process import is_hub_id
+
+    spec = spec.strip()
+    return spec if not spec or is_hub_id(spec) else os.path.abspath(os.path.expanduser(spec))
 
 
 def fail(message: str, status: int) -> int:
@@ -123,7 +167,7 @@ def run(ns: argparse.Namespace) -> int:
     if ns.import_only:
         try:
             result = bpy.ops.genmojo.import_result(filepath=os.path.abspath(ns.import_only),
-                                                   point_display=not ns.no_points)
+                                                   point_display=not ns.no_points, **import_options(ns))
         except RuntimeError:
             result = {"CANCELLED"}  # the operator's ERROR report; the message is in the run state
         if "FINISHED" not in result:
@@ -147,8 +191,15 @@ def run(ns: argparse.Namespace) -> int:
         s.fps = ns.fps
         s.overwrite = ns.overwrite
         s.resume = ns.resume
+        s.guidance_model = guidance_model_spec(ns.guidance_model)
+        s.guidance_variant = ns.guidance_variant
+        s.depth_dir = os.path.abspath(ns.depth_dir) if ns.depth_dir else ""
+        s.depth_is_disparity = ns.depth_is_disparity
+        s.depth_model = os.path.abspath(ns.depth_model) if ns.depth_model else ""
         s.import_when_done = True
         s.point_display = not ns.no_points
+        for key, value in import_options(ns).items():
+            setattr(s, key, value)
         _cancel_on_sigterm()
         try:
             result = bpy.ops.genmojo.run_backend(backend_python=python, backend_path=backend_path)

@@ -127,6 +127,27 @@ def test_enable_disable_cycle_leaves_nothing_registered():
     assert out["again"]
 
 
+def test_scene_settings_register_guidance_and_depth_fields():
+    out = run_bpy("""
+    enable()
+    rna = bpy.types.Scene.bl_rna.properties["genmojo"].fixed_type.properties
+    fields = {}
+    for name in ("guidance_model", "guidance_variant", "depth_dir", "depth_is_disparity", "depth_model"):
+        p = rna[name]
+        fields[name] = dict(type=p.type, subtype=p.subtype,
+                            default=getattr(p, "default", None) if p.type != "ENUM" else p.default,
+                            items=[i.identifier for i in p.enum_items] if p.type == "ENUM" else None)
+    emit(fields=fields)
+    """)
+    f = out["fields"]
+    assert f["guidance_model"] == dict(type="STRING", subtype="DIR_PATH", default="", items=None)
+    assert f["guidance_variant"] == dict(type="ENUM", subtype="NONE", default="auto",
+                                         items=["auto", "zero123-xl", "stable-zero123"])
+    assert f["depth_dir"] == dict(type="STRING", subtype="DIR_PATH", default="", items=None)
+    assert f["depth_is_disparity"] == dict(type="BOOLEAN", subtype="NONE", default=False, items=None)
+    assert f["depth_model"] == dict(type="STRING", subtype="DIR_PATH", default="", items=None)
+
+
 def test_run_operator_explains_what_is_missing(tmp_path):
     clip = tmp_path / "clip"
     masks = tmp_path / "masks"

@@ -37,7 +37,9 @@ def blend_contents(path: Path) -> dict:
     s = bpy.context.scene
     emit(objects=sorted(o.name for o in bpy.data.objects), frames=[s.frame_start, s.frame_end],
          camera=s.camera.name if s.camera else None,
-         keys={{o.name: len(o.data.shape_keys.key_blocks) for o in bpy.data.objects if o.type == "MESH"}})
+         keys={{o.name: len(o.data.shape_keys.key_blocks) for o in bpy.data.objects if o.type == "MESH"}},
+         reps={{o.name: o.get("genmojo_representation") for o in bpy.data.objects if o.get("genmojo_object_id")}},
+         faces={{o.name: len(o.data.polygons) for o in bpy.data.objects if o.get("genmojo_object_id")}})
     """)
 
 
@@ -54,6 +56,15 @@ def test_import_only_saves_blend_and_glb(tmp_path):
     assert got["objects"] == ["shot_camera", "shot_object_001", "shot_object_002", "shot_root"]
     assert got["frames"] == [1, 3] and got["camera"] == "shot_camera"
     assert got["keys"] == {"shot_object_001": 4, "shot_object_002": 4}
+    assert got["reps"] == {"shot_object_001": "POINTS", "shot_object_002": "POINTS"}
+
+
+def test_import_only_with_another_representation(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=2, preview=False)
+    blend = tmp_path / "splats.blend"
+    cp = headless("--import_only", str(b), "--representation", "SPLATS", "--blend", str(blend))
+    assert cp.returncode == 0, cp.stderr
+    assert blend_contents(blend)["reps"] == {"shot_object_001": "SPLATS", "shot_object_002": "SPLATS"}
 
 
 def test_full_run_through_the_operator_with_a_fake_backend(tmp_path):
@@ -88,6 +99,44 @@ def test_guidance_flag_is_passed_through(tmp_path):
     assert "--disable_guidance" not in json.loads(argv_file.read_text())
 
 
+def test_guidance_model_depth_and_representation_pass_through(tmp_path):
+    for d in ("clip", "masks", "depth maps"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    blend = tmp_path / "mesh.blend"
+    # a hub id implies --guidance; the import representation applies to the run's result too
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--save_name", "shot", "--preset", "cpu-tiny",
+                  "--guidance_model", "ashawkey/zero123-xl-diffusers", "--guidance_variant", "zero123-xl",
+                  "--depth_dir", str(tmp_path / "depth maps"), "--depth_is_disparity",
+                  "--representation", "mesh", "--surface_resolution", "16", "--surface_threshold", "0.3",
+                  "--backend_path", str(write_fake_backend(tmp_path / "fake")), "--blend", str(blend),
+                  env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv == ["--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                    "--save_name", "shot", "--out_dir", str(tmp_path / "out"), "--preset", "cpu-tiny",
+                    "--device", "auto", "--guidance_model", "ashawkey/zero123-xl-diffusers",
+                    "--guidance_variant", "zero123-xl", "--depth_dir", str(tmp_path / "depth maps"),
+                    "--depth_is_disparity", "--fps", "24"]
+    got = blend_contents(blend)
+    assert got["reps"] == {"shot_object_001": "MESH", "shot_object_002": "MESH"}
+    assert all(n > 0 for n in got["faces"].values())
+
+    # a local depth model folder, guidance left off
+    model = tmp_path / "depth-anything"
+    model.mkdir()
+    for f in ("config.json", "preprocessor_config.json"):
+        (model / f).write_text("{}")
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--save_name", "shot2", "--depth_model", str(model),
+                  "--backend_path", str(write_fake_backend(tmp_path / "fake")),
+                  env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("--device") + 2:] == ["--disable_guidance", "--depth_model", str(model), "--fps", "24"]
+
+
 def test_backend_failure_exits_with_its_status_and_message(tmp_path):
     for d in ("clip", "masks"):
         (tmp_path / d).mkdir()
@@ -113,3 +162,16 @@ def test_bad_arguments_and_bad_bundles_exit_2(tmp_path):
     assert cp.returncode == 2 and "not a GenMOJO result folder" in cp.stderr
     cp = headless("--data_dir", str(tmp_path / "nope"), "--mask_dir", str(tmp_path), "--out_dir", str(tmp_path))
     assert cp.returncode == 2 and "Clip not found" in cp.stderr
+    inputs = ("--data_dir", str(tmp_path), "--mask_dir", str(tmp_path), "--out_dir", str(tmp_path / "o"))
+    for args, text in ((("--disable_guidance", "--guidance_model", "a/b"), "conflicts with"),
+                       (("--depth_dir", str(tmp_path), "--depth_model", str(tmp_path)), "not allowed with"),
+                       (("--depth_is_disparity",), "--depth_is_disparity needs --depth_dir"),
+                       (("--representation", "voxels"), "invalid choice"),
+                       (("--surface_resolution", "4"), "--surface_resolution must be")):
+        cp = headless(*inputs, *args)
+        assert cp.returncode == 2 and text in cp.stderr, (args, cp.stderr)
+    # folders that do not exist are named before the backend starts
+    cp = headless(*inputs, "--guidance_model", str(tmp_path / "no model"), "--depth_dir", str(tmp_path / "no d"))
+    assert cp.returncode == 2
+    assert f"Guidance model folder not found: {tmp_path / 'no model'}" in cp.stderr
+    assert f"Depth maps folder not found: {tmp_path / 'no d'}" in cp.stderr

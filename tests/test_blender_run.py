@@ -130,3 +130,133 @@ def test_check_backend_operator(tmp_path):
     """, env=fake_env("ok"))
     assert out["ok"] == ["FINISHED"]
     assert len(out["errors"]) == 1 and "not importable" in out["errors"][0]
+
+
+def test_guidance_and_depth_settings_reach_the_backend(tmp_path):
+    """The scene's guidance model/variant and depth settings become the exact backend flags."""
+    model = tmp_path / "zero123 model"
+    for part in ("unet/config.json", "vae/config.json", "image_encoder/config.json",
+                 "clip_camera_projection/config.json", "scheduler/scheduler_config.json"):
+        (model / part).parent.mkdir(parents=True, exist_ok=True)
+        (model / part).write_text("{}")
+    (tmp_path / "depth").mkdir()
+    argv_file = tmp_path / "argv.json"
+    out = run_bpy(_inputs(tmp_path) + f"""
+    import json
+    from pathlib import Path
+    argv_file = Path({str(argv_file)!r})
+    s.use_guidance = True
+    s.guidance_model = {str(model) + '/'!r}       # the folder browser leaves a trailing slash
+    s.guidance_variant = "stable-zero123"
+    s.depth_dir = {str(tmp_path / 'depth')!r}
+    s.depth_is_disparity = True
+    s.overwrite = True
+    runs = [sorted(bpy.ops.genmojo.run_backend())]
+    argvs = [json.loads(argv_file.read_text())]
+    s.guidance_model = "ashawkey/zero123-xl-diffusers"   # a hub id is passed as typed
+    s.guidance_variant = "auto"
+    s.depth_dir = ""
+    s.depth_model = {str(tmp_path / 'depth')!r}
+    Path({str(tmp_path / 'depth' / 'config.json')!r}).write_text("{{}}")
+    Path({str(tmp_path / 'depth' / 'preprocessor_config.json')!r}).write_text("{{}}")
+    runs.append(sorted(bpy.ops.genmojo.run_backend()))
+    argvs.append(json.loads(argv_file.read_text()))
+    s.use_guidance = False                               # guidance off: model and variant are not passed
+    s.guidance_variant = "zero123-xl"
+    runs.append(sorted(bpy.ops.genmojo.run_backend()))
+    argvs.append(json.loads(argv_file.read_text()))
+    emit(runs=runs, argvs=argvs)
+    """, env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert out["runs"] == [["FINISHED"]] * 3
+    head = ["--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"), "--save_name", "shot",
+            "--out_dir", str(tmp_path / "out"), "--preset", "cpu-tiny", "--device", "auto"]
+    tail = ["--fps", "24", "--overwrite"]
+    assert out["argvs"][0] == head + ["--guidance_model", str(model), "--guidance_variant", "stable-zero123",
+                                      "--depth_dir", str(tmp_path / "depth"), "--depth_is_disparity"] + tail
+    assert out["argvs"][1] == head + ["--guidance_model", "ashawkey/zero123-xl-diffusers",
+                                      "--depth_model", str(tmp_path / "depth")] + tail
+    assert out["argvs"][2] == head + ["--disable_guidance", "--depth_model", str(tmp_path / "depth")] + tail
+
+
+def test_missing_model_and_depth_folders_are_named_before_a_run(tmp_path):
+    argv_file = tmp_path / "argv.json"
+    out = run_bpy(_inputs(tmp_path) + f"""
+    s.use_guidance = True
+    s.guidance_model = {str(tmp_path / 'no model')!r}
+    s.depth_dir = {str(tmp_path / 'no depth')!r}
+    s.depth_model = {str(tmp_path / 'no depth model')!r}
+    errors = []
+    try:
+        bpy.ops.genmojo.run_backend()
+    except RuntimeError as e:
+        errors.append(str(e))
+    emit(errors=errors, error=state.error, exit_status=state.exit_status, running=state.running)
+    """, env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file)))
+    assert len(out["errors"]) == 1
+    for text in (f"Guidance model folder not found: {tmp_path / 'no model'}",
+                 f"Depth maps folder not found: {tmp_path / 'no depth'}",
+                 f"Depth model folder not found: {tmp_path / 'no depth model'}",
+                 "Give either a depth maps folder or a depth model, not both"):
+        assert text in out["error"] and text in out["errors"][0]
+    assert out["exit_status"] == 2 and not out["running"]
+    assert not argv_file.exists()  # the backend never started
+
+
+def test_panels_show_guidance_model_only_with_guidance_and_flag_missing_folders(tmp_path):
+    """Draw the panels into a recording layout (the bpy module has no window to draw in)."""
+    out = run_bpy(_inputs(tmp_path) + f"""
+    from types import SimpleNamespace
+    from genmojo_blender.ui import panels
+
+    class Layout:
+        def __init__(self, log):
+            self.log = log
+            self.use_property_split = self.use_property_decorate = self.alert = self.active = False
+            self.enabled = True
+            self.scale_y = 1.0
+        def _sub(self, *a, **k):
+            return Layout(self.log)
+        column = row = box = _sub
+        def prop(self, data, name, **k):
+            self.log.append(("prop", name, self.active if name == "depth_is_disparity" else None))
+        def label(self, text="", **k):
+            self.log.append(("label", text, None))
+        def operator(self, *a, **k):
+            return SimpleNamespace()
+        def separator(self, *a, **k):
+            pass
+
+    def draw(cls):
+        log = []
+        ctx = SimpleNamespace(scene=bpy.context.scene, region=SimpleNamespace(width=4000), preferences=bpy.context.preferences,
+                              window_manager=bpy.context.window_manager)
+        cls.draw(SimpleNamespace(layout=Layout(log)), ctx)
+        return log
+
+    def props_of(log):
+        return [n for kind, n, _ in log if kind == "prop"]
+
+    def labels(log):
+        return " | ".join(n for kind, n, _ in log if kind == "label")
+
+    off = draw(panels.GENMOJO_PT_main)
+    s.use_guidance = True
+    on_default = draw(panels.GENMOJO_PT_main)
+    s.guidance_model = {str(tmp_path / 'gone')!r}
+    on_missing = draw(panels.GENMOJO_PT_main)
+    opts = draw(panels.GENMOJO_PT_options)
+    s.depth_dir = {str(tmp_path / 'no depth')!r}
+    opts_missing = draw(panels.GENMOJO_PT_options)
+    emit(off=props_of(off), on=props_of(on_default), on_labels=labels(on_default),
+         missing_labels=labels(on_missing), opts=props_of(opts),
+         disparity_active=[a for k, n, a in opts + opts_missing if n == "depth_is_disparity"],
+         opts_missing=labels(opts_missing))
+    """)
+    assert "guidance_model" not in out["off"] and "guidance_variant" not in out["off"]
+    assert out["on"][-3:] == ["use_guidance", "guidance_model", "guidance_variant"]
+    assert "Default: the backend's Zero123-XL" in out["on_labels"]
+    assert str(tmp_path / "gone") in out["missing_labels"] and "not found" in out["missing_labels"]
+    for name in ("depth_dir", "depth_is_disparity", "depth_model"):
+        assert name in out["opts"]
+    assert out["disparity_active"] == [False, True]
+    assert f"Depth maps folder not found: {tmp_path / 'no depth'}" in out["opts_missing"]

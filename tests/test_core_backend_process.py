@@ -45,12 +45,21 @@ ap.add_argument("--out_dir", required=True)
 ap.add_argument("--preset", choices=["cpu-tiny", "lite", "full"], default="lite")
 ap.add_argument("--lite", action="store_true")
 ap.add_argument("--disable_guidance", action="store_true")
+ap.add_argument("--guidance_model")
+ap.add_argument("--guidance_variant", choices=["auto", "zero123-xl", "stable-zero123"])
 ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 ap.add_argument("--cam_path")
 ap.add_argument("--bg_path")
+ap.add_argument("--depth_dir")
+ap.add_argument("--depth_is_disparity", action="store_true")
+ap.add_argument("--depth_model")
 ap.add_argument("--fps", type=float)
 ap.add_argument("--overwrite", action="store_true")
+ap.add_argument("--resume", action="store_true")
 args = ap.parse_args()
+if args.disable_guidance and (args.guidance_model is not None or args.guidance_variant is not None):
+    print("genmojo: --disable_guidance conflicts with --guidance_model/--guidance_variant", file=sys.stderr)
+    sys.exit(2)
 mode = os.environ.get("FAKE_MODE", "ok")
 if os.environ.get("FAKE_ARGV_FILE"):
     Path(os.environ["FAKE_ARGV_FILE"]).write_text(json.dumps(sys.argv[1:]))
@@ -166,8 +175,43 @@ def test_argv_with_every_option():
 def test_argv_omits_unset_optional_flags():
     req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", fps=0.0)
     argv = bp.build_argv("/py", req, module="backend")
-    for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite", "--resume"):
+    for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite", "--resume", "--guidance_model",
+                 "--guidance_variant", "--depth_dir", "--depth_is_disparity", "--depth_model"):
         assert flag not in argv
+
+
+def test_argv_guidance_model_and_variant_exact():
+    base = dict(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
+    head = ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+            "--out_dir", "/o", "--preset", "lite", "--device", "auto"]
+    req = bp.RunRequest(**base, guidance=True, guidance_model="/models/zero 123", guidance_variant="stable-zero123")
+    assert bp.build_argv("/py", req, module="backend") == head + [
+        "--guidance_model", "/models/zero 123", "--guidance_variant", "stable-zero123"]
+    # a hub id goes through unchanged; "auto" is the backend's default and is not passed
+    req = bp.RunRequest(**base, guidance=True, guidance_model="ashawkey/zero123-xl-diffusers")
+    assert bp.build_argv("/py", req, module="backend") == head + [
+        "--guidance_model", "ashawkey/zero123-xl-diffusers"]
+    # guidance on without a model: the backend's default model, no extra flags
+    assert bp.build_argv("/py", bp.RunRequest(**base, guidance=True), module="backend") == head
+    # guidance off: the model and variant are dropped (the backend refuses them with --disable_guidance)
+    req = bp.RunRequest(**base, guidance=False, guidance_model="/models/z", guidance_variant="zero123-xl")
+    assert bp.build_argv("/py", req, module="backend") == head + ["--disable_guidance"]
+
+
+def test_argv_depth_options_exact():
+    base = dict(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", cam_path="/c.npz", fps=24.0)
+    head = ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+            "--out_dir", "/o", "--preset", "lite", "--device", "auto", "--disable_guidance",
+            "--cam_path", "/c.npz"]
+    req = bp.RunRequest(**base, depth_dir="/depth maps", depth_is_disparity=True)
+    assert bp.build_argv("/py", req, module="backend") == head + [
+        "--depth_dir", "/depth maps", "--depth_is_disparity", "--fps", "24"]
+    req = bp.RunRequest(**base, depth_dir="/depth")
+    assert bp.build_argv("/py", req, module="backend") == head + ["--depth_dir", "/depth", "--fps", "24"]
+    # the disparity switch means nothing without maps and is not passed
+    req = bp.RunRequest(**base, depth_model="/models/depth-anything", depth_is_disparity=True)
+    assert bp.build_argv("/py", req, module="backend") == head + [
+        "--depth_model", "/models/depth-anything", "--fps", "24"]
 
 
 def test_backend_module_override(monkeypatch):
@@ -210,6 +254,72 @@ def test_validate_request(tmp_path):
     (tmp_path / "out" / "shot").mkdir(parents=True)
     assert any("already exists" in p for p in bp.validate_request(make_request(tmp_path)))
     assert bp.validate_request(make_request(tmp_path, overwrite=True)) == []
+
+
+def _guidance_folder(root: Path, skip: str = "") -> Path:
+    for part in bp.GUIDANCE_MODEL_PARTS:
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        if part != skip:
+            (root / part).write_text("{}")
+    return root
+
+
+def test_is_hub_id(tmp_path):
+    assert bp.is_hub_id("ashawkey/zero123-xl-diffusers")
+    assert bp.is_hub_id("stabilityai/stable-zero123")
+    for spec in ("", "zero123", "/abs/folder", "a/b/c", "./x/y", "~/models/z"):
+        assert not bp.is_hub_id(spec), spec
+    # an existing folder of the owner/name form is a folder (the backend's rule)
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert not bp.is_hub_id("owner/name")
+    finally:
+        os.chdir(cwd)
+
+
+def test_validate_guidance_and_depth_paths(tmp_path):
+    missing = tmp_path / "no such model"
+    # guidance off: the model field is ignored
+    assert bp.validate_request(make_request(tmp_path, guidance_model=str(missing))) == []
+    problems = bp.validate_request(make_request(tmp_path, guidance=True, guidance_model=str(missing)))
+    assert problems == [f"Guidance model folder not found: {missing}"]
+    incomplete = _guidance_folder(tmp_path / "z123", skip="vae/config.json")
+    problems = bp.validate_request(make_request(tmp_path, guidance=True, guidance_model=str(incomplete)))
+    assert problems == [f"Guidance model folder {incomplete} is not a Zero123 model in the diffusers layout "
+                        "(missing vae/config.json)"]
+    (incomplete / "vae" / "config.json").write_text("{}")
+    for spec in (str(incomplete), "ashawkey/zero123-xl-diffusers", ""):
+        assert bp.validate_request(make_request(tmp_path, guidance=True, guidance_model=spec)) == [], spec
+    problems = bp.validate_request(make_request(tmp_path, guidance=True, guidance_variant="zero999"))
+    assert len(problems) == 1 and "Unknown guidance variant 'zero999'" in problems[0]
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("")
+    assert bp.validate_request(make_request(tmp_path, guidance=True, guidance_model=str(a_file))) == [
+        f"Guidance model is a file, not a folder: {a_file}"]
+
+    # depth maps folder
+    assert bp.validate_request(make_request(tmp_path, depth_dir=str(tmp_path / "nodepth"))) == [
+        f"Depth maps folder not found: {tmp_path / 'nodepth'}"]
+    assert bp.validate_request(make_request(tmp_path, depth_dir=str(a_file))) == [
+        f"Depth maps path is a file, not a folder: {a_file}"]
+    (tmp_path / "depth").mkdir()
+    assert bp.validate_request(make_request(tmp_path, depth_dir=str(tmp_path / "depth"),
+                                            depth_is_disparity=True)) == []
+    # depth model folder
+    dm = tmp_path / "depth-anything"
+    assert bp.validate_request(make_request(tmp_path, depth_model=str(dm))) == [
+        f"Depth model folder not found: {dm}"]
+    dm.mkdir()
+    (dm / "config.json").write_text("{}")
+    assert bp.validate_request(make_request(tmp_path, depth_model=str(dm))) == [
+        f"Depth model folder {dm} is not a transformers depth model saved with save_pretrained "
+        "(missing preprocessor_config.json)"]
+    (dm / "preprocessor_config.json").write_text("{}")
+    assert bp.validate_request(make_request(tmp_path, depth_model=str(dm))) == []
+    assert bp.validate_request(make_request(tmp_path, depth_model=str(dm), depth_dir=str(tmp_path / "depth"))) == [
+        bp.DEPTH_BOTH_MESSAGE]
 
 
 def test_format_duration_and_progress_line():
@@ -285,8 +395,11 @@ def test_stray_stdout_does_not_break_the_run(tmp_path, fake):
 def test_argv_reaches_the_backend_unchanged(tmp_path, fake):
     argv_file = tmp_path / "argv.json"
     path = fake("ok", FAKE_ARGV_FILE=str(argv_file))
+    (tmp_path / "depth").mkdir()
     req = make_request(tmp_path, preset="cpu-tiny", device="cpu", fps=12.5,
-                       data_dir=str(tmp_path / "clip with space"))
+                       data_dir=str(tmp_path / "clip with space"), guidance=True,
+                       guidance_model="owner/model", guidance_variant="zero123-xl",
+                       depth_dir=str(tmp_path / "depth"), depth_is_disparity=True)
     Path(req.data_dir).mkdir()
     run = bp.BackendRun.start(sys.executable, req, backend_path=path)
     _pump_until_done(run)
@@ -406,4 +519,32 @@ def test_extension_offers_exactly_the_backends_presets_and_devices():
     assert set(bp.PRESETS) == set(PRESETS)
     helptext = subprocess.run([sys.executable, "-m", "backend", "--help"], cwd=ROOT, capture_output=True,
                               text=True).stdout
-    assert "{" + ",".join(bp.DEVICES) + "}" in helptext.replace(" ", "")
+    compact = "".join(helptext.split())
+    assert "{" + ",".join(bp.DEVICES) + "}" in compact
+    assert "--guidance_variant{" + ",".join(bp.GUIDANCE_VARIANTS) + "}" in compact
+    for flag in ("--guidance_model", "--depth_dir", "--depth_is_disparity", "--depth_model"):
+        assert flag in helptext
+
+
+def test_extension_checks_the_model_folders_as_the_backend_does(tmp_path):
+    """The folder checks mirror the backend's (which the extension cannot import): a folder passes
+    the extension's check exactly when it passes the backend's."""
+    from backend.errors import InputError
+    from backend.priors import depth, zero123
+
+    assert bp._HUB_ID.pattern == zero123._HUB_ID.pattern
+    for skip in ("",) + bp.GUIDANCE_MODEL_PARTS:
+        folder = _guidance_folder(tmp_path / f"g{len(skip)}{skip.replace('/', '_')}", skip=skip)
+        assert (bp.check_guidance_model(str(folder)) == "") == (zero123._missing_parts(folder) == []), skip
+    for skip in ("",) + bp.DEPTH_MODEL_PARTS:
+        folder = tmp_path / f"d_{skip}"
+        folder.mkdir()
+        for part in bp.DEPTH_MODEL_PARTS:
+            if part != skip:
+                (folder / part).write_text("{}")
+        try:
+            depth.check_depth_model(folder)
+            backend_ok = True
+        except InputError:
+            backend_ok = False
+        assert (bp.check_depth_model(str(folder)) == "") == backend_ok, skip

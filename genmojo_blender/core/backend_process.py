@@ -23,6 +23,7 @@ import atexit
 import collections
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -41,6 +42,16 @@ BACKEND_MODULE_ENV = "GENMOJO_BACKEND_MODULE"
 
 PRESETS = ("cpu-tiny", "lite", "full")
 DEVICES = ("auto", "cpu", "cuda")
+# Camera embedding of the guidance model (--guidance_variant); "auto" lets the backend pick by name.
+GUIDANCE_VARIANTS = ("auto", "zero123-xl", "stable-zero123")
+# What the backend needs in a local guidance model folder (diffusers layout; backend/priors/zero123.py)
+# and in a local depth model folder (transformers save_pretrained; backend/priors/depth.py).
+GUIDANCE_MODEL_PARTS = ("unet/config.json", "vae/config.json", "image_encoder/config.json",
+                        "clip_camera_projection/config.json", "scheduler/scheduler_config.json")
+DEPTH_MODEL_PARTS = ("config.json", "preprocessor_config.json")
+DEPTH_BOTH_MESSAGE = "Give either a depth maps folder or a depth model, not both"
+# A Hugging Face hub id ("owner/name"), as the backend recognises one; anything else is a folder.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -77,6 +88,15 @@ class RunRequest:
     fps: float = 0.0  # frame rate of an image sequence; 0 = let the backend decide
     overwrite: bool = False
     resume: bool = False  # continue an interrupted run of the same result from its checkpoint
+    # Guidance model (only with guidance on): a local folder (absolute path) or a hub id; "" = the
+    # backend's default model. The variant picks the camera embedding; "auto" is not passed.
+    guidance_model: str = ""
+    guidance_variant: str = "auto"
+    # Depth for the per-object depth factors: a folder of per-frame maps (optionally disparity), or a
+    # local depth-estimation model folder. At most one of the two.
+    depth_dir: str = ""
+    depth_is_disparity: bool = False
+    depth_model: str = ""
 
     @property
     def result_dir(self) -> Path:
@@ -100,6 +120,68 @@ def check_python(path: str) -> str:
         return f"Backend Python is a folder; choose the interpreter inside it (e.g. {p / exe})"
     if not os.access(p, os.X_OK):
         return f"Backend Python is not executable: {path}"
+    return ""
+
+
+def is_hub_id(spec: str) -> bool:
+    """True when ``spec`` names a Hugging Face hub model ("owner/name") rather than a local folder.
+
+    Same rule as the backend: a spec that exists on disk, or does not have the ``owner/name`` form,
+    is a folder.
+    """
+    spec = (spec or "").strip()
+    return bool(spec) and not os.path.exists(os.path.expanduser(spec)) and bool(_HUB_ID.match(spec))
+
+
+def _missing_parts(folder: str, parts: tuple[str, ...]) -> list[str]:
+    return [p for p in parts if not os.path.isfile(os.path.join(folder, *p.split("/")))]
+
+
+def check_guidance_model(spec: str) -> str:
+    """Why the guidance model ``spec`` cannot be used, or "" (empty spec: the backend's default model).
+
+    A hub id is only checked for its form: whether it is in the Hugging Face cache or can be
+    downloaded is up to the backend. A folder must exist and hold a Zero123 model in the diffusers
+    layout.
+    """
+    spec = (spec or "").strip()
+    if not spec or is_hub_id(spec):
+        return ""
+    folder = os.path.expanduser(spec)
+    if not os.path.exists(folder):
+        return f"Guidance model folder not found: {folder}"
+    if not os.path.isdir(folder):
+        return f"Guidance model is a file, not a folder: {folder}"
+    missing = _missing_parts(folder, GUIDANCE_MODEL_PARTS)
+    if missing:
+        return (f"Guidance model folder {folder} is not a Zero123 model in the diffusers layout "
+                f"(missing {', '.join(missing)})")
+    return ""
+
+
+def check_depth_dir(path: str) -> str:
+    """Why the depth-maps folder cannot be used, or "" (also for an empty path: not given)."""
+    if not path:
+        return ""
+    if not os.path.exists(path):
+        return f"Depth maps folder not found: {path}"
+    if not os.path.isdir(path):
+        return f"Depth maps path is a file, not a folder: {path}"
+    return ""
+
+
+def check_depth_model(path: str) -> str:
+    """Why the local depth model folder cannot be used, or "" (also for an empty path: not given)."""
+    if not path:
+        return ""
+    if not os.path.exists(path):
+        return f"Depth model folder not found: {path}"
+    if not os.path.isdir(path):
+        return f"Depth model is a file, not a folder: {path}"
+    missing = _missing_parts(path, DEPTH_MODEL_PARTS)
+    if missing:
+        return (f"Depth model folder {path} is not a transformers depth model saved with "
+                f"save_pretrained (missing {', '.join(missing)})")
     return ""
 
 
@@ -131,6 +213,14 @@ def validate_request(req: RunRequest) -> list[str]:
         problems.append(f"Background image not found: {req.bg_path}")
     if req.fps < 0:
         problems.append("Frame rate must be positive (or 0 to let the backend decide)")
+    if req.guidance:
+        if req.guidance_variant not in GUIDANCE_VARIANTS:
+            problems.append(f"Unknown guidance variant {req.guidance_variant!r} "
+                            f"(choose one of {', '.join(GUIDANCE_VARIANTS)})")
+        problems += [p for p in (check_guidance_model(req.guidance_model),) if p]
+    problems += [p for p in (check_depth_dir(req.depth_dir), check_depth_model(req.depth_model)) if p]
+    if req.depth_dir and req.depth_model:
+        problems.append(DEPTH_BOTH_MESSAGE)
     if (not req.overwrite and req.out_dir and req.save_name
             and (Path(req.out_dir) / req.save_name).exists()):
         problems.append(f"{Path(req.out_dir) / req.save_name} already exists; "
@@ -147,7 +237,10 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
     """The backend command line as a list, in the order of the backend's documented interface.
 
     Guidance is off unless requested: ``--disable_guidance`` is passed by default because the
-    guidance prior is not shipped with this build.
+    guidance prior (a Zero123 model of several GB) is not shipped with the extension. With guidance
+    on, ``--guidance_model`` and ``--guidance_variant`` are passed when set (the backend refuses them
+    together with ``--disable_guidance``, so they are dropped when guidance is off). The depth
+    options follow the camera; ``--depth_is_disparity`` only goes with ``--depth_dir``.
     """
     argv = [python, "-m", module or backend_module(),
             "--data_dir", req.data_dir, "--mask_dir", req.mask_dir,
@@ -155,10 +248,21 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
             "--preset", req.preset, "--device", req.device]
     if not req.guidance:
         argv.append("--disable_guidance")
+    else:
+        if req.guidance_model.strip():
+            argv += ["--guidance_model", req.guidance_model.strip()]
+        if req.guidance_variant and req.guidance_variant != "auto":
+            argv += ["--guidance_variant", req.guidance_variant]
     if req.cam_path:
         argv += ["--cam_path", req.cam_path]
     if req.bg_path:
         argv += ["--bg_path", req.bg_path]
+    if req.depth_dir:
+        argv += ["--depth_dir", req.depth_dir]
+        if req.depth_is_disparity:
+            argv.append("--depth_is_disparity")
+    if req.depth_model:
+        argv += ["--depth_model", req.depth_model]
     if req.fps and req.fps > 0:
         argv += ["--fps", format(float(req.fps), "g")]
     if req.overwrite:

@@ -68,6 +68,18 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
         col.prop(s, "preset")
         col.prop(s, "device")
         col.prop(s, "use_guidance")
+        if s.use_guidance:
+            sub = col.column()
+            sub.prop(s, "guidance_model")
+            spec = props.guidance_model_spec(s.guidance_model)
+            problem = bp.check_guidance_model(spec)
+            if problem:
+                _wrapped(sub, problem, context, icon="ERROR", alert=True)
+            elif not spec:
+                sub.label(text="Default: the backend's Zero123-XL (hub)", icon="INFO")
+            elif bp.is_hub_id(spec):
+                sub.label(text="Hub id: cache, else download", icon="URL")
+            sub.prop(s, "guidance_variant")
 
 
 class GENMOJO_PT_options(_GenMojoPanel, Panel):
@@ -85,6 +97,16 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         col = layout.column()
         col.prop(s, "camera_path")
         col.prop(s, "background_path")
+        col.prop(s, "depth_dir")
+        sub = col.column()
+        sub.active = bool(s.depth_dir.strip())
+        sub.prop(s, "depth_is_disparity")
+        col.prop(s, "depth_model")
+        depth_dir, depth_model = props.abs_folder(s.depth_dir), props.abs_folder(s.depth_model)
+        for problem in (bp.check_depth_dir(depth_dir), bp.check_depth_model(depth_model),
+                        bp.DEPTH_BOTH_MESSAGE if depth_dir and depth_model else ""):
+            if problem:
+                _wrapped(col, problem, context, icon="ERROR", alert=True)
         col.prop(s, "fps")
         col.prop(s, "overwrite")
         col.prop(s, "resume")
