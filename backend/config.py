@@ -209,6 +209,9 @@ class GuidanceConfig:
     stage2_views: int = 4
     stage2_radius_range: tuple[float, float] = (0.0, 0.0)
     stage2_t_range: tuple[float, float] = (0.02, 0.5)
+    # stage 2's object-centric render side: sizes[i] while step_ratio < steps[i], the last size after
+    stage2_render_sizes: tuple[int, int, int] = (128, 256, 512)
+    stage2_render_steps: tuple[float, float] = (0.3, 0.6)
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,8 @@ PRESETS: dict[str, Config] = {
                             lr_depth=3.2e-3),
         preview=PreviewConfig(passes=1, track_grid=12),
         guidance=False,
-        sds=GuidanceConfig(stage1_views=2, stage2_views=1),  # only used with a local model
+        sds=GuidanceConfig(stage1_views=2, stage2_views=1,  # only used with a local model
+                           stage2_render_sizes=(48, 48, 48)),
     ),
     "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30),
                    sds=GuidanceConfig()),

@@ -40,7 +40,7 @@ from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stag
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
-from .priors.zero123 import Zero123Guidance, load_zero123, resolve_model
+from .priors.zero123 import Conditioning, Zero123Guidance, frame_crops, load_zero123, resolve_model
 from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
@@ -384,28 +384,63 @@ def _targets(prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter) 
                        flow_row=torch.from_numpy(row).long(), depth=depth)
 
 
+def stage2_crops(prep: Prepared, cfg: Config, k: int, ref_side: float) -> np.ndarray:
+    """Object k's per-frame conditioning crops for stage 2's guidance (T,S,S,3), S = ``sds.image_size``.
+
+    Only frames the fit may see give a crop: trained frames where the object's mask is non-empty.
+    Withheld (--holdout) frames and frames where the object is absent take the nearest such frame's
+    crop, so no withheld pixel reaches the fit through the conditioning."""
+    masks = prep.fit_masks[k]
+    visible = masks.reshape(masks.shape[0], -1).any(1) & prep.trained
+    return frame_crops(prep.clip.frames, masks, prep.tracks[k].bbox, visible, ref_side, cfg.stage2.crop_margin,
+                       cfg.sds.image_size)
+
+
+def stage2_conditioning(guidance: Zero123Guidance, prep: Prepared, cfg: Config, sides: list[float],
+                        chunk: int = 16) -> list[Conditioning]:
+    """Every object's per-frame conditioning, computed once before stage 2 (in chunks of frames, so a
+    long clip does not encode all its crops in one batch)."""
+    out = []
+    for k, side in enumerate(sides):
+        crops = stage2_crops(prep, cfg, k, side)
+        parts = [guidance.condition(crops[i:i + chunk]) for i in range(0, len(crops), chunk)]
+        out.append(Conditioning(clip=torch.cat([p.clip for p in parts]),
+                                latents=torch.cat([p.latents for p in parts])))
+    return out
+
+
 def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt, reporter, should_stop,
                 guidance: Zero123Guidance | None = None):
     """Stage 1 per object, then stage 2 jointly; checkpoints after each object and during stage 2.
 
-    ``guidance`` (Zero123) distils its prior into stage 1, conditioned on each object's reference crop."""
+    ``guidance`` (Zero123) distils its prior into stage 1, conditioned on each object's reference crop,
+    and into stage 2, conditioned on each object's crop in every sampled frame. Its random stream is
+    checkpointed twice: as it was after stage 1 (the stage-2 conditioning draws from it once, and a
+    resumed run must draw the same), and as it was at the stage-2 step saved."""
     clip, dev = prep.clip, prep.device
     K = clip.num_objects
     iters1 = cfg.stage1.iterations
     canon: list[CanonicalGaussians] = []
     sides: list[float] = []
     resumed: dict = {}
+    g_after_stage1 = {"state": guidance.generator.get_state()} if guidance is not None else {}
     if req.resume:
         ckpt.load(resumed.update)
         canon = [_canonical_from(d, dev) for d in resumed["stage1"]]
         sides = [float(x) for x in resumed["ref_sides"]]
         gen.set_state(resumed["generator1"])
+        if guidance is not None and "guidance_generator1" in resumed:
+            guidance.generator.set_state(resumed["guidance_generator1"])
+            g_after_stage1["state"] = resumed["guidance_generator1"]
         reporter.log(f"resuming: stage 1 done for {len(canon)} of {K} objects"
                      + (f", stage 2 at step {int(resumed['fit']['step'])}" if "fit" in resumed else ""))
 
     def stage1_payload() -> dict:
-        return {"stage1": [_canonical_payload(c) for c in canon], "ref_sides": list(sides),
-                "generator1": gen.get_state()}
+        d = {"stage1": [_canonical_payload(c) for c in canon], "ref_sides": list(sides),
+             "generator1": gen.get_state()}
+        if guidance is not None:
+            d["guidance_generator1"] = g_after_stage1["state"]
+        return d
 
     reporter.begin("objects")
     for k in range(len(canon), K):
@@ -426,6 +461,8 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
                             "run the same command with --resume to continue from there") from e
         canon.append(c)
         sides.append(box.side)
+        if guidance is not None:
+            g_after_stage1["state"] = guidance.generator.get_state()
         reporter.log(f"object {tr.id}: {c.num_gaussians} Gaussians")
         ckpt.save(stage1_payload(), 0)
     reporter.end("objects")
@@ -434,26 +471,38 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     cams = cameras.to(dev)
     scene = build_method_scene(clip.object_ids, canon, prep.tracks, cams, depths, sides, cfg, trained=prep.trained)
     state = make_stage2_state(scene, cfg, gen)
+    conditioning = None
+    if guidance is not None:
+        t0 = time.monotonic()
+        conditioning = stage2_conditioning(guidance, prep, cfg, sides)
+        reporter.log(f"guidance: stage-2 conditioning of {K} objects x {clip.num_frames} frames "
+                     f"in {time.monotonic() - t0:.1f} s")
     if "fit" in resumed:
         scene.load_state_dict(resumed["model"])
         state.load_state_dict(resumed["fit"])
+        if guidance is not None and "guidance_generator2" in resumed:
+            guidance.generator.set_state(resumed["guidance_generator2"])
         reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
     reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations")
 
     def checkpoint() -> bool:
-        return ckpt.save(dict(stage1_payload(), model=scene.state_dict(), fit=state.state_dict()), state.step)
+        payload = dict(stage1_payload(), model=scene.state_dict(), fit=state.state_dict())
+        if guidance is not None:
+            payload["guidance_generator2"] = guidance.generator.get_state()
+        return ckpt.save(payload, state.step)
 
     try:
         final = fit_stage2(scene, targets, cams, cfg, iterations, state,
                            on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop,
-                           on_checkpoint=checkpoint)
+                           on_checkpoint=checkpoint, guidance=guidance, conditioning=conditioning)
     except Cancelled as e:
         if not checkpoint():
             raise
         raise Cancelled(f"{e}; progress saved in {ckpt.folder}",
                         "run the same command with --resume to continue from there") from e
     reporter.end("fit")
-    info = f"{guidance.model.describe()}; stage 1 only" if guidance is not None else "disabled"
+    info = (f"{guidance.model.describe()}; stage 1 and stage 2 (per-frame crops)" if guidance is not None
+            else "disabled")
     return scene, final, info
 
 

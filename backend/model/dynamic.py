@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deformation_field import DeformationField
+from .deformation_field import DeformationDelta, DeformationField
 from .frame_fill import FrameFill
 from .gaussians import CanonicalGaussians, GaussianBatch
 from .geometry import quat_multiply, quat_normalize, rotmat_to_quat
@@ -89,23 +89,35 @@ class DynamicObject(nn.Module):
                                   colors=torch.sigmoid(self.color_logits), opacities=self.opacities,
                                   quats=self.quats)
 
+    def _deform(self, frames: torch.Tensor) -> tuple[DeformationDelta, GaussianBatch]:
+        """The field's deltas at ``frames`` (B,) and the deformed Gaussians in object units."""
+        delta = self.field(self.means, frames)
+        B, N = frames.shape[0], self.num_gaussians
+        obj = GaussianBatch(means=self.means[None] + delta.d_means,
+                            quats=quat_normalize(self.quats[None] + delta.d_quats),
+                            log_scales=self.log_scales[None] + delta.d_log_scales,
+                            colors=torch.sigmoid(self.color_logits[None] + delta.d_colors),
+                            opacities=self.opacities[None].expand(B, N))
+        return delta, obj
+
+    def object_space(self, frames: torch.Tensor) -> GaussianBatch:
+        """The object at ``frames`` (B,) long in its own units, without the scene placement: what the
+        object-centric cameras of ``model.object_camera`` see (stage 2's novel-view guidance)."""
+        return self._deform(frames)[1]
+
     def forward(self, frames: torch.Tensor, c2w: torch.Tensor) -> ObjectState:
         """The object at ``frames`` (B,) long, seen by cameras with camera-to-world ``c2w`` (B,4,4)."""
-        delta = self.field(self.means, frames)
+        delta, obj = self._deform(frames)
         B, N = frames.shape[0], self.num_gaussians
         s, trans, d = self.placement.at(frames)
         s, d = s[:, None, None], d[:, None, None]  # (B,1,1)
-        x = self.means[None] + delta.d_means  # object units
-        cam = d * (s * x + trans[:, None, :])
+        cam = d * (s * obj.means + trans[:, None, :])
         R, t = c2w[:, :3, :3], c2w[:, :3, 3]
         world = torch.einsum("bij,bnj->bni", R, cam) + t[:, None, :]
         d_size = self.placement.at(torch.zeros_like(frames))[2][:, None, None] if self.scale_first_depth else d
-        log_scales = self.log_scales[None] + delta.d_log_scales + torch.log(s * d_size)
-        q_obj = quat_normalize(self.quats[None] + delta.d_quats)
+        log_scales = obj.log_scales + torch.log(s * d_size)
         q_cam = rotmat_to_quat(R)[:, None, :].expand(B, N, 4)
-        quats = quat_multiply(q_cam, q_obj)
-        colors = torch.sigmoid(self.color_logits[None] + delta.d_colors)
-        opac = self.opacities[None].expand(B, N)
-        return ObjectState(world=GaussianBatch(means=world, quats=quats, log_scales=log_scales, colors=colors,
-                                               opacities=opac),
+        quats = quat_multiply(q_cam, obj.quats)
+        return ObjectState(world=GaussianBatch(means=world, quats=quats, log_scales=log_scales, colors=obj.colors,
+                                               opacities=obj.opacities),
                            d_log_scales=delta.d_log_scales, d_colors=delta.d_colors)

@@ -7,20 +7,27 @@ from the clip, checked for occlusion, supervises the projected motion of the Gau
 colour changes are kept small, and each object's kNN neighbourhoods are kept locally rigid with
 smoothly varying scale, which carries hidden Gaussians along with the visible ones. The canonical
 geometry from stage 1 is frozen: only the fields, colours, translations and depth factors learn.
+
+With a novel-view prior (``FrameGuidance``, Zero123 in ``priors/zero123.py``), each micro-batch also
+renders every object on its own, deformed but not placed in the scene, from random orbit views around
+it, and distils the prior conditioned on that frame's crop of the object (spec §4.6 step 3). This is
+what shapes the parts of a moving object that the video never shows. The public code also renders a
+reference view there for a reconstruction loss whose mask is all zeros [quirk]; that dead compute is
+left out.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
+from ..config import Config, GuidanceConfig
 from ..errors import Cancelled
 from ..kernels import rasterize, rasterize_frames
 from ..model.camera import Cameras
@@ -35,6 +42,16 @@ from ..model.tracks import ObjectTrack
 from . import losses as L
 from .knn import KnnTable, knn_table
 from .state import FitState, finish_step
+
+
+class FrameGuidance(Protocol):
+    """A novel-view prior for stage 2 (``priors.zero123.Zero123Guidance`` implements it): given one
+    object's conditioning (per frame, computed once), the sampled frames (B,) host long, and a function
+    that renders that object at orbit offsets (B,V,3) (Δelevation°, Δazimuth°, Δradius) into B·V
+    object-centric images on white (frame-major), returns the weighted, view-averaged loss."""
+
+    def frame_loss(self, cond: Any, frames: torch.Tensor, render: Callable[[torch.Tensor], torch.Tensor],
+                   step_ratio: float) -> torch.Tensor: ...
 
 
 class MethodScene(nn.Module):
@@ -308,6 +325,58 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
 
 
 # ---------------------------------------------------------------------------------------------
+# object-centric views (stage 2's guidance)
+
+
+def guidance_render_size(cfg: GuidanceConfig, step_ratio: float) -> int:
+    """The object-centric render side at ``step_ratio``: coarse early, fine late (128/256/512 by the spec)."""
+    for size, until in zip(cfg.stage2_render_sizes, cfg.stage2_render_steps):
+        if step_ratio < until:
+            return int(size)
+    return int(cfg.stage2_render_sizes[-1])
+
+
+def render_object_views(obj: GaussianBatch, offsets: torch.Tensor, radius: float, size: int, fovy_deg: float,
+                        background: float = 1.0) -> torch.Tensor:
+    """Object-centric renders (B·V,size,size,3), frame-major, of B frames' Gaussians ``obj`` (object
+    units) from V orbit views each: ``offsets`` (B,V,3) (Δelevation°, Δazimuth°, Δradius) from the
+    reference camera at ``radius`` (``model.object_camera``). All B·V views go through one rasterizer call.
+    """
+    B, V = int(offsets.shape[0]), int(offsets.shape[1])
+    dev = obj.means.device
+    views = torch.stack([orbit_viewmat(radius + float(r), float(e), float(a))
+                         for e, a, r in offsets.reshape(-1, 3).tolist()]).to(dev)
+    K = object_intrinsics(size, fovy_deg).to(dev)[None].expand(B * V, 3, 3)
+
+    def rep(x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(V, 0)
+
+    bg = torch.full((B * V, 3), float(background), device=dev)
+    img, _ = rasterize_frames(rep(obj.means), rep(obj.quats), rep(obj.log_scales).exp(), rep(obj.opacities),
+                              rep(obj.colors), views, K, size, size, backgrounds=bg)
+    return img
+
+
+def guidance_losses(scene: MethodScene, guidance: FrameGuidance, conditioning: Sequence[Any], frames: torch.Tensor,
+                    cfg: Config, step_ratio: float, scale: float = 1.0) -> torch.Tensor:
+    """Each object's guidance loss at the micro-batch's ``frames`` (B,) host long, back-propagated
+    (× ``scale``) one object at a time so that only one object's views are alive at once; returns the
+    detached sum over objects (unscaled)."""
+    dev = scene.c2w.device
+    fr = frames.to(dev)
+    size = guidance_render_size(cfg.sds, step_ratio)
+    radius, fovy = cfg.stage1.camera_radius, cfg.camera.fovy_deg
+    total = torch.zeros((), device=dev)
+    for k, obj in enumerate(scene.objects):
+        loss = guidance.frame_loss(conditioning[k], frames,
+                                   lambda off, o=obj: render_object_views(o.object_space(fr), off, radius, size, fovy),
+                                   step_ratio)
+        (loss * scale).backward()
+        total = total + loss.detach()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
 # the fit
 
 
@@ -328,9 +397,16 @@ def make_stage2_state(scene: MethodScene, cfg: Config, generator: torch.Generato
 def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: Config, iterations: int,
                state: FitState, *, on_step: Callable[[int, int, dict[str, float]], None] = lambda *a: None,
                should_stop: Callable[[], bool] = lambda: False,
-               on_checkpoint: Callable[[], None] = lambda: None) -> dict[str, float]:
-    """Optimise ``scene`` in place from ``state.step`` to ``iterations``; returns the last loss terms."""
+               on_checkpoint: Callable[[], None] = lambda: None, guidance: FrameGuidance | None = None,
+               conditioning: Sequence[Any] | None = None) -> dict[str, float]:
+    """Optimise ``scene`` in place from ``state.step`` to ``iterations``; returns the last loss terms.
+
+    With ``guidance``, ``conditioning[k]`` is object k's per-frame conditioning; the guidance term
+    (summed over objects, not ramped by the step ratio) is reported as ``guidance`` and counted in ``total``.
+    """
     c = cfg.stage2
+    if guidance is not None and (conditioning is None or len(conditioning) != scene.num_objects):
+        raise ValueError("stage-2 guidance needs one conditioning per object")
     train = targets.train
     dev = targets.frames.device
     per = min(c.frames_per_batch, int(train.numel()))
@@ -350,6 +426,10 @@ def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: 
                 bgs = torch.ones(per, 3, device=dev)
             terms = step_losses(scene, targets, cameras, frames, bgs, cfg, ratio)
             (terms["total"] / c.accumulation).backward()
+            if guidance is not None:
+                terms["guidance"] = guidance_losses(scene, guidance, conditioning, frames, cfg, ratio,
+                                                    1.0 / c.accumulation)
+                terms["total"] = terms["total"].detach() + terms["guidance"]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach() / c.accumulation
         state.optimizer.step()
