@@ -104,7 +104,6 @@ def density_grid(means: np.ndarray, quats: np.ndarray, sigmas: np.ndarray, opaci
     sigmas = np.sqrt(np.square(sigmas) + (0.5 * voxel) ** 2)
     origin = lo - voxel  # one empty voxel of padding
     shape = tuple(int(np.ceil((hi[a] - lo[a]) / voxel)) + 3 for a in range(3))
-    field = np.zeros(int(np.prod(shape)), np.float64)
     inv_cov = covariance_inverses(quats, sigmas)
 
     centre = np.rint((means - origin) / voxel).astype(np.int64)
@@ -113,23 +112,36 @@ def density_grid(means: np.ndarray, quats: np.ndarray, sigmas: np.ndarray, opaci
     while cap > 2 and (np.power(2 * np.minimum(radius, cap) + 1, 3)).sum() > MAX_EVALUATIONS:
         cap -= 1
     radius = np.minimum(radius, cap)
-    dims = np.array(shape, np.int64)
-    strides = np.array([shape[1] * shape[2], shape[2], 1], np.int64)
+    # Accumulate into a grid padded by the largest window, so no window index needs a bounds check;
+    # the padding is cut off at the end (it can only hold the far tails of windows).
+    pad = int(radius.max())
+    big = tuple(n + 2 * pad for n in shape)
+    field = np.zeros(int(np.prod(big)), np.float64)
+    strides = np.array([big[1] * big[2], big[2], 1], np.int64)
+    flat_centre = (centre + pad) @ strides
+    base = (origin + centre * voxel - means).astype(np.float32)  # window centre relative to the mean
+    A = inv_cov.astype(np.float32)
+    quad = (A[:, 0, 0], A[:, 1, 1], A[:, 2, 2], 2 * A[:, 0, 1], 2 * A[:, 0, 2], 2 * A[:, 1, 2])
+    opac32 = opac.astype(np.float32)
     for r in np.unique(radius):
         sel = np.nonzero(radius == r)[0]
         ax = np.arange(-r, r + 1)
         offsets = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+        off_flat = offsets @ strides
+        off = (offsets * voxel).astype(np.float32)
         chunk = max(1, _CHUNK_PAIRS // len(offsets))
         for s in range(0, len(sel), chunk):
             g = sel[s:s + chunk]
-            idx = centre[g][:, None, :] + offsets[None]  # (n, W, 3) voxel indices
-            d = (origin + idx * voxel - means[g][:, None, :]).astype(np.float32)
-            m = (np.matmul(d, inv_cov[g].astype(np.float32)) * d).sum(axis=2)
-            val = opac[g][:, None].astype(np.float32) * np.exp(-0.5 * m)
-            ok = ((idx >= 0) & (idx < dims)).all(axis=2)
-            flat = (idx * strides).sum(axis=2)
-            field += np.bincount(flat[ok], weights=val[ok], minlength=field.size)
-    return DensityGrid(values=field.reshape(shape).astype(np.float32), origin=origin, voxel=voxel)
+            dx = base[g, 0:1] + off[None, :, 0]  # (n, W) offsets of the window's voxels from the mean
+            dy = base[g, 1:2] + off[None, :, 1]
+            dz = base[g, 2:3] + off[None, :, 2]
+            a, b, c, ab, ac, bc = (q[g][:, None] for q in quad)
+            m = a * dx * dx + b * dy * dy + c * dz * dz + ab * dx * dy + ac * dx * dz + bc * dy * dz
+            val = opac32[g][:, None] * np.exp(-0.5 * m)
+            field += np.bincount((flat_centre[g][:, None] + off_flat[None]).ravel(), weights=val.ravel(),
+                                 minlength=field.size)
+    field = field.reshape(big)[pad:pad + shape[0], pad:pad + shape[1], pad:pad + shape[2]]
+    return DensityGrid(values=np.ascontiguousarray(field, np.float32), origin=origin, voxel=voxel)
 
 
 # Kuhn split of a voxel into six tetrahedra along its main diagonal: corner 0 -> e_a -> e_a+e_b ->
