@@ -360,6 +360,4 @@ def parse_assignment(cfg: Config, text: str) -> Config:
         ok = current is None or isinstance(value, type(current))
     if not ok:
         raise ValueError(f"--set {key}: expected {type(current).__name__} (like {json.dumps(current)}), got {raw!r}")
-    if len(path) == 1:
-        return replace(cfg, **{name: value})
-    return replace(cfg, **{path[0]: replace(owner, **{name: value})})
+    return with_overrides(cfg, **({path[0]: {name: value}} if len(path) == 2 else {name: value}))

@@ -20,6 +20,20 @@ BACKENDS = ("auto", "torch", "gsplat")
 __all__ = ["BACKENDS", "RENDER_MODES", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch"]
 
 
+def _use_gsplat(backend: str, device: torch.device) -> bool:
+    """Whether ``backend`` resolves to gsplat for tensors on ``device``; refuses an unknown backend
+    and gsplat for non-CUDA tensors."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = device.type == "cuda"
+    if backend == "gsplat" and not on_cuda:
+        raise ValueError(
+            f"backend='gsplat' needs CUDA tensors, got tensors on {device}; "
+            "use backend='torch' or 'auto' on the CPU"
+        )
+    return backend == "gsplat" or (backend == "auto" and on_cuda)
+
+
 def rasterize(
     means: Tensor,
     quats: Tensor,
@@ -86,16 +100,7 @@ def rasterize(
         ImportError: backend resolves to gsplat and gsplat is not installed.
     """
     check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, render_mode, backgrounds)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    on_cuda = means.device.type == "cuda"
-    if backend == "gsplat" and not on_cuda:
-        raise ValueError(
-            f"backend='gsplat' needs CUDA tensors, got tensors on {means.device}; "
-            "use backend='torch' or 'auto' on the CPU"
-        )
-    use_gsplat = backend == "gsplat" or (backend == "auto" and on_cuda)
-    fn = rasterize_gsplat if use_gsplat else rasterize_torch
+    fn = rasterize_gsplat if _use_gsplat(backend, means.device) else rasterize_torch
     return fn(
         means,
         quats,
@@ -157,13 +162,8 @@ def rasterize_frames(
     for name, (t, want) in wanted.items():
         if tuple(t.shape) != want:
             raise ValueError(f"{name} must be {want} for means of shape {tuple(means.shape)}, got {tuple(t.shape)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    on_cuda = means.device.type == "cuda"
-    if backend == "gsplat" and not on_cuda:
-        raise ValueError(f"backend='gsplat' needs CUDA tensors, got tensors on {means.device}")
     kw = dict(near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, render_mode=render_mode)
-    if backend == "gsplat" or (backend == "auto" and on_cuda):
+    if _use_gsplat(backend, means.device):
         check_inputs(means[0], quats[0], scales[0], opacities[0], colors[0], viewmats[:1], Ks[:1], width, height,
                      render_mode, None if backgrounds is None else backgrounds[:1])
         return rasterize_gsplat_frames(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
