@@ -137,6 +137,15 @@ def _missing_parts(folder: str, parts: tuple[str, ...]) -> list[str]:
     return [p for p in parts if not os.path.isfile(os.path.join(folder, *p.split("/")))]
 
 
+def _folder_problem(path: str, folder_name: str, path_name: str) -> str:
+    """"<folder_name> not found: path" or "<path_name> is a file, not a folder: path", or ""."""
+    if not os.path.exists(path):
+        return f"{folder_name} not found: {path}"
+    if not os.path.isdir(path):
+        return f"{path_name} is a file, not a folder: {path}"
+    return ""
+
+
 def check_guidance_model(spec: str) -> str:
     """Why the guidance model ``spec`` cannot be used, or "" (empty spec: the backend's default model).
 
@@ -148,10 +157,9 @@ def check_guidance_model(spec: str) -> str:
     if not spec or is_hub_id(spec):
         return ""
     folder = os.path.expanduser(spec)
-    if not os.path.exists(folder):
-        return f"Guidance model folder not found: {folder}"
-    if not os.path.isdir(folder):
-        return f"Guidance model is a file, not a folder: {folder}"
+    problem = _folder_problem(folder, "Guidance model folder", "Guidance model")
+    if problem:
+        return problem
     missing = _missing_parts(folder, GUIDANCE_MODEL_PARTS)
     if missing:
         return (f"Guidance model folder {folder} is not a Zero123 model in the diffusers layout "
@@ -163,21 +171,16 @@ def check_depth_dir(path: str) -> str:
     """Why the depth-maps folder cannot be used, or "" (also for an empty path: not given)."""
     if not path:
         return ""
-    if not os.path.exists(path):
-        return f"Depth maps folder not found: {path}"
-    if not os.path.isdir(path):
-        return f"Depth maps path is a file, not a folder: {path}"
-    return ""
+    return _folder_problem(path, "Depth maps folder", "Depth maps path")
 
 
 def check_depth_model(path: str) -> str:
     """Why the local depth model folder cannot be used, or "" (also for an empty path: not given)."""
     if not path:
         return ""
-    if not os.path.exists(path):
-        return f"Depth model folder not found: {path}"
-    if not os.path.isdir(path):
-        return f"Depth model is a file, not a folder: {path}"
+    problem = _folder_problem(path, "Depth model folder", "Depth model")
+    if problem:
+        return problem
     missing = _missing_parts(path, DEPTH_MODEL_PARTS)
     if missing:
         return (f"Depth model folder {path} is not a transformers depth model saved with "
