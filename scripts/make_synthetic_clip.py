@@ -37,6 +37,14 @@ What the clip is (a small but physically consistent 2.5D world)
     and, with two or more objects, some object is at least 20% hidden by another for several frames
     (min(3, frames // 4) of them, so very short clips of 1-3 frames need not show occlusion).
 
+A moving camera (``--camera_motion pan``) translates sideways along ``camera_path`` (no rotation,
+no change of depth): a card at depth z shifts by ``-f * c / z`` in the image and keeps its size, and
+the background plane shifts by whole supersamples of one larger canvas, so every frame stays exact.
+Its world is the frame-0 camera moved by a fixed rotation and offset (``world_from_camera0``). The
+clip then also gets ``megasam.npz`` in MegaSAM's format (``images`` (T,H,W,3) uint8, ``depths``
+(T,H,W) float16 z-depth of the visible surface, ``intrinsic`` (3,3) K, ``cam_c2w`` (T,4,4) OpenCV
+axes) and ``background.png``, frame 0's background without objects (the inpainted-background input).
+
 Output layout (the project's input layout)::
 
     OUT_DIR/JPEGImages/00000.png ...      RGB frames, 8-bit PNG
@@ -44,11 +52,13 @@ Output layout (the project's input layout)::
     OUT_DIR/Annotations/001/00000.png ... one folder per object, binary 0/255 single-channel PNGs
     OUT_DIR/ground_truth.json             scene ground truth (see ``make_clip``)
     OUT_DIR/clip.mp4                      only with --video: the same frames, mp4v, 12 fps
+    OUT_DIR/megasam.npz, background.png   only with --camera_motion pan (above)
 
 Usage::
 
     python scripts/make_synthetic_clip.py OUT_DIR [--width 96] [--height 96] [--frames 16]
                                                   [--objects 3] [--seed 0] [--video]
+                                                  [--camera_motion {static,pan}] [--camera_pan 0.3]
 
 Same arguments give byte-identical PNGs. Only numpy and OpenCV are needed.
 """
@@ -78,6 +88,14 @@ MAX_OCCLUDED = 0.85  # no object is ever hidden more than this (its mask never v
 MAX_TRUNCATED = 0.25  # at most this much of an object's area may lie outside the frame
 MIN_VISIBLE_FRAME0 = 0.8  # every object shows at least this fraction of its area in frame 0
 MAX_ATTEMPTS = 200
+
+CAMERA_MOTIONS = ("static", "pan")
+MEGASAM_NAME = "megasam.npz"  # moving camera only: the cameras and depths in MegaSAM's npz format
+BACKGROUND_NAME = "background.png"  # moving camera only: the clean background of frame 0
+# The moving camera's world is not its frame-0 camera (as MegaSAM's world need not be): a fixed
+# rotation about y and an offset, so that a camera-to-world matrix confused with its inverse shows.
+WORLD_ROTATION_DEG = 20.0
+WORLD_OFFSET = (0.5, -0.2, 1.0)
 
 SHAPES = ("striped disc", "checkered rounded rectangle", "radial-gradient ellipse",
           "dotted hexagon", "banded diamond")
@@ -177,6 +195,43 @@ def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray
 
 
 # --------------------------------------------------------------------------------------------------
+# The moving camera
+
+
+def camera_path(width: int, height: int, frames: int, pan: float) -> np.ndarray:
+    """(frames, 3) translation of the moving camera from its frame-0 position, camera-0 axes.
+
+    A pan of ``pan`` scene units to the right over the clip with a small vertical arc
+    (``-pan/4 * sin(pi t)``, upwards in the middle), no rotation and no change of depth, so the
+    fronto-parallel cards stay fronto-parallel at their own depth. Each translation is rounded so
+    that the far background plane moves by a whole number of supersamples
+    (``translation * f / BACKGROUND_DEPTH * SUPERSAMPLE`` is an integer), which lets it be cut
+    exactly from one larger canvas; the cards are drawn at their exact positions.
+    """
+    f = intrinsics(width, height)[1, 1]
+    t = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
+    raw = np.stack([pan * t, -0.25 * pan * np.sin(np.pi * t), np.zeros_like(t)], axis=1)
+    unit = BACKGROUND_DEPTH / (f * SUPERSAMPLE)
+    return np.round(raw / unit) * unit
+
+
+def world_from_camera0() -> np.ndarray:
+    """(4, 4) pose of the frame-0 camera in the moving clip's world (OpenCV camera axes)."""
+    a = math.radians(WORLD_ROTATION_DEG)
+    g = np.eye(4)
+    g[:3, :3] = [[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]]
+    g[:3, 3] = WORLD_OFFSET
+    return g
+
+
+def camera_to_world(camera: np.ndarray) -> np.ndarray:
+    """(frames, 4, 4) camera-to-world of the moving camera: ``world_from_camera0() @ [I | c(t)]``."""
+    c2w = np.repeat(np.eye(4)[None], len(camera), axis=0)
+    c2w[:, :3, 3] = camera
+    return world_from_camera0()[None] @ c2w
+
+
+# --------------------------------------------------------------------------------------------------
 # Scene layout
 
 
@@ -263,8 +318,11 @@ def _clip_box(box, ws: int, hs: int):
     return (slice(cy0, cy1), slice(cx0, cx1)), (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
 
 
-def _rasterize(layout: list[_Object], width: int, height: int, frames: int):
-    """Per frame: the supersampled id buffer (0 = background, k+1 = object k) and per-object stats."""
+def _rasterize(layout: list[_Object], width: int, height: int, frames: int, camera: np.ndarray | None = None):
+    """Per frame: the supersampled id buffer (0 = background, k+1 = object k) and per-object stats.
+
+    ``camera`` (frames, 3) is the camera's translation from its frame-0 position (moving camera); a
+    card at depth z then appears shifted by -f·c/z, with its size unchanged (pure translation)."""
     s = SUPERSAMPLE
     hs, ws = height * s, width * s
     n = len(layout)
@@ -277,6 +335,10 @@ def _rasterize(layout: list[_Object], width: int, height: int, frames: int):
         t = fi / (frames - 1) if frames > 1 else 0.0
         for k, obj in enumerate(layout):
             states[fi, k] = _trajectory(obj, t, width, height)
+            if camera is not None:
+                f = intrinsics(width, height)[1, 1]
+                states[fi, k, 0] -= f * camera[fi, 0] / states[fi, k, 2]
+                states[fi, k, 1] -= f * camera[fi, 1] / states[fi, k, 2]
         for k in np.argsort(-states[fi, :, 2], kind="stable"):  # far to near
             u, v, _z, r, ang = states[fi, k]
             box, a, b = _local_grid(u, v, r, ang)
@@ -367,7 +429,7 @@ def _clear_stale(out_dir: Path) -> None:
                         p.unlink()
                 if not any(d.iterdir()):
                     d.rmdir()
-    for name in ("clip.mp4", "ground_truth.json"):
+    for name in ("clip.mp4", "ground_truth.json", MEGASAM_NAME, BACKGROUND_NAME):
         p = out_dir / name
         if p.is_file():
             p.unlink()
@@ -394,8 +456,13 @@ def _r(x: float, nd: int = 6) -> float:
 
 
 def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, objects: int = 3,
-              seed: int = 0, video: bool = False) -> dict:
+              seed: int = 0, video: bool = False, camera_motion: str = "static",
+              camera_pan: float = 0.3) -> dict:
     """Generate the synthetic clip into ``out_dir`` and return its ground truth plus the output paths.
+
+    ``camera_motion="pan"`` moves the camera along ``camera_path(..., camera_pan)`` (see the module
+    docstring) and also writes ``megasam.npz`` and ``background.png``; the default ``"static"``
+    writes exactly what earlier versions wrote.
 
     ``ground_truth.json`` holds ``width``, ``height``, ``frames``, ``fps`` (12), ``camera`` (``K`` 3x3,
     ``convention`` "opencv", ``fovy_deg`` 49.1, ``c2w`` identity, ``background_depth``), ``objects``
@@ -421,18 +488,35 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
         raise ValueError(f"objects must be in 1..{MAX_OBJECTS}, got {objects}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+    if camera_motion not in CAMERA_MOTIONS:
+        raise ValueError(f"camera_motion must be one of {', '.join(CAMERA_MOTIONS)}, got {camera_motion!r}")
+    if not math.isfinite(camera_pan):
+        raise ValueError(f"camera_pan must be finite, got {camera_pan}")
+    moving = camera_motion == "pan"
+    camera = camera_path(width, height, frames, float(camera_pan)) if moving else None
 
     rng = np.random.default_rng(seed)
     for _attempt in range(MAX_ATTEMPTS):
         layout = _draw_layout(rng, width, height, objects)
-        ids, states, total, occluded, truncated = _rasterize(layout, width, height, frames)
+        ids, states, total, occluded, truncated = _rasterize(layout, width, height, frames, camera)
         if _acceptable(occluded, truncated, frames):
             break
     else:
         raise RuntimeError(
             f"no acceptable layout in {MAX_ATTEMPTS} draws for {width}x{height}, {frames} frames, "
             f"{objects} objects, seed {seed}")
-    bg = _background(width, height, rng)
+    if moving:
+        # the background plane moves by whole supersamples (camera_path): cut each frame's view from
+        # one canvas padded by the largest shift
+        f = intrinsics(width, height)[1, 1]
+        shifts = np.rint(camera[:, :2] * f / BACKGROUND_DEPTH * SUPERSAMPLE).astype(int)  # (T, 2) supersamples
+        pad = int(math.ceil(np.abs(shifts).max() / SUPERSAMPLE)) + 1
+        canvas = _background(width + 2 * pad, height + 2 * pad, rng)
+        hs, ws = height * SUPERSAMPLE, width * SUPERSAMPLE
+        views = [canvas[pad * SUPERSAMPLE + dy:pad * SUPERSAMPLE + dy + hs, pad * SUPERSAMPLE + dx:
+                        pad * SUPERSAMPLE + dx + ws] for dx, dy in shifts]
+    else:
+        bg = _background(width, height, rng)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -447,15 +531,21 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
     frame_paths: list[str] = []
     mask_paths: dict[str, list[str]] = {oid: [] for oid in obj_ids}
     rgb_frames = []
+    depth_maps: list[np.ndarray] = []
     for fi in range(frames):
         name = f"{fi:05d}.png"
-        rgb = _shade(ids[fi], layout, states[fi], bg)
+        rgb = _shade(ids[fi], layout, states[fi], views[fi] if moving else bg)
         rgb_frames.append(rgb)
         p = frames_dir / name
         _write_png(p, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         frame_paths.append(str(p))
         masks = _masks(ids[fi], states[fi, :, 2], width, height)
         stack = [~masks.any(axis=0)] + list(masks)
+        if moving:
+            depth = np.full((height, width), BACKGROUND_DEPTH)
+            for k in range(objects):
+                depth[masks[k]] = states[fi, k, 2]
+            depth_maps.append(depth)
         for oid, m in zip(obj_ids, stack):
             p = ann_dir / oid / name
             _write_png(p, m.astype(np.uint8) * 255)
@@ -467,6 +557,19 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
         _write_video(video_path, rgb_frames, width, height)
 
     K = intrinsics(width, height)
+    megasam_path = background_path = None
+    if moving:
+        c2w = camera_to_world(camera)
+        megasam_path = out_dir / MEGASAM_NAME
+        # MegaSAM's layout: frames, z-depth maps (float16 as MegaSAM writes), K at this resolution,
+        # camera-to-world with OpenCV camera axes
+        np.savez(megasam_path, images=np.stack(rgb_frames), depths=np.stack(depth_maps).astype(np.float16),
+                 intrinsic=K.astype(np.float32), cam_c2w=c2w.astype(np.float32))
+        s = SUPERSAMPLE
+        clean = views[0].reshape(height, s, width, s, 3).mean(axis=(1, 3))  # what an inpainter would give
+        background_path = out_dir / BACKGROUND_NAME
+        _write_png(background_path, cv2.cvtColor(np.clip(np.rint(clean * 255.0), 0, 255).astype(np.uint8),
+                                                 cv2.COLOR_RGB2BGR))
     area_scale = 1.0 / SUPERSAMPLE ** 2
     gt_objects = []
     for k, obj in enumerate(layout):
@@ -487,6 +590,10 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
             "occluded_fraction": [_r(x) for x in occluded[:, k]],
             "truncated_fraction": [_r(x) for x in truncated[:, k]],
         })
+        if moving:
+            cam_pos = np.array(gt_objects[-1]["position"]) + camera
+            world = cam_pos @ world_from_camera0()[:3, :3].T + world_from_camera0()[:3, 3]
+            gt_objects[-1]["world_position"] = [[_r(x) for x in p] for p in world]
     occlusion_frames = [int(fi) for fi in np.nonzero(occluded.max(axis=1) >= OCCLUSION_THRESHOLD)[0]] \
         if objects >= 2 else []
     gt = {
@@ -505,6 +612,14 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
         "objects": gt_objects,
         "occlusion_frames": occlusion_frames,
     }
+    if moving:
+        gt["camera"].update({
+            "motion": camera_motion,
+            "pan": float(camera_pan),
+            "c2w": c2w[0].tolist(),  # frame 0's; the world is not the first camera (world_from_camera0)
+            "c2w_per_frame": c2w.tolist(),
+            "translation": camera.tolist(),  # from the frame-0 camera, in its axes
+        })
     gt_path = out_dir / "ground_truth.json"
     gt_path.write_text(json.dumps(gt, indent=1) + "\n", encoding="utf-8")
 
@@ -518,6 +633,9 @@ def make_clip(out_dir, *, width: int = 96, height: int = 96, frames: int = 16, o
         "frames": frame_paths,
         "masks": mask_paths,
     }
+    if moving:
+        result["paths"]["megasam"] = str(megasam_path)
+        result["paths"]["background_image"] = str(background_path)
     return result
 
 
@@ -549,15 +667,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="random seed; same arguments give byte-identical PNGs (default 0)")
     parser.add_argument("--video", action="store_true",
                         help=f"also write clip.mp4 (mp4v, {FPS} fps)")
+    parser.add_argument("--camera_motion", choices=CAMERA_MOTIONS, default="static",
+                        help="static (default): the camera never moves; pan: it translates sideways "
+                             f"(--camera_pan) and the clip also gets {MEGASAM_NAME} (MegaSAM's npz: "
+                             f"images, depths, intrinsic, cam_c2w) and {BACKGROUND_NAME} (frame 0 without "
+                             "objects, the inpainted-background input)")
+    parser.add_argument("--camera_pan", type=float, default=0.3,
+                        help="with --camera_motion pan: the camera's sideways travel over the clip in "
+                             "scene units (the nearest cards sit at depth 3 to 4; default 0.3)")
     args = parser.parse_args(argv)
     gt = make_clip(args.out_dir, width=args.width, height=args.height, frames=args.frames,
-                   objects=args.objects, seed=args.seed, video=args.video)
+                   objects=args.objects, seed=args.seed, video=args.video,
+                   camera_motion=args.camera_motion, camera_pan=args.camera_pan)
     names = ", ".join(f"{o['id']} {o['name']}" for o in gt["objects"])
     print(f"wrote {gt['frames']} frames of {gt['width']}x{gt['height']} to {gt['paths']['out_dir']}")
     print(f"objects: {names}")
     print(f"occlusion frames (some object >= {OCCLUSION_THRESHOLD:.0%} hidden): {gt['occlusion_frames']}")
     if gt["paths"]["video"]:
         print(f"video: {gt['paths']['video']}")
+    if "megasam" in gt["paths"]:
+        print(f"cameras: {gt['paths']['megasam']}, background: {gt['paths']['background_image']}")
     return 0
 
 
