@@ -38,6 +38,9 @@ class CameraConfig:
     near: float = 0.01
     far: float = 100.0
     scene_depth: float = 4.0  # distance of the objects from the camera, in scene units
+    # the static camera's focal length in pixels of the original clip (--focal_px; principal point at
+    # the centre); None: from fovy_deg. Not with --cam_path, whose intrinsics are the camera's own
+    focal_px: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ class Stage2Config:
     w_color_change: float = 500.0
     w_local_scale: float = 50000.0
     w_rigid: float = 50000.0
+    # K-Planes time smoothness of each object's space-time planes (0: the spec, whose public code
+    # leaves the hexplane regularisers unused)
+    w_time_smooth: float = 0.0
     depth_loss: bool = False  # the paper's depth term, where a depth map is available (MegaSAM)
     w_depth: float = 1000.0
     parity_scale_first_depth: bool = False  # True: splat sizes use frame 0's depth factor [quirk]
@@ -230,6 +236,39 @@ class DepthPriorConfig:
 
 
 @dataclass(frozen=True)
+class BackgroundConfig:
+    """Background mode (``--bg_path`` with ``--cam_path``, backend/model/background.py).
+
+    Static Gaussians in MegaSAM's world, lifted from the inpainted background image (it shows frame
+    ``reference_frame``) with that frame's MegaSAM depth and camera, then fitted against the visible
+    background pixels of the training frames through every frame's real camera. Loss per step (B
+    frames): ``w_rgb`` × MSE on the background mask (render over a random white/black backdrop, so
+    colour cannot hide behind transparency) + ``w_alpha`` × mean (1 − alpha)² there + ``w_depth`` ×
+    mean |log rendered depth − log MegaSAM depth| there.
+    """
+
+    reference_frame: int = 0  # the frame the inpainted image shows (the spec: frame 0)
+    max_gaussians: int = 200_000  # one per pixel, or every s-th pixel in x and y when there are more
+    scale_factor: float = 0.7  # initial std-dev as a fraction of the sampling spacing at its depth
+    init_opacity: float = 0.9
+    # MegaSAM's reference depth under the objects (not background there) is filled from the
+    # surrounding background (OpenCV Telea inpainting of log depth) over the object masks grown by
+    # depth_fill_grow_px, so that blurred object edges in the depth map are filled too
+    depth_fill_grow_px: int = 2
+    depth_fill_radius_px: int = 5
+    mask_erode_px: int = 1  # background-mask pixels this close to an object are left out of the fit
+    iterations: int = 1000
+    frames_per_step: int = 4
+    w_rgb: float = 1.0
+    w_alpha: float = 0.1
+    w_depth: float = 0.05
+    lr_means: float = 1e-4  # × the median background depth (positions move in world units)
+    lr_colors: float = 0.02
+    lr_opacity: float = 0.05
+    lr_scales: float = 0.005
+
+
+@dataclass(frozen=True)
 class FitConfig:
     """Iteration budget, batching and learning rates of the joint fit."""
 
@@ -270,6 +309,7 @@ class Config:
     seed: int = 888
     sds: GuidanceConfig = field(default_factory=GuidanceConfig)  # settings of the guidance when it is on
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)  # used with --bg_path
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -296,6 +336,7 @@ PRESETS: dict[str, Config] = {
         guidance=False,
         sds=GuidanceConfig(stage1_views=2, stage2_views=1,  # only used with a local model
                            stage2_render_sizes=(48, 48, 48)),
+        background=BackgroundConfig(iterations=80, frames_per_step=2),
     ),
     "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30),
                    sds=GuidanceConfig()),

@@ -175,6 +175,23 @@ def test_plane_init_and_time_independence_at_start():
     torch.testing.assert_close(out[0], out[2])
 
 
+def test_time_smoothness_is_zero_for_steady_change_and_penalises_a_kink():
+    hp = HexPlane((4, 8), channels=2, time_resolution=7)
+    assert float(hp.time_smoothness()) == 0.0  # constant planes at init
+    with torch.no_grad():
+        for p in hp.temporal:  # features changing linearly with time: no second difference
+            p.copy_(1 + 0.3 * torch.arange(7.0)[None, None, :, None].expand_as(p))
+    assert float(hp.time_smoothness()) < 1e-10
+    with torch.no_grad():
+        hp.temporal[1][:, :, 3] += 0.5  # one time node out of line
+    kink = hp.time_smoothness()
+    assert float(kink) > 1e-3
+    kink.backward()
+    g = hp.temporal[1].grad
+    assert g[:, :, 3].sum() > 0 and g[:, :, 0].abs().max() < 1e-6  # pulls the kink back, leaves far nodes
+    assert hp.temporal[0].grad.abs().max() < 1e-6  # the steady scale is left alone
+
+
 def test_times():
     field = DeformationField(TINY, 8)
     torch.testing.assert_close(field.times(torch.tensor([0, 2, 4, 7])), torch.tensor([-1.0, -0.5, 0.0, 0.75]))

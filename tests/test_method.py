@@ -171,3 +171,34 @@ def test_silhouette_band_removes_the_balanced_mse_bias_towards_fat_silhouettes()
     pixels_ratio = float((mask & ~thin).sum() / (fat.bool() & ~mask).sum())
     assert band_ratio == pytest.approx(pixels_ratio, rel=1e-5)
     assert balanced_mse(target, target, mask, 4) == 0
+
+
+def test_time_smoothness_term_is_named_in_config_and_reaches_only_the_time_planes():
+    import dataclasses
+
+    from backend.optim.stage2 import ClipTargets, step_losses
+
+    frames, masks = _disc_clip(T=4)
+    tr = track_object("001", masks)
+    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
+    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
+    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
+    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+    targets = ClipTargets(frames=torch.from_numpy(frames).float() / 255, masks=torch.from_numpy(masks)[..., None],
+                          train=torch.arange(4), prev=torch.tensor([-1, 0, 1, 2]),
+                          flow=torch.zeros(3, 48, 48, 2), flow_valid=torch.ones(3, 48, 48, dtype=torch.bool),
+                          flow_row=torch.tensor([-1, 0, 1, 2]))
+    batch, bg = torch.tensor([1, 3]), torch.ones(2, 3)
+    for w in (0.0, 5.0):
+        cfg = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, w_time_smooth=w))
+        scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], cfg)
+        planes = scene.objects[0].field.planes
+        with torch.no_grad():  # one time node out of line, as a fit could leave it
+            planes.temporal[0][:, :, 2] += 0.5
+        terms = step_losses(scene, targets, cams, batch, bg, cfg, step_ratio=0.5)
+        assert ("time_smooth" in terms) == (w > 0)
+        if w > 0:
+            assert float(terms["time_smooth"]) == pytest.approx(w * 0.5 * float(planes.time_smoothness()), rel=1e-6)
+            terms["time_smooth"].backward()
+            assert planes.temporal[0].grad.abs().sum() > 0
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for p in planes.spatial)

@@ -56,6 +56,22 @@ class HexPlane(nn.Module):
             nn.Parameter(torch.ones(3, channels, self.time_resolution, r)) for r in self.resolutions
         )
 
+    def time_smoothness(self) -> Tensor:
+        """Mean squared second difference of the space-time planes along time, averaged over scales.
+
+        K-Planes' temporal smoothness prior: features change steadily from one time node to the next,
+        so frames between trained ones (``--holdout``, or a video's in-between times) read a
+        deformation that continues their neighbours' motion instead of an unconstrained blend.
+        """
+        terms = []
+        for p in self.temporal:
+            if p.shape[2] < 3:
+                terms.append(p.new_zeros(()))
+                continue
+            d2 = p[:, :, 2:] - 2 * p[:, :, 1:-1] + p[:, :, :-2]
+            terms.append(d2.square().mean())
+        return torch.stack(terms).mean()
+
     @property
     def out_dim(self) -> int:
         return self.channels * len(self.resolutions)

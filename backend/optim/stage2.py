@@ -320,6 +320,9 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
         terms["color_change"] = c.w_color_change * ramp * torch.stack(dcolor).mean()
         terms["local_scale"] = c.w_local_scale * ramp * torch.stack(lscale).mean()
         terms["rigidity"] = c.w_rigid * ramp * torch.stack(rigid).mean()
+    if c.w_time_smooth > 0:
+        terms["time_smooth"] = c.w_time_smooth * ramp * torch.stack(
+            [o.field.planes.time_smoothness() for o in scene.objects]).mean()
     terms["total"] = sum(terms.values())
     return terms
 
