@@ -52,10 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MegaSAM output npz (depths, intrinsic, cam_c2w; images optional): the fit then "
                          "uses its per-frame cameras (intrinsics rescaled to the clip) and initialises "
                          "object depths from its depth maps. Without it a static camera with a 49.1 degree "
-                         "vertical field of view is used")
+                         "vertical field of view (or --focal_px) is used")
+    io.add_argument("--focal_px", type=float, default=None, metavar="F",
+                    help="without --cam_path: the static camera's focal length in pixels of the original "
+                         "frames (principal point at the image centre) instead of the 49.1 degree field of view")
     io.add_argument("--bg_path", type=Path, default=None,
-                    help="inpainted background image for background mode; not supported by this version: "
-                         "runs refuse it rather than ignore it")
+                    help="background mode (needs --cam_path): the clip's first frame with the objects painted "
+                         "out. It is lifted into MegaSAM's world with its depth, fitted through the real cameras "
+                         "to the background pixels (mask folder 000, else outside every object mask), "
+                         "composited with the objects in the previews and written as the bundle's background")
     run_g = p.add_argument_group("run")
     run_g.add_argument("--preset", choices=sorted(PRESETS), default=None,
                        help="configuration preset: cpu-tiny (sample clip, CI), lite (30 iterations per frame), "
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, seed=args.seed)
     if args.method is not None:
         cfg = replace(cfg, method=args.method)
+    if args.focal_px is not None:
+        cfg = with_overrides(cfg, camera={"focal_px": args.focal_px})
     if args.checkpoint_every is not None:
         cfg = with_overrides(cfg, fit={"checkpoint_every": max(0, args.checkpoint_every)})
     if args.guidance_model is not None or args.guidance_variant is not None:

@@ -252,8 +252,8 @@ class BackgroundConfig:
     scale_factor: float = 0.7  # initial std-dev as a fraction of the sampling spacing at its depth
     init_opacity: float = 0.9
     # MegaSAM's reference depth under the objects (not background there) is filled from the
-    # surrounding background (OpenCV Telea inpainting of log depth) over the object masks grown by
-    # depth_fill_grow_px, so that blurred object edges in the depth map are filled too
+    # surrounding background (log depth, from the hole's rim inwards, window of depth_fill_radius_px)
+    # over the object masks grown by depth_fill_grow_px, so blurred object edges are filled too
     depth_fill_grow_px: int = 2
     depth_fill_radius_px: int = 5
     mask_erode_px: int = 1  # background-mask pixels this close to an object are left out of the fit

@@ -7,16 +7,23 @@ Stages: ``validate`` (inputs), ``init`` (cameras, depths, optical flow), ``objec
 object's canonical Gaussians), ``fit`` (stage 2: all objects jointly over the clip), ``bake`` (plain
 per-frame arrays and previews), ``write`` (the bundle). ``Config.method`` picks the GenMOJO method or
 the rigid skeleton baseline; both go through the same stages.
+
+Background mode (``--bg_path`` with ``--cam_path``): in ``init`` the inpainted background is lifted
+into MegaSAM's world and fitted through the real cameras against the background pixels
+(``model/background.py``, ``optim/background.py``); it is composited with the objects in the
+previews and written as the bundle's ``background``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,13 +34,16 @@ from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info
                          save_checkpoint)
 from .config import Config
 from .errors import Cancelled, InputError
-from .io.bundle_writer import write_bundle
+from .io.background import load_background_image
+from .io.bundle_writer import BakedBackground, write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
+from .model.background import BackgroundGaussians, fill_depth, lift_background
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
 from .model.gaussians import CanonicalGaussians
 from .model.tracks import ObjectTrack, track_objects
+from .optim.background import BackgroundTargets, background_masks, fit_background
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
 from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state
@@ -71,6 +81,19 @@ class RunRequest:
     depth_is_disparity: bool = False  # the maps in depth_dir hold disparity
 
 
+@dataclass(frozen=True)
+class BackgroundInputs:
+    """Background mode's checked inputs: the inpainted image (h,w,3) uint8 at the fitting size, the
+    (T,h,w) bool pixels the background is fitted to (training frames only), the reference frame's
+    pixels (h,w) bool whose MegaSAM depth is the background's own (away from every object), and
+    where the mask came from."""
+
+    image: np.ndarray
+    masks: np.ndarray
+    depth_known: np.ndarray
+    mask_source: str
+
+
 @dataclass
 class Prepared:
     """Everything validated and loaded, ready for the heavy stages."""
@@ -84,6 +107,7 @@ class Prepared:
     megasam: MegasamCameras | None = None
     depth_maps: depth_prior.DepthMaps | None = None  # from --depth_dir, read and checked in prepare
     guidance_folder: Path | None = None  # the Zero123 model found for the run (None: no guidance)
+    background: BackgroundInputs | None = None  # background mode (--bg_path), checked in prepare
 
     @property
     def trained(self) -> np.ndarray:
@@ -154,9 +178,18 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
                          "--holdout 4 withholds every 4th frame")
-    if req.bg_path is not None:
-        raise InputError(f"--bg_path {req.bg_path}: background mode is not supported by this backend version",
-                         "run without --bg_path; the objects are reconstructed without a background")
+    if req.bg_path is not None and req.cam_path is None:
+        raise InputError(f"--bg_path {req.bg_path}: background mode needs MegaSAM's cameras and depths (--cam_path)",
+                         "the background is lifted with MegaSAM's metric depth and fitted through its cameras: "
+                         "pass the clip's MegaSAM npz with --cam_path, or run without --bg_path")
+    focal = cfg.camera.focal_px
+    if focal is not None:
+        if req.cam_path is not None:
+            raise InputError(f"--focal_px {focal:g} and --cam_path both give the camera's focal length",
+                             "MegaSAM's file has its own intrinsics: drop --focal_px")
+        if isinstance(focal, bool) or not isinstance(focal, (int, float)) or not math.isfinite(focal) or focal <= 0:
+            raise InputError(f"--focal_px {focal!r}: the focal length must be a positive number of pixels",
+                             "give the focal length in pixels of the original frames, e.g. --focal_px 1400")
     device = resolve_device(req.device)
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
     ckpt = checkpoint_dir(req.out_dir, req.save_name)
@@ -193,10 +226,73 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         maps = depth_prior.load_depth_folder(req.depth_dir, clip.frame_numbers, w, h, req.depth_is_disparity)
     if req.depth_model is not None:
         depth_prior.check_depth_model(req.depth_model)
+    background = _background_inputs(req, cfg, clip, fit_masks, train) if req.bg_path is not None else None
     # the guidance's weights are looked for last (a hub id may download), but before any optimisation
     folder = resolve_model(cfg.sds.model) if uses_guidance(req, cfg) else None
     return Prepared(clip=clip, tracks=tracks, device=device, target=target, train=train, fit_masks=fit_masks,
-                    megasam=megasam, depth_maps=maps, guidance_folder=folder)
+                    megasam=megasam, depth_maps=maps, guidance_folder=folder, background=background)
+
+
+def _background_inputs(req: RunRequest, cfg: Config, clip: Clip, fit_masks: np.ndarray,
+                       train: np.ndarray) -> BackgroundInputs:
+    """Background mode's inputs, checked before any heavy work (see ``BackgroundInputs``)."""
+    bc = cfg.background
+    T = clip.num_frames
+    if not 0 <= bc.reference_frame < T:
+        raise InputError(f"background.reference_frame {bc.reference_frame} is outside the clip's {T} frames",
+                         "set it to the frame the inpainted image shows (--set background.reference_frame=N)")
+    if bc.reference_frame not in set(train.tolist()):
+        raise InputError(f"background.reference_frame {bc.reference_frame} is withheld by --holdout {req.holdout}",
+                         "choose a training frame for the background, or another --holdout")
+    image = load_background_image(req.bg_path, (clip.width, clip.height), clip.work_size)
+    masks = background_masks(clip.background, fit_masks, bc.mask_erode_px)
+    held = np.ones(T, bool)
+    held[train] = False
+    masks[held] = False
+    if not masks.any():
+        raise InputError(f"{req.mask_dir}: no training frame shows any background pixel",
+                         "check the background masks in folder 000 (white = background), or run without --bg_path")
+    r = bc.reference_frame
+    grow = 2 * bc.depth_fill_grow_px + 1
+    objects = cv2.dilate(fit_masks[:, r].any(0).astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
+    known = ~objects if clip.background is None else clip.background[r] & ~objects
+    if not known.any():
+        raise InputError(f"{req.mask_dir}: frame {r} shows no background away from the objects, so MegaSAM's "
+                         "depth cannot place the background", "set background.reference_frame to a frame "
+                         "that shows some background, with an inpainted image of that frame")
+    source = ("folder 000" if clip.background is not None else "pixels outside every object mask")
+    return BackgroundInputs(image=image, masks=masks, depth_known=known,
+                            mask_source=source + (f", eroded by {bc.mask_erode_px} px" if bc.mask_erode_px > 0 else ""))
+
+
+BACKGROUND_SEED_OFFSET = 7919  # the background draws from its own stream, so a resumed run refits it identically
+
+
+def make_background(req: RunRequest, prep: Prepared, cfg: Config, cameras: Cameras, reporter: Reporter,
+                    should_stop: Callable[[], bool]) -> tuple[BackgroundGaussians, dict[str, float]]:
+    """Background mode: lift the inpainted image into MegaSAM's world at the reference frame (its
+    camera, its depth filled under the objects) and fit it through every training frame's camera."""
+    bc, bi, ms = cfg.background, prep.background, prep.megasam
+    assert bi is not None and ms is not None  # prepare guarantees both in background mode
+    dev = prep.device
+    r = bc.reference_frame
+    t0 = time.monotonic()
+    depth = fill_depth(ms.depths[r], bi.depth_known, bc.depth_fill_radius_px)
+    lifted = lift_background(bi.image, depth, ms.K[r], ms.c2w[r], max_gaussians=bc.max_gaussians,
+                             scale_factor=bc.scale_factor)
+    model = BackgroundGaussians(lifted, bc.init_opacity).to(dev)
+    train = [int(t) for t in prep.train if bi.masks[t].any()]
+    frames = torch.from_numpy(prep.clip.frames).to(dev).float() / 255
+    targets = BackgroundTargets(frames=frames, masks=torch.from_numpy(bi.masks).to(dev),
+                                depth=torch.from_numpy(ms.depths).to(dev), train=torch.tensor(train, dtype=torch.long))
+    gen = torch.Generator().manual_seed(cfg.seed + BACKGROUND_SEED_OFFSET)
+    losses = fit_background(model, targets, cameras.to(dev), bc, gen, scene_depth=float(np.median(depth)),
+                            on_step=lambda s, n, l: reporter.progress(s, n, l), should_stop=should_stop)
+    reporter.log(f"background: {model.num_gaussians} Gaussians (every {lifted.stride} px) lifted from "
+                 f"{req.bg_path} at frame {r} with MegaSAM depth, fitted for {bc.iterations} steps to "
+                 f"{bi.mask_source} of {len(train)} frames in {time.monotonic() - t0:.1f} s; "
+                 + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()))
+    return model, losses
 
 
 def uses_guidance(req: RunRequest, cfg: Config) -> bool:
@@ -222,6 +318,14 @@ def cameras_and_depths(prep: Prepared, cfg: Config, req: RunRequest | None = Non
         reference = float(np.median(megasam_d))
     else:
         cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
+        if cfg.camera.focal_px is not None:
+            # the user's focal length (pixels of the original frames) at the fitting size, principal
+            # point at the centre
+            f = float(cfg.camera.focal_px) * w / clip.width
+            K = torch.tensor([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+            cams = Cameras(K=K[None].repeat(clip.num_frames, 1, 1), c2w=cams.c2w, width=w, height=h,
+                           near=cams.near, far=cams.far,
+                           source=f"virtual (static, focal length {cfg.camera.focal_px:g} px)")
         reference = cfg.camera.scene_depth
     maps = prep.depth_maps
     dp = cfg.depth_prior
@@ -255,6 +359,8 @@ class _Checkpointer:
     def __init__(self, req: RunRequest, cfg: Config, iterations: int, reporter: Reporter):
         self.folder = checkpoint_dir(req.out_dir, req.save_name)
         self.finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations, req.holdout)
+        if req.bg_path is not None:  # only then, so that checkpoints of runs without one stay valid
+            self.finger["bg_path"] = str(Path(req.bg_path).resolve())
         self.reporter = reporter
 
     def save(self, payload: dict, step: int) -> bool:
@@ -316,6 +422,9 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     if not req.resume:
         remove_checkpoint(ckpt.folder)  # only reached with --overwrite when one exists (checked in prepare)
     targets = _targets(prep, cfg, cameras, reporter) if cfg.method == "genmojo" else None
+    background = bg_losses = None
+    if prep.background is not None:
+        background, bg_losses = make_background(req, prep, cfg, cameras, reporter, should_stop)
     reporter.end("init")
 
     if cfg.method == "genmojo":
@@ -328,7 +437,15 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.begin("bake")
     cameras = cameras.to(prep.device)
     baked = bake_objects(model, visibility(prep), prep.device)
-    previews, tracks = make_previews([b.frames for b in baked], cameras, clip.frames, cfg, prep.device)
+    bg_baked = None
+    if background is not None:
+        bg_baked = BakedBackground(gaussians=fmt.StaticGaussians(**background.arrays()),
+                                   reference_frame=cfg.background.reference_frame,
+                                   source=f"{Path(req.bg_path).resolve()} lifted at frame "
+                                          f"{cfg.background.reference_frame} with MegaSAM depth",
+                                   mask=prep.background.mask_source, final_losses=bg_losses)
+    previews, tracks = make_previews([b.frames for b in baked], cameras, clip.frames, cfg, prep.device,
+                                     static=bg_baked.gaussians if bg_baked is not None else None)
     reporter.end("bake")
 
     reporter.begin("write")
@@ -340,7 +457,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                            duration_s=round(time.monotonic() - t_start, 2), final_losses=final,
                            config=cfg.to_dict(), command=req.command, holdout_frames=held)
     path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
-                        objects=baked, run=run_info, previews=previews, tracks=tracks, overwrite=req.overwrite)
+                        objects=baked, run=run_info, previews=previews, tracks=tracks, overwrite=req.overwrite,
+                        background=bg_baked)
     remove_checkpoint(ckpt.folder)
     reporter.end("write")
     reporter.done(str(path.resolve()))
@@ -348,12 +466,15 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
 
 
 def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,
-                  device: torch.device):
-    """The bundle's preview videos (input view, rotating view, trajectories) and the 2D tracks."""
+                  device: torch.device, static: fmt.StaticGaussians | None = None):
+    """The bundle's preview videos (input view, rotating view, trajectories) and the 2D tracks.
+
+    ``static`` (background mode's background) is composited with the objects in the input and
+    rotating views; the trajectories follow the objects only."""
     pc = cfg.preview
-    view = input_view(frames, cameras, plate, device)
+    view = input_view(frames, cameras, plate, device, static=static)
     rotating = rotating_view(frames, cameras, device, passes=pc.passes, azimuth_deg=pc.orbit_azimuth_deg,
-                             elevation_deg=pc.orbit_elevation_deg, pullback=pc.orbit_pullback)
+                             elevation_deg=pc.orbit_elevation_deg, pullback=pc.orbit_pullback, static=static)
     tracks = trajectories(frames, cameras, device, grid=pc.track_grid, trace=pc.track_trace)
     traj = trajectory_video(tracks, np.ascontiguousarray(view[:, :, cameras.width:]), trace=pc.track_trace)
     return {"input_view": view, "rotating": rotating, "trajectories": traj}, tracks

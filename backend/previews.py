@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from genmojo_blender.core.bundle import ObjectFrames
+from genmojo_blender.core.bundle import ObjectFrames, StaticGaussians
 
 from .model.camera import Cameras
 from .model.gaussians import GaussianBatch
@@ -40,17 +40,30 @@ def _batches(objects: list[ObjectFrames], times: np.ndarray, device: torch.devic
                           colors=take(o.colors), opacities=take(o.opacities)) for o in objects]
 
 
+def static_batch(static: StaticGaussians, frames: int, device: torch.device) -> GaussianBatch:
+    """Static Gaussians (the background) repeated over ``frames`` frames, as a batch on ``device``."""
+    def rep(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+        return t[None].expand(frames, *t.shape)
+
+    return GaussianBatch(means=rep(static.means), quats=rep(static.quats), log_scales=rep(static.log_scales),
+                         colors=rep(static.colors), opacities=rep(static.opacities))
+
+
 @torch.no_grad()
 def _render_chunks(objects: list[ObjectFrames], times: np.ndarray, viewmats: torch.Tensor, Ks: torch.Tensor,
                    width: int, height: int, background: tuple[float, float, float], near: float, far: float,
-                   device: torch.device, chunk: int = CHUNK) -> Iterator[tuple[int, SceneRender]]:
-    """Render view i with the Gaussians of frame ``times[i]``; yields (first view index, render)."""
+                   device: torch.device, chunk: int = CHUNK,
+                   static: StaticGaussians | None = None) -> Iterator[tuple[int, SceneRender]]:
+    """Render view i with the Gaussians of frame ``times[i]`` (and the ``static`` ones, if any);
+    yields (first view index, render)."""
     bg = torch.tensor(background, dtype=torch.float32, device=device)
     for s in range(0, len(times), chunk):
         e = min(len(times), s + chunk)
         r = render_scene(_batches(objects, times[s:e], device), viewmats[s:e].float().to(device),
                          Ks[s:e].float().to(device), width, height, bg[None].repeat(e - s, 1),
-                         near=near, far=far)
+                         near=near, far=far,
+                         static=static_batch(static, e - s, device) if static is not None else None)
         yield s, r
 
 
@@ -73,11 +86,13 @@ def _check(objects: list[ObjectFrames], cameras: Cameras) -> int:
 
 
 def input_view(objects: list[ObjectFrames], cameras: Cameras, plate: np.ndarray,
-               device: torch.device) -> np.ndarray:
+               device: torch.device, static: StaticGaussians | None = None) -> np.ndarray:
     """The input frame beside the render composited over it: (T, H, 2W, 3) uint8.
 
     ``plate`` (T, H, W, 3) uint8 holds the input frames at the cameras' working size. The right half
-    shows how well the baked Gaussians reproduce the clip from the camera they were fitted from.
+    shows how well the baked Gaussians reproduce the clip from the camera they were fitted from; with
+    ``static`` (background mode) the background is rendered with the objects through the same
+    (real) cameras, so the plate only shows where neither covers the image.
     """
     T = _check(objects, cameras)
     H, W = cameras.height, cameras.width
@@ -89,7 +104,7 @@ def input_view(objects: list[ObjectFrames], cameras: Cameras, plate: np.ndarray,
     frames = torch.arange(T)
     viewmats = cameras.viewmats(frames.to(cameras.c2w.device))
     for s, r in _render_chunks(objects, times, viewmats, cameras.K, W, H, (0.0, 0.0, 0.0), cameras.near,
-                               cameras.far, device):
+                               cameras.far, device, static=static):
         n = r.image.shape[0]
         bg = torch.from_numpy(plate[s:s + n]).to(device).float() / 255
         comp = r.image + (1 - r.alpha[..., None]) * bg
@@ -175,13 +190,15 @@ def orbit_camera(c2w: np.ndarray, pivot: np.ndarray, pullback: float, azimuth_de
 
 
 def rotating_view(objects: list[ObjectFrames], cameras: Cameras, device: torch.device, *, passes: int,
-                  azimuth_deg: float, elevation_deg: float, pullback: float) -> np.ndarray:
+                  azimuth_deg: float, elevation_deg: float, pullback: float,
+                  static: StaticGaussians | None = None) -> np.ndarray:
     """A novel view swinging slowly around the scene while the clip plays: (passes·T, H, W, 3) uint8.
 
     The clip plays ``passes`` times on a white background; view i shows frame i mod T from that
     frame's camera (intrinsics and pose, so moving cameras work), pulled back by ``pullback`` and
     orbited about the scene pivot as ``orbit_schedule`` and ``orbit_camera`` describe. It shows the
-    3D structure the input view cannot: depth, occlusion, the backs of objects.
+    3D structure the input view cannot: depth, occlusion, the backs of objects. ``static`` (background
+    mode's background) is drawn too; the pivot stays that of the objects.
     """
     T = _check(objects, cameras)
     n = passes * T
@@ -195,7 +212,7 @@ def rotating_view(objects: list[ObjectFrames], cameras: Cameras, device: torch.d
     out = np.empty((n, cameras.height, cameras.width, 3), np.uint8)
     far = cameras.far * max(pullback, 1.0)  # the pulled-back camera must still reach the far side
     for s, r in _render_chunks(objects, times, viewmats, Ks, cameras.width, cameras.height, (1.0, 1.0, 1.0),
-                               cameras.near, far, device):
+                               cameras.near, far, device, static=static):
         out[s:s + r.image.shape[0]] = _to_uint8(r.image)
     return out
 

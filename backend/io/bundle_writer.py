@@ -55,6 +55,20 @@ class BakedObject:
     visible: list[bool]
 
 
+@dataclass(frozen=True)
+class BakedBackground:
+    """Background mode's static background for the bundle (``background/``), and how it was made."""
+
+    gaussians: fmt.StaticGaussians
+    reference_frame: int
+    source: str
+    mask: str
+    final_losses: dict[str, float]
+
+
+BACKGROUND_DIR = "background"
+
+
 class BundleExistsError(FileExistsError):
     """The target result folder exists and overwriting was not requested."""
 
@@ -116,13 +130,14 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                  camera: fmt.CameraTrack, camera_info: fmt.CameraInfo,
                  objects: list[BakedObject], run: fmt.RunInfo,
                  previews: dict[str, np.ndarray] | None = None, tracks: Tracks | None = None,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, background: BakedBackground | None = None) -> Path:
     """Write a complete bundle to ``out_dir/save_name`` atomically and return its path.
 
     ``previews`` maps a name (``input_view``, ``rotating``, ``trajectories``) to (T', H, W, 3) uint8
     frames, each written as ``preview/<name>.mp4`` at the clip's fps; ``tracks`` (anything with
     ``save_npz``, normally ``backend.previews.Tracks``) goes to ``preview/trajectories.npz``. All of
-    them are listed in the manifest's ``previews``.
+    them are listed in the manifest's ``previews``. ``background`` (background mode) is written to
+    ``background/gaussians.npz`` and ``background/background.ply`` and listed as ``background``.
 
     Raises BundleExistsError if the target exists and ``overwrite`` is False. With ``overwrite``
     the previous result is moved aside and deleted only after the new one is in place.
@@ -155,6 +170,20 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                                           canonical_ply=f"objects/{o.id}/canonical.ply",
                                           frames=f"objects/{o.id}/frames.npz",
                                           visible=[bool(v) for v in o.visible]))
+        bg_info = None
+        if background is not None:
+            g = background.gaussians
+            (tmp / BACKGROUND_DIR).mkdir()
+            np.savez(tmp / BACKGROUND_DIR / "gaussians.npz",
+                     **{k: getattr(g, k).astype(np.float32) for k in fmt.BACKGROUND_ARRAYS})
+            write_canonical_ply(tmp / BACKGROUND_DIR / "background.ply",
+                                CanonicalArrays(means=g.means, quats=g.quats, log_scales=g.log_scales,
+                                                colors=g.colors, opacities=g.opacities))
+            bg_info = fmt.BackgroundInfo(gaussians=f"{BACKGROUND_DIR}/gaussians.npz",
+                                         ply=f"{BACKGROUND_DIR}/background.ply", num_gaussians=g.num_gaussians,
+                                         reference_frame=int(background.reference_frame),
+                                         source=background.source, mask=background.mask,
+                                         final_losses={k: float(v) for k, v in background.final_losses.items()})
         listed = {}
         if previews or tracks is not None:
             (tmp / PREVIEW_DIR).mkdir()
@@ -166,7 +195,8 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
             listed[TRACKS_NAME] = f"{PREVIEW_DIR}/{TRACKS_FILE}"
         manifest = fmt.Manifest(clip=clip, camera=camera_info, objects=entries, run=run,
                                 previews=listed,
-                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                background=bg_info)
         (tmp / fmt.MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         # refuse to publish anything the reader would reject
         opened = fmt.open_bundle(tmp)
@@ -174,6 +204,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
             if opened.load_frames(o).num_frames != T:
                 raise fmt.BundleError(f"object {o.id}: frame count differs from the clip")
         opened.load_camera()
+        opened.load_background()
         _publish(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

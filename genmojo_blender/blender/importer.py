@@ -15,6 +15,8 @@ What gets created, all inside one collection named ``GenMOJO <result>``:
   becomes the object's viewport colour.
 * ``<result>_camera``: location/rotation keyed per frame from ``c2w``, lens/shift from ``K``, the
   clip as its background when the source footage is found.
+* ``<result>_background`` (bundles of background mode only): the static background Gaussians as
+  points with the same attributes and display, never moving (no shape keys).
 
 Scene resolution, frame rate and frame range (1..T) follow the clip. Importing the same bundle
 folder again replaces the previous import and everything it created.
@@ -40,6 +42,7 @@ from . import animation, display
 BUNDLE_PROP = "genmojo_bundle"
 OBJECT_ID_PROP = "genmojo_object_id"
 REPRESENTATION_PROP = "genmojo_representation"
+BACKGROUND_PROP = "genmojo_background"
 # bpy.data collections an import may add to; a failed import removes whatever it added to them.
 _ID_COLLECTIONS = ("objects", "meshes", "materials", "node_groups", "cameras", "actions", "movieclips",
                    "collections", "images")
@@ -56,6 +59,7 @@ class ImportResult:
     camera: bpy.types.Object
     objects: list[bpy.types.Object]
     warnings: list[str] = field(default_factory=list)
+    background: bpy.types.Object | None = None  # background mode's static points, if the bundle has them
 
 
 def find_imports(bundle_root: str) -> list[bpy.types.Collection]:
@@ -183,6 +187,8 @@ def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_disp
         objects = [build_object(o, plan, modes[o.id], surfaces.get(o.id), root, coll, point_display)
                    for o in plan.objects]
         camera = _build_camera(plan, root, coll)
+        background = (_build_background(plan, root, coll, point_display) if plan.background is not None
+                      else None)
         warnings = list(plan.warnings)
 
         if set_scene:
@@ -198,7 +204,7 @@ def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_disp
         if set_scene:
             scene.frame_set(plan.scene.frame_start)
     return ImportResult(bundle_root=plan.bundle_root, collection=coll, root=root, camera=camera,
-                        objects=objects, warnings=warnings)
+                        objects=objects, warnings=warnings, background=background)
 
 
 def _modes(plan: ip.ImportPlan, default: str, per_object: dict[str, str] | None) -> dict[str, str]:
@@ -369,6 +375,22 @@ def _key_frames(obj, frames: np.ndarray) -> None:
         keyed, values = zip(*ip.shape_key_weight_keys(i, T))
         animation.key_curve(bag, f'key_blocks["{kname}"].value', keyed, values,
                             interpolation="CONSTANT")
+
+
+def _build_background(plan: ip.ImportPlan, root, coll, point_display: bool):
+    """The static background: a point mesh like an object's, without shape keys or visibility keys,
+    and without an object id (the per-object buttons and rigid exports leave it alone)."""
+    b = plan.background
+    mesh = _point_mesh(b.name, b.as_points(plan.frame_count))
+    obj = bpy.data.objects.new(b.name, mesh)
+    obj.parent = root
+    obj.color = (*ip.BACKGROUND_COLOR, 1.0)
+    obj[BUNDLE_PROP] = plan.bundle_root
+    obj[BACKGROUND_PROP] = True
+    coll.objects.link(obj)
+    if point_display:
+        display.add_points_display(obj)
+    return obj
 
 
 def _build_camera(plan: ip.ImportPlan, root, coll):

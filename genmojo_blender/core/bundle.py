@@ -10,6 +10,8 @@ Layout of a bundle folder (schema version 1)::
     camera.npz                       K (T,3,3) float64, c2w (T,4,4) float64 (OpenCV camera axes)
     objects/<id>/canonical.ply       canonical Gaussians, standard 3DGS vertex fields
     objects/<id>/frames.npz          per-frame baked Gaussians (see FRAME_ARRAYS)
+    background/gaussians.npz         optional (background mode): static world-space Gaussians
+    background/background.ply        the same as a standard 3DGS PLY (world space)
     preview/input_view.mp4           input-view preview video
 
 Every path inside ``manifest.json`` is relative and must stay inside the bundle folder.
@@ -39,6 +41,16 @@ FRAME_ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
     "log_scales": ((3,), "natural log of the three standard deviations (scene units)"),
     "colors": ((3,), "RGB in [0, 1], display-referred sRGB like the input frames"),
     "opacities": ((), "opacity in [0, 1] (already through the sigmoid)"),
+}
+
+# Arrays of background/gaussians.npz (background mode): name -> (trailing shape, meaning); leading
+# dimension (N,). The background is static: one set of Gaussians for every frame, in world space.
+BACKGROUND_ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
+    "means": ((3,), "centre in world space (scene units)"),
+    "quats": ((4,), "rotation, unit quaternion w, x, y, z"),
+    "log_scales": ((3,), "natural log of the three standard deviations (scene units)"),
+    "colors": ((3,), "RGB in [0, 1], display-referred sRGB like the input frames"),
+    "opacities": ((), "opacity in [0, 1]"),
 }
 
 CAMERA_MODELS = ("pinhole",)
@@ -96,6 +108,22 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class BackgroundInfo:
+    """Background mode's static background: its files and how it was made (manifest ``background``).
+
+    ``source`` says what it was lifted from, ``mask`` which pixels it was fitted to,
+    ``reference_frame`` which frame the inpainted image shows."""
+
+    gaussians: str
+    ply: str
+    num_gaussians: int
+    reference_frame: int = 0
+    source: str = ""
+    mask: str = ""
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What ran to produce the bundle, for reproducibility and for the UI."""
 
@@ -126,9 +154,13 @@ class Manifest:
     created: str = ""
     format: str = FORMAT_NAME
     schema_version: int = SCHEMA_VERSION
+    background: BackgroundInfo | None = None  # optional: only bundles of background mode have one
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False, allow_nan=False)
+        d = asdict(self)
+        if self.background is None:
+            del d["background"]  # absent rather than null, so the manifest reads as before
+        return json.dumps(d, indent=2, sort_keys=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,21 @@ class CameraTrack:
     c2w: np.ndarray  # (T, 4, 4)
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class StaticGaussians:
+    """Gaussians that do not move (the background): every array has leading shape (N,)."""
+
+    means: np.ndarray
+    quats: np.ndarray
+    log_scales: np.ndarray
+    colors: np.ndarray
+    opacities: np.ndarray
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.means.shape[0])
 
 
 @dataclass(frozen=True)
@@ -294,7 +341,27 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
                                                 for k, v in previews.items()),
              f"{where}.previews", "expected an object of name -> relative path")
     return Manifest(clip=clip, camera=camera, objects=objects, run=run, previews=dict(previews),
-                    created=str(data.get("created", "")), format=fmt, schema_version=ver)
+                    created=str(data.get("created", "")), format=fmt, schema_version=ver,
+                    background=_background(data.get("background"), T, f"{where}.background"))
+
+
+def _background(b: Any, T: int, where: str) -> BackgroundInfo | None:
+    """The optional ``background`` entry (absent or null in bundles without background mode)."""
+    if b is None:
+        return None
+    _require(isinstance(b, dict), where, "expected a JSON object")
+    n = _typed(b, "num_gaussians", int, where)
+    _require(0 < n <= 50_000_000, f"{where}.num_gaussians", f"{n} out of range")
+    ref = b.get("reference_frame", 0)
+    _require(isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < T, f"{where}.reference_frame",
+             f"expected a frame index in 0..{T - 1}")
+    losses = b.get("final_losses", {})
+    _require(isinstance(losses, dict), f"{where}.final_losses", "expected an object")
+    return BackgroundInfo(gaussians=_typed(b, "gaussians", str, where), ply=_typed(b, "ply", str, where),
+                          num_gaussians=n, reference_frame=ref, source=str(b.get("source", "")),
+                          mask=str(b.get("mask", "")),
+                          final_losses={str(k): float(v) for k, v in losses.items()
+                                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +389,22 @@ class Bundle:
         _require(bool(np.isfinite(K).all() and np.isfinite(c2w).all()), str(p), "non-finite values")
         _require(bool((K[:, 0, 0] > 0).all() and (K[:, 1, 1] > 0).all()), str(p), "focal lengths must be > 0")
         return CameraTrack(K=K, c2w=c2w, width=m.clip.width, height=m.clip.height)
+
+    def load_background(self) -> StaticGaussians | None:
+        """The background's Gaussians (background mode), or None when the bundle has no background."""
+        info = self.manifest.background
+        if info is None:
+            return None
+        p = self.path(info.gaussians, "manifest.background.gaussians")
+        arrays = _load_npz(p, tuple(BACKGROUND_ARRAYS))
+        out = {}
+        for name, (trail, _) in BACKGROUND_ARRAYS.items():
+            a = arrays[name]
+            _require(a.shape == (info.num_gaussians, *trail), str(p),
+                     f"{name} has shape {a.shape}, expected {(info.num_gaussians, *trail)}")
+            _require(bool(np.isfinite(a).all()), str(p), f"{name} contains NaN or infinity")
+            out[name] = a.astype(np.float32, copy=False)
+        return StaticGaussians(**out)
 
     def load_frames(self, obj: ObjectInfo) -> ObjectFrames:
         p = self.path(obj.frames, f"manifest.objects[{obj.id}].frames")
@@ -369,6 +452,8 @@ def open_bundle(folder: str | os.PathLike) -> Bundle:
     for o in manifest.objects:
         refs += [(f"objects[{o.id}].frames", o.frames), (f"objects[{o.id}].canonical_ply", o.canonical_ply)]
     refs += [(f"previews.{k}", v) for k, v in manifest.previews.items()]
+    if manifest.background is not None:
+        refs += [("background.gaussians", manifest.background.gaussians), ("background.ply", manifest.background.ply)]
     for where, rel in refs:
         p = bundle.path(rel, f"{mpath}: {where}")
         _require(p.is_file(), f"{mpath}: {where}", f"{rel} is missing from the bundle")

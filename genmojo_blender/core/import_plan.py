@@ -148,6 +148,35 @@ class ObjectPlan:
         return int(self.positions.shape[1])
 
 
+BACKGROUND_COLOR = (0.55, 0.55, 0.55)  # viewport object colour of the background
+
+
+@dataclass
+class BackgroundPlan:
+    """Background mode's static background: one vertex per Gaussian, never moving (no shape keys),
+    with the same point attributes as an object's points."""
+
+    name: str
+    positions: np.ndarray  # (N, 3) float32, bundle world
+    colors_srgb: np.ndarray  # (N, 3) float32
+    opacity: np.ndarray  # (N,) float32
+    scale: np.ndarray  # (N,) float32, mean standard deviation
+    sigmas: np.ndarray  # (N, 3) float32
+    rotations: np.ndarray  # (N, 4) float32, w x y z
+    source: str = ""
+
+    @property
+    def num_points(self) -> int:
+        return int(self.positions.shape[0])
+
+    def as_points(self, frame_count: int) -> ObjectPlan:
+        """The same points as an ``ObjectPlan`` holding one frame (for the point-mesh builder)."""
+        return ObjectPlan(id="", name=self.name, label="background", color=BACKGROUND_COLOR,
+                          positions=self.positions[None], colors_srgb=self.colors_srgb, opacity=self.opacity,
+                          scale=self.scale, visible=[True] * frame_count, sigmas=self.sigmas,
+                          rotations=self.rotations)
+
+
 @dataclass
 class CameraPlan:
     """A camera keyed per frame. ``local_matrices`` are relative to the result root (OpenCV world)."""
@@ -203,6 +232,7 @@ class ImportPlan:
     objects: list[ObjectPlan]
     plate: PlatePlan | None
     warnings: list[str] = field(default_factory=list)
+    background: BackgroundPlan | None = None  # background mode's static background, if the bundle has one
 
     @property
     def frame_count(self) -> int:
@@ -295,6 +325,20 @@ def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
                                   scale=scale.astype(np.float32), visible=list(info.visible),
                                   sigmas=sigmas.astype(np.float32), rotations=quats.astype(np.float32)))
 
+    background = None
+    g = bundle.load_background() if only_ids is None else None
+    if g is not None:
+        sigmas = np.exp(g.log_scales.astype(np.float64))
+        q = g.quats.astype(np.float64)
+        n = np.linalg.norm(q, axis=1, keepdims=True)
+        q = np.where(n > 1e-12, q / np.maximum(n, 1e-12), [1.0, 0.0, 0.0, 0.0])
+        background = BackgroundPlan(name=f"{result}_background",
+                                    positions=np.ascontiguousarray(g.means, dtype=np.float32),
+                                    colors_srgb=np.clip(g.colors, 0.0, 1.0).astype(np.float32),
+                                    opacity=np.clip(g.opacities, 0.0, 1.0).astype(np.float32),
+                                    scale=sigmas.mean(axis=1).astype(np.float32), sigmas=sigmas.astype(np.float32),
+                                    rotations=q.astype(np.float32), source=m.background.source)
+
     fps_int, fps_base = cam.blender_fps(m.clip.fps)
     scene = ScenePlan(width=m.clip.width, height=m.clip.height, fps=fps_int, fps_base=fps_base,
                       frame_start=FRAME_START, frame_end=blender_frame(T - 1))
@@ -305,10 +349,10 @@ def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
     return ImportPlan(bundle_root=str(root), result_name=result,
                       collection_name=f"{COLLECTION_PREFIX}{result}", root_name=f"{result}_root",
                       root_matrix=cam.OPENCV_WORLD_TO_BLENDER.copy(), scene=scene, camera=camera,
-                      objects=objects, plate=plate, warnings=warnings)
+                      objects=objects, plate=plate, warnings=warnings, background=background)
 
 
-__all__ = ["BundleError", "FRAME_START", "ImportPlan", "ObjectPlan", "CameraPlan", "PlatePlan",
+__all__ = ["BundleError", "FRAME_START", "ImportPlan", "ObjectPlan", "BackgroundPlan", "CameraPlan", "PlatePlan",
            "ScenePlan", "SurfacePlan", "REPRESENTATIONS", "DEFAULT_REPRESENTATION", "ImportOptionError",
            "parse_representations", "plan_surface", "plan_import", "blender_frame", "shape_key_weight_keys", "shape_key_name",
            "visibility_keys", "srgb_to_linear"]
