@@ -91,7 +91,12 @@ class GENMOJO_PG_settings(PropertyGroup):
         description="Optional MegaSAM .npz with per-frame intrinsics and camera poses")
     background_path: StringProperty(
         name="Background", subtype="FILE_PATH",
-        description="Optional clean background plate image")
+        description=("Optional inpainted background: the clip's first frame with the objects painted out "
+                     "(background mode; needs the camera file). It is imported as a static point cloud"))
+    focal_px: FloatProperty(
+        name="Focal Length (px)", default=0.0, min=0.0, max=1.0e6, precision=1,
+        description=("Without a camera file: the static camera's focal length in pixels of the frames "
+                     "(0: a 49.1 degree vertical field of view)"))
     fps: FloatProperty(
         name="Frame Rate", default=24.0, min=1.0, max=1000.0, precision=3,
         description="Frame rate of an image-sequence clip (movie files carry their own)")
@@ -219,7 +224,7 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          out_dir=output_dir(settings, context), save_name=settings.result_name.strip(),
                          preset=settings.preset, device=settings.device,
                          guidance=settings.use_guidance, cam_path=ab(settings.camera_path),
-                         bg_path=ab(settings.background_path),
+                         bg_path=ab(settings.background_path), focal_px=float(settings.focal_px),
                          fps=float(settings.fps) if is_sequence else 0.0,
                          overwrite=settings.overwrite, resume=settings.resume,
                          guidance_model=guidance_model_spec(settings.guidance_model),

@@ -10,7 +10,7 @@ ARGS::
     --data_dir CLIP --mask_dir MASKS --out_dir OUT --save_name NAME
     [--preset cpu-tiny|lite|full] [--device auto|cpu|cuda] [--disable_guidance | --guidance]
     [--guidance_model FOLDER_OR_HUB_ID] [--guidance_variant auto|zero123-xl|stable-zero123]
-    [--cam_path NPZ] [--bg_path IMG] [--fps F] [--overwrite] [--resume]
+    [--cam_path NPZ [--bg_path IMG]] [--focal_px F] [--fps F] [--overwrite] [--resume]
     [--depth_dir DIR [--depth_is_disparity] | --depth_model DIR]
     [--representation points|splats|mesh] [--surface_resolution N] [--surface_threshold T]
     [--backend_python PATH] [--backend_path DIR]
@@ -65,7 +65,10 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--guidance_variant", default="auto", choices=("auto", "zero123-xl", "stable-zero123"),
                     help="camera embedding of the guidance model; a value other than auto implies --guidance")
     ap.add_argument("--cam_path", default="", help="MegaSAM .npz camera (optional)")
-    ap.add_argument("--bg_path", default="", help="background plate image (optional)")
+    ap.add_argument("--bg_path", default="",
+                    help="background mode: the first frame with the objects painted out (needs --cam_path)")
+    ap.add_argument("--focal_px", type=float, default=0.0,
+                    help="without --cam_path: the static camera's focal length in pixels (0: 49.1 degree fov)")
     ap.add_argument("--fps", type=float, default=24.0, help="frame rate of an image-sequence clip")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result")
     ap.add_argument("--resume", action="store_true",
@@ -188,6 +191,7 @@ def run(ns: argparse.Namespace) -> int:
         s.preset, s.device, s.use_guidance = ns.preset, ns.device, ns.guidance
         s.camera_path = os.path.abspath(ns.cam_path) if ns.cam_path else ""
         s.background_path = os.path.abspath(ns.bg_path) if ns.bg_path else ""
+        s.focal_px = ns.focal_px
         s.fps = ns.fps
         s.overwrite = ns.overwrite
         s.resume = ns.resume

@@ -395,3 +395,24 @@ def test_background_image_is_resampled_to_the_fitting_size(tmp_path):
     (tmp_path / "bad.png").write_text("not an image")
     with pytest.raises(InputError, match="not a readable image"):
         load_background_image(tmp_path / "bad.png", (64, 48), (32, 24))
+
+
+def test_blender_request_passes_the_focal_length_and_checks_background_mode(tmp_path):
+    from genmojo_blender.core import backend_process as bp
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "bg.png").write_bytes(b"x")
+    (tmp_path / "c.npz").write_bytes(b"x")
+    base = dict(data_dir=str(tmp_path / "d"), mask_dir=str(tmp_path / "m"), out_dir=str(tmp_path / "o"), save_name="s")
+    argv = bp.build_argv("/py", bp.RunRequest(**base, focal_px=1400.5), module="backend")
+    assert argv[argv.index("--focal_px") + 1] == "1400.5"
+    assert "--focal_px" not in bp.build_argv("/py", bp.RunRequest(**base), module="backend")
+    assert bp.validate_request(bp.RunRequest(**base, focal_px=1400.5)) == []
+    problems = bp.validate_request(bp.RunRequest(**base, bg_path=str(tmp_path / "bg.png")))
+    assert problems == ["A background image needs the camera file (MegaSAM npz): its depth places the background"]
+    assert bp.validate_request(bp.RunRequest(**base, bg_path=str(tmp_path / "bg.png"),
+                                             cam_path=str(tmp_path / "c.npz"))) == []
+    assert any("not both" in p for p in bp.validate_request(bp.RunRequest(**base, focal_px=10.0,
+                                                                           cam_path=str(tmp_path / "c.npz"))))
+    assert any("must be positive" in p for p in bp.validate_request(bp.RunRequest(**base, focal_px=-1.0)))

@@ -84,7 +84,8 @@ class RunRequest:
     device: str = "auto"
     guidance: bool = False
     cam_path: str = ""
-    bg_path: str = ""
+    bg_path: str = ""  # background mode's inpainted first frame; needs cam_path
+    focal_px: float = 0.0  # the static camera's focal length in pixels (not with cam_path); 0 = not given
     fps: float = 0.0  # frame rate of an image sequence; 0 = let the backend decide
     overwrite: bool = False
     resume: bool = False  # continue an interrupted run of the same result from its checkpoint
@@ -214,6 +215,12 @@ def validate_request(req: RunRequest) -> list[str]:
         problems.append(f"Camera file (MegaSAM npz) not found: {req.cam_path}")
     if req.bg_path and not os.path.isfile(req.bg_path):
         problems.append(f"Background image not found: {req.bg_path}")
+    if req.bg_path and not req.cam_path:
+        problems.append("A background image needs the camera file (MegaSAM npz): its depth places the background")
+    if req.focal_px < 0:
+        problems.append("Focal length must be positive (or 0 for the default 49.1 degree field of view)")
+    elif req.focal_px > 0 and req.cam_path:
+        problems.append("Give a focal length or a camera file, not both (the camera file has its own intrinsics)")
     if req.fps < 0:
         problems.append("Frame rate must be positive (or 0 to let the backend decide)")
     if req.guidance:
@@ -260,6 +267,8 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
         argv += ["--cam_path", req.cam_path]
     if req.bg_path:
         argv += ["--bg_path", req.bg_path]
+    if req.focal_px and req.focal_px > 0:
+        argv += ["--focal_px", format(float(req.focal_px), "g")]
     if req.depth_dir:
         argv += ["--depth_dir", req.depth_dir]
         if req.depth_is_disparity:

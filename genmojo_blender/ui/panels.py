@@ -96,6 +96,9 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         s = context.scene.genmojo
         col = layout.column()
         col.prop(s, "camera_path")
+        sub = col.column()
+        sub.active = not s.camera_path.strip()
+        sub.prop(s, "focal_px")
         col.prop(s, "background_path")
         col.prop(s, "depth_dir")
         sub = col.column()
