@@ -247,9 +247,10 @@ def project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def camera_difference(c2w_a: np.ndarray, c2w_b: np.ndarray) -> dict:
     """Largest rotation (degrees) and camera-centre distance between two (T,4,4) camera tracks."""
-    R = np.einsum("tji,tjk->tik", c2w_a[:, :3, :3], c2w_b[:, :3, :3])
-    cos = np.clip((np.trace(R, axis1=1, axis2=2) - 1) / 2, -1, 1)
-    return {"rotation_deg": float(np.degrees(np.arccos(cos)).max()),
+    # ||Ra - Rb||_F = 2 sqrt(2) sin(angle / 2): accurate for small angles, where arccos of the trace is not
+    chord = np.linalg.norm(c2w_a[:, :3, :3] - c2w_b[:, :3, :3], axis=(1, 2)) / (2 * math.sqrt(2))
+    angle = 2 * np.arcsin(np.clip(chord, 0, 1))
+    return {"rotation_deg": float(np.degrees(angle).max()),
             "centre_distance": float(np.linalg.norm(c2w_a[:, :3, 3] - c2w_b[:, :3, 3], axis=1).max())}
 
 
