@@ -115,6 +115,15 @@ def _npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable npz ({e})", MAKE_HINT) from e
 
 
+def _read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+    if img is None or img.shape[:2] != size:
+        raise InputError(f"{path}: missing, unreadable or not {size[1]}x{size[0]}", MAKE_HINT)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def load_ground_truth(folder: str | Path) -> GroundTruth:
     """Read and check a ground-truth clip folder; InputError names the file and the fix."""
     root = Path(folder)
@@ -132,7 +141,7 @@ def load_ground_truth(folder: str | Path) -> GroundTruth:
     cams = _npz(root / f["cameras"], ("intrinsic", "cam_c2w", "depths"))
     tr = _npz(root / f["tracks"], ("points", "uv", "visible", "in_frame", "occluder", "object_index"))
     am = _npz(root / f["amodal_depth"], ("depth",))
-    nv = _npz(root / f["novel"], ("K", "c2w", "frames", "images", "labels"))
+    nv = _npz(root / f["novel"], ("K", "c2w", "frames", "labels"))
     W, H, T = int(meta["width"]), int(meta["height"]), int(meta["frames"])
     ids = [o["id"] for o in meta["objects"]]
     K = len(ids)
@@ -144,9 +153,8 @@ def load_ground_truth(folder: str | Path) -> GroundTruth:
         (tr["visible"].shape == tr["in_frame"].shape == tr["occluder"].shape == (T, M), f["tracks"], "visibility"),
         (M > 0 and set(np.unique(tr["object_index"])) <= set(range(K)), f["tracks"], "object_index"),
         (am["depth"].shape == (T, K, H, W), f["amodal_depth"], "depth"),
-        (nv["images"].shape[2:] == (H, W, 3) and nv["labels"].shape == nv["images"].shape[:4]
-         and nv["c2w"].shape[0] == nv["K"].shape[0] == nv["images"].shape[0]
-         and nv["frames"].shape[0] == nv["images"].shape[1], f["novel"], "novel views"),
+        (nv["labels"].shape[2:] == (H, W) and nv["c2w"].shape[0] == nv["K"].shape[0] == nv["labels"].shape[0]
+         and nv["frames"].shape[0] == nv["labels"].shape[1], f["novel"], "novel views"),
     ]
     for ok, rel, what in checks:
         if not ok:
@@ -154,6 +162,11 @@ def load_ground_truth(folder: str | Path) -> GroundTruth:
                              "regenerate the clip; its files come from different runs")
     if (nv["frames"] >= T).any() or (nv["frames"] < 0).any():
         raise InputError(f"{root / f['novel']}: frames outside 0..{T - 1}", "regenerate the clip")
+    C, F = nv["labels"].shape[:2]
+    images = np.zeros((C, F, H, W, 3), np.uint8)
+    for c in range(C):
+        for j, t in enumerate(nv["frames"]):
+            images[c, j] = _read_png(root / "ground_truth" / "novel" / f"c{c}" / f"{int(t):05d}.png", (H, W))
     return GroundTruth(
         root=root, meta=meta, object_ids=ids, radius=np.array([o["radius"] for o in meta["objects"]], float),
         K=cams["intrinsic"].astype(np.float64) * [[W / cams["depths"].shape[2]], [H / cams["depths"].shape[1]], [1]],
@@ -162,7 +175,7 @@ def load_ground_truth(folder: str | Path) -> GroundTruth:
         occluder=tr["occluder"].astype(np.int64), object_index=tr["object_index"].astype(np.int64),
         amodal_depth=am["depth"].astype(np.float32), novel_K=nv["K"].astype(np.float64),
         novel_c2w=nv["c2w"].astype(np.float64), novel_frames=nv["frames"].astype(np.int64),
-        novel_images=nv["images"], novel_labels=nv["labels"])
+        novel_images=images, novel_labels=nv["labels"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,13 +478,8 @@ def _u8(img: np.ndarray) -> np.ndarray:
 
 
 def _read_rgb(gt: GroundTruth, t: int) -> np.ndarray:
-    import cv2
-
     names = sorted(p for p in gt.frames_dir.iterdir() if p.suffix.lower() == ".png")
-    img = cv2.imread(str(names[t]), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"{names[t]}: cannot be read", MAKE_HINT)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return _read_png(names[t], gt.size[::-1])
 
 
 def _read_mask(gt: GroundTruth, oid: str, t: int) -> np.ndarray:

@@ -64,10 +64,9 @@ Output layout (the backend's input layout, plus ``ground_truth/``)::
     OUT/ground_truth/amodal_depth.npz        depth (T,K,H,W) float16: camera z of each object alone
                                              through each pixel centre, 0 where it is absent
     OUT/ground_truth/novel.npz               held-out cameras: K (C,3,3), c2w (C,4,4) OpenCV axes,
-                                             frames (F,) int64, images (C,F,H,W,3) uint8, labels
-                                             (C,F,H,W) uint8 modal labels (0 background, k object k),
-                                             depths (C,F,H,W) float32
-    OUT/ground_truth/novel/cC/00000.png      the held-out views as PNG, for people
+                                             frames (F,) int64, labels (C,F,H,W) uint8 modal labels
+                                             (0 background, k object k), depths (C,F,H,W) float32
+    OUT/ground_truth/novel/cC/00000.png      the held-out views' images: camera C at frame 00000
 
 Usage::
 
@@ -943,7 +942,6 @@ def make_gt_clip(out_dir: str | os.PathLike, *, preset: str | None = "tiny", **o
     novel_c2w = _novel_cameras(cam, s, np.random.default_rng(s.seed + 2))
     novel_frames = np.arange(0, T, s.novel_every, dtype=np.int64)
     C, F = len(novel_c2w), len(novel_frames)
-    n_img = np.zeros((C, F, s.height, s.width, 3), np.uint8)
     n_lab = np.zeros((C, F, s.height, s.width), np.uint8)
     n_dep = np.zeros((C, F, s.height, s.width), np.float32)
     bg = scene.background_mesh()
@@ -955,7 +953,7 @@ def make_gt_clip(out_dir: str | os.PathLike, *, preset: str | None = "tiny", **o
         for c in range(C):
             scene.camera.matrix_world = mathutils.Matrix((novel_c2w[c] @ OPENCV_FROM_BLENDER_CAMERA).tolist())
             scene.bpy.context.view_layer.update()
-            n_img[c, j] = scene.render(out / "ground_truth" / "novel" / f"c{c}" / f"{fi:05d}.png")
+            scene.render(out / "ground_truth" / "novel" / f"c{c}" / f"{fi:05d}.png")
             g = render_geometry(rc, novel_c2w[c], K, s.width, s.height, s.mask_ss, amodal=False)
             n_lab[c, j], n_dep[c, j] = g["labels"], g["depth"]
     timing["novel_s"] = time.perf_counter() - t2
@@ -973,7 +971,7 @@ def make_gt_clip(out_dir: str | os.PathLike, *, preset: str | None = "tiny", **o
                         occluder=tr["occluder"].astype(np.int8), object_index=sim["object_index"].astype(np.int64))
     np.savez_compressed(gt_dir / "amodal_depth.npz", depth=sim["amodal"].astype(np.float16))
     np.savez_compressed(gt_dir / "novel.npz", K=np.repeat(K[None], C, 0), c2w=novel_c2w, frames=novel_frames,
-                        images=n_img, labels=n_lab, depths=n_dep)
+                        labels=n_lab, depths=n_dep)
 
     import bpy
 
