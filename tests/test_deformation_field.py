@@ -197,9 +197,15 @@ def test_times():
     torch.testing.assert_close(field.times(torch.tensor([0, 2, 4, 7])), torch.tensor([-1.0, -0.5, 0.0, 0.75]))
 
 
-def test_parameter_count_of_full_default_config():
-    cfg = DeformationConfig()
-    assert time_resolution(cfg, 25) == 25 and time_resolution(cfg, 100) == 80
+def test_time_resolution_default_and_spec():
+    cfg = DeformationConfig()  # one node per 4 frames, at least 8
+    assert time_resolution(cfg, 16) == 8 and time_resolution(cfg, 52) == 13 and time_resolution(cfg, 100) == 25
+    spec = DeformationConfig(time_resolution_factor=0.8, min_time_resolution=25)
+    assert time_resolution(spec, 25) == 25 and time_resolution(spec, 100) == 80
+
+
+def test_parameter_count_of_the_spec_config():
+    cfg = DeformationConfig(time_resolution_factor=0.8, min_time_resolution=25)
     field = DeformationField(cfg, 25)
     C, Rs, T_res = 32, (64, 128, 256, 512), 25
     spatial = 3 * C * sum(r * r for r in Rs)
