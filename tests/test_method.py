@@ -202,3 +202,48 @@ def test_time_smoothness_term_is_named_in_config_and_reaches_only_the_time_plane
             terms["time_smooth"].backward()
             assert planes.temporal[0].grad.abs().sum() > 0
             assert all(p.grad is None or p.grad.abs().sum() == 0 for p in planes.spatial)
+
+
+def test_depth_loss_compares_log_depth_inside_the_eroded_covered_mask():
+    from backend.optim.stage2 import depth_l1_log
+
+    masks = torch.zeros(1, 32, 32, 1, dtype=torch.bool)
+    masks[0, 8:24, 8:24] = True
+    target = torch.full((1, 32, 32), 4.0)
+    depth = torch.full((1, 32, 32), 4.0 * 1.25)
+    alpha = torch.ones(1, 32, 32)
+    depth[0, 8:11] = 100.0  # the mask's rim (inside the 7x7 erosion margin) does not count
+    depth[0, :, :4] = 0.01  # nor anything outside the mask
+    assert float(depth_l1_log(depth, alpha, target, masks)) == pytest.approx(math.log(1.25), rel=1e-5)
+    alpha[0, 12:20, 12:20] = 0.2  # uncovered pixels do not count either
+    depth[0, 12:20, 12:20] = 1e3
+    assert float(depth_l1_log(depth, alpha, target, masks)) == pytest.approx(math.log(1.25), rel=1e-5)
+
+
+def test_depth_term_joins_the_step_when_a_depth_map_is_given():
+    import dataclasses
+
+    from backend.optim.stage2 import ClipTargets, step_losses
+
+    frames, masks = _disc_clip(T=4)
+    tr = track_object("001", masks)
+    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
+    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
+    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
+    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+    base = dict(frames=torch.from_numpy(frames).float() / 255, masks=torch.from_numpy(masks)[..., None],
+                train=torch.arange(4), prev=torch.tensor([-1, 0, 1, 2]), flow=torch.zeros(3, 48, 48, 2),
+                flow_valid=torch.ones(3, 48, 48, dtype=torch.bool), flow_row=torch.tensor([-1, 0, 1, 2]))
+    scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
+    batch, bg = torch.tensor([1, 3]), torch.ones(2, 3)
+    assert CFG.stage2.depth_loss  # on by default: the paper's term
+    no_map = step_losses(scene, ClipTargets(**base), cams, batch, bg, CFG, step_ratio=0.5)
+    assert "depth" not in no_map
+    far = ClipTargets(**base, depth=torch.full((4, 48, 48), 6.0))  # twice as far as the object was placed
+    terms = step_losses(scene, far, cams, batch, bg, CFG, step_ratio=0.5)
+    assert float(terms["depth"]) > 0
+    terms["depth"].backward()
+    d = scene.objects[0].placement.depth
+    assert d.grad is not None and (d.grad[[1, 3]] < 0).all()  # descending moves the object back
+    off = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, depth_loss=False))
+    assert "depth" not in step_losses(scene, far, cams, batch, bg, off, step_ratio=0.5)
