@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, GuidanceConfig
+from ..config import Config, GuidanceConfig, Stage2Config
 from ..errors import Cancelled
 from ..kernels import rasterize, rasterize_frames
 from ..model.camera import Cameras
@@ -41,6 +41,7 @@ from ..model.scene import SceneRender, render_scene
 from ..model.tracks import ObjectTrack
 from . import losses as L
 from .knn import KnnTable, knn_table
+from ..profiling import span, step_finished
 from .state import FitState, finish_step
 
 
@@ -276,55 +277,70 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
     both_host = torch.cat([frames, torch.where(has_prev, prev, frames)])
     both = both_host.to(dev)
     fr = both[:B]
-    states = scene.states(both)
-    cur = [_at(s.world, slice(0, B)) for s in states]
-    vm = cameras.viewmats(both)
-    Ks = cameras.K[both]
-    render: SceneRender = render_scene(cur, vm[:B], Ks[:B], cameras.width, cameras.height, backgrounds,
-                                       near=cameras.near, far=cameras.far)
-    masks = targets.masks[fr]
-    union = masks.any(-1)
-    target = torch.where(union[..., None], targets.frames[fr], backgrounds[:, None, None, :])
-    terms = {
-        "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px),
-        "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px),
-    }
-    if step_ratio > c.instance_start:
-        terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
-                                                               c.parity_instance_object0)
-    if c.depth_loss and targets.depth is not None:
-        terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
     pairs = torch.nonzero(has_prev).flatten()  # host
     P = int(pairs.numel())
-    if P:
-        cur_rows, prev_rows = pairs.to(dev), (pairs + B).to(dev)
+    cur_rows, prev_rows = pairs.to(dev), (pairs + B).to(dev)
+    with span("deformation"):
+        states = scene.states(both)
+        cur = [_at(s.world, slice(0, B)) for s in states]
+    vm = cameras.viewmats(both)
+    Ks = cameras.K[both]
+    with span("render"):
+        render: SceneRender = render_scene(cur, vm[:B], Ks[:B], cameras.width, cameras.height, backgrounds,
+                                           near=cameras.near, far=cameras.far)
         flow_img = render_flow([_at(s.world, prev_rows) for s in states], [_at(s.world, cur_rows) for s in states],
                                vm[prev_rows], vm[cur_rows], Ks[prev_rows], Ks[cur_rows], cameras.width,
-                               cameras.height, cameras.near, cameras.far)
-        rows = targets.flow_row[frames[pairs]].to(dev)
-        p_mask = targets.masks[both[prev_rows]].any(-1)
-        valid = targets.flow_valid[rows] & p_mask
-        norm = torch.tensor([1.0 / cameras.width, 1.0 / cameras.height], device=dev)
-        err = ((flow_img - targets.flow[rows] * p_mask[..., None]).abs() * norm).sum(-1)
-        per_pair = _masked_mean(err, valid, (1, 2)) + _masked_mean(err, ~p_mask, (1, 2))
-        dscale, dcolor, lscale, rigid = [], [], [], []
-        for k, s in enumerate(states):
-            ds = s.d_log_scales[prev_rows] - s.d_log_scales[cur_rows]
-            dscale.append(ds.abs().mean())
-            dcolor.append(s.d_colors[cur_rows].abs().mean())
-            lscale.append(local_scale_loss(ds, scene.knn[k]))
-            rigid.append(rigidity_loss(s.world.means[prev_rows], s.world.means[cur_rows], s.world.quats[prev_rows],
-                                       s.world.quats[cur_rows], scene.knn[k]))
-        terms["flow"] = c.w_flow * ramp * per_pair.mean()
-        terms["scale_change"] = c.w_scale_change * ramp * torch.stack(dscale).mean()
-        terms["color_change"] = c.w_color_change * ramp * torch.stack(dcolor).mean()
-        terms["local_scale"] = c.w_local_scale * ramp * torch.stack(lscale).mean()
-        terms["rigidity"] = c.w_rigid * ramp * torch.stack(rigid).mean()
-    if c.w_time_smooth > 0:
-        terms["time_smooth"] = c.w_time_smooth * ramp * torch.stack(
-            [o.field.planes.time_smoothness() for o in scene.objects]).mean()
-    terms["total"] = sum(terms.values())
+                               cameras.height, cameras.near, cameras.far) if P else None
+    with span("losses"):
+        masks = targets.masks[fr]
+        union = masks.any(-1)
+        target = torch.where(union[..., None], targets.frames[fr], backgrounds[:, None, None, :])
+        terms = {
+            "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px),
+            "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px),
+        }
+        if step_ratio > c.instance_start:
+            terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
+                                                                   c.parity_instance_object0)
+        if c.depth_loss and targets.depth is not None:
+            terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
+        if P:
+            terms.update(_pair_losses(scene, states, targets, cameras, frames, pairs, both, cur_rows, prev_rows,
+                                      flow_img, c, ramp))
+        if c.w_time_smooth > 0:
+            terms["time_smooth"] = c.w_time_smooth * ramp * torch.stack(
+                [o.field.planes.time_smoothness() for o in scene.objects]).mean()
+        terms["total"] = sum(terms.values())
     return terms
+
+
+def _pair_losses(scene: MethodScene, states: list[ObjectState], targets: ClipTargets, cameras: Cameras,
+                 frames: torch.Tensor, pairs: torch.Tensor, both: torch.Tensor, cur_rows: torch.Tensor,
+                 prev_rows: torch.Tensor, flow_img: torch.Tensor, c: Stage2Config, ramp: float) -> dict[str, torch.Tensor]:
+    """The terms between consecutive training frames: occlusion-checked flow, scale and colour change,
+    kNN local-scale smoothness and local rigidity."""
+    dev = targets.frames.device
+    rows = targets.flow_row[frames[pairs]].to(dev)
+    p_mask = targets.masks[both[prev_rows]].any(-1)
+    valid = targets.flow_valid[rows] & p_mask
+    norm = torch.tensor([1.0 / cameras.width, 1.0 / cameras.height], device=dev)
+    err = ((flow_img - targets.flow[rows] * p_mask[..., None]).abs() * norm).sum(-1)
+    per_pair = _masked_mean(err, valid, (1, 2)) + _masked_mean(err, ~p_mask, (1, 2))
+    dscale, dcolor, lscale, rigid = [], [], [], []
+    for k, s in enumerate(states):
+        ds = s.d_log_scales[prev_rows] - s.d_log_scales[cur_rows]
+        dscale.append(ds.abs().mean())
+        dcolor.append(s.d_colors[cur_rows].abs().mean())
+        lscale.append(local_scale_loss(ds, scene.knn[k]))
+        rigid.append(rigidity_loss(s.world.means[prev_rows], s.world.means[cur_rows], s.world.quats[prev_rows],
+                                   s.world.quats[cur_rows], scene.knn[k]))
+    return {
+        "flow": c.w_flow * ramp * per_pair.mean(),
+        "scale_change": c.w_scale_change * ramp * torch.stack(dscale).mean(),
+        "color_change": c.w_color_change * ramp * torch.stack(dcolor).mean(),
+        "local_scale": c.w_local_scale * ramp * torch.stack(lscale).mean(),
+        "rigidity": c.w_rigid * ramp * torch.stack(rigid).mean(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +376,12 @@ def render_object_views(obj: GaussianBatch, offsets: torch.Tensor, radius: float
     return img
 
 
+def _guidance_views(obj: DynamicObject, frames: torch.Tensor, offsets: torch.Tensor, radius: float, size: int,
+                    fovy: float) -> torch.Tensor:
+    with span("guidance_render"):
+        return render_object_views(obj.object_space(frames), offsets, radius, size, fovy)
+
+
 def guidance_losses(scene: MethodScene, guidance: FrameGuidance, conditioning: Sequence[Any], frames: torch.Tensor,
                     cfg: Config, step_ratio: float, scale: float = 1.0) -> torch.Tensor:
     """Each object's guidance loss at the micro-batch's ``frames`` (B,) host long, back-propagated
@@ -371,10 +393,11 @@ def guidance_losses(scene: MethodScene, guidance: FrameGuidance, conditioning: S
     radius, fovy = cfg.stage1.camera_radius, cfg.camera.fovy_deg
     total = torch.zeros((), device=dev)
     for k, obj in enumerate(scene.objects):
-        loss = guidance.frame_loss(conditioning[k], frames,
-                                   lambda off, o=obj: render_object_views(o.object_space(fr), off, radius, size, fovy),
+        loss = guidance.frame_loss(conditioning[k], frames, lambda off, o=obj: _guidance_views(o, fr, off, radius,
+                                                                                               size, fovy),
                                    step_ratio)
-        (loss * scale).backward()
+        with span("guidance_backward"):
+            (loss * scale).backward()
         total = total + loss.detach()
     return total
 
@@ -428,15 +451,18 @@ def fit_stage2(scene: MethodScene, targets: ClipTargets, cameras: Cameras, cfg: 
             else:
                 bgs = torch.ones(per, 3, device=dev)
             terms = step_losses(scene, targets, cameras, frames, bgs, cfg, ratio)
-            (terms["total"] / c.accumulation).backward()
+            with span("backward"):
+                (terms["total"] / c.accumulation).backward()
             if guidance is not None:
                 terms["guidance"] = guidance_losses(scene, guidance, conditioning, frames, cfg, ratio,
                                                     1.0 / c.accumulation)
                 terms["total"] = terms["total"].detach() + terms["guidance"]
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach() / c.accumulation
-        state.optimizer.step()
+        with span("optimizer"):
+            state.optimizer.step()
         state.step = step
         last = dict(zip(sums, torch.stack(list(sums.values())).tolist()))  # the step's one host sync
         finish_step(step, iterations, last, every, on_step, on_checkpoint)
+        step_finished(step)
     return last

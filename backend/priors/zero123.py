@@ -39,6 +39,7 @@ from torch import nn
 
 from ..config import GuidanceConfig
 from ..errors import InputError
+from ..profiling import span
 from . import sds as S
 
 SUBFOLDERS = ("unet", "vae", "image_encoder", "clip_camera_projection", "scheduler")
@@ -375,10 +376,11 @@ class Zero123Guidance:
         """
         m, c = self.model, self.cfg
         B = images.shape[0]
-        x = self._resize(images.permute(0, 3, 1, 2))
-        post = self._posterior(x)
-        xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
-        latents = (post.mean + post.std * xi) * m.scaling_factor
+        with span("guidance_vae"):
+            x = self._resize(images.permute(0, 3, 1, 2))
+            post = self._posterior(x)
+            xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
+            latents = (post.mean + post.std * xi) * m.scaling_factor
         noise = torch.randn(latents.shape, generator=self.generator).to(m.device, torch.float32)
         index = index.to(m.device).long()
         camera = S.camera_embedding(deltas.cpu(), m.variant, c.reference_polar_deg).to(m.device)
@@ -390,7 +392,8 @@ class Zero123Guidance:
             image_latent = torch.cat([cond.latents[index], torch.zeros_like(cond.latents[index])])
             unet_in = torch.cat([torch.cat([noisy, noisy]).to(m.dtype), image_latent.to(m.dtype)], 1)
             ts = torch.full((2 * B,), t, device=m.device, dtype=torch.long)
-            eps = m.unet(unet_in, ts, encoder_hidden_states=hidden).sample.float()
+            with span("guidance_unet"):
+                eps = m.unet(unet_in, ts, encoder_hidden_states=hidden).sample.float()
             eps_cond, eps_uncond = eps.chunk(2)
             eps_hat = S.classifier_free(eps_cond, eps_uncond, c.guidance_scale)
             w = S.sds_weight(m.alphas_cumprod, t)

@@ -1,0 +1,57 @@
+"""scripts/bench_pipeline.py on the CPU with a tiny random guidance model: every stage and every named
+span of a stage-2 step is measured and reported (the figures themselves are the GPU's business)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import load_script
+
+from backend import profiling
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(clip, out, *extra):
+    return ["--data_dir", str(clip / "JPEGImages"), "--mask_dir", str(clip / "Annotations"), "--device", "cpu",
+            "--preset", "cpu-tiny", "--tiny", "--iters", "6", "--warmup_steps", "1", "--profile_steps", "2",
+            "--set", "stage1.iterations=8", "--set", "stage2.frames_per_batch=2", "--out", str(out), *extra]
+
+
+def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path, one_thread):
+    bench = load_script("bench_pipeline")
+    assert bench.main(_args(sample_clip_master, tmp_path / "b")) == 0
+    r = json.loads((tmp_path / "b" / "pipeline_bench.json").read_text())
+    assert set(r["stages_s"]) == {"validate", "init", "objects", "fit", "bake", "write"}
+    assert r["guidance_model"] == "tiny random model" and r["iterations"] == 6 and r["frames"] == 8
+    assert r["stage2_s_per_iter"] > 0 and r["timed_steps"] >= 1
+    assert r["full_fit_iterations"] == max(40, 6 * 8)  # cpu-tiny's stage-2 schedule for 8 frames
+    for name in profiling.SPANS:  # each part of the step was reached and timed on the host
+        assert r["step_split_ms"][name]["host_ms"] > 0, name
+    assert r["step_split_ms"]["guidance_unet"]["calls_per_step"] == 3  # once per object
+    assert r["flops_per_step"] > 0
+    assert r["peak_memory_gib"] is None and r["guidance_achieved_tflops"] is None  # no device time on a CPU
+    md = (tmp_path / "b" / "pipeline_bench.md").read_text()
+    assert "| guidance_unet |" in md and "s per iteration" in md
+    assert profiling.STEP_HOOKS == []  # the probe is removed again
+
+
+def test_the_benchmark_refuses_too_few_iterations(sample_clip_master, tmp_path, capsys):
+    bench = load_script("bench_pipeline")
+    with pytest.raises(SystemExit) as e:
+        bench.main(_args(sample_clip_master, tmp_path / "b", "--iters", "3"))
+    assert e.value.code == 2
+    assert "warmup + profile + 2" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_spans_are_named():
+    with pytest.raises(ValueError, match="unknown span"):
+        profiling.span("rendering")
