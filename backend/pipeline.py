@@ -573,7 +573,7 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         try:
             c = fit_object(ObjectCrop(image, mask), cfg.stage1, cfg.camera.fovy_deg, dev, gen, iterations=iters1,
                            guidance=guidance.for_object(image) if guidance is not None else None,
-                           on_step=lambda s, n, l, k=k: reporter.progress(k * iters1 + s, K * iters1, l),
+                           on_step=lambda s, n, l, k=k: reporter.progress(k * iters1 + s, K * iters1, l, force=s == n),
                            should_stop=should_stop)
         except Cancelled as e:
             if not canon or not ckpt.save(stage1_payload(), 0):

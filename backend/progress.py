@@ -50,10 +50,12 @@ class Reporter:
         self._emit("stage", stage=stage, index=self.stages.index(stage), total_stages=len(self.stages),
                    status="end", duration_s=round(time.monotonic() - self._stage_t0, 3))
 
-    def progress(self, step: int, total: int, losses: dict[str, float], every_s: float = 0.25) -> None:
-        """Report step ``step`` of ``total`` in the current stage; rate-limited except the last step."""
+    def progress(self, step: int, total: int, losses: dict[str, float], every_s: float = 0.25,
+                 force: bool = False) -> None:
+        """Report step ``step`` of ``total`` in the current stage; rate-limited except the last step and
+        steps the caller ``force``s (the end of one object's fit within the stage)."""
         now = time.monotonic()
-        if step < total and now - self._last_emit < every_s:
+        if step < total and not force and now - self._last_emit < every_s:
             return
         self._last_emit = now
         elapsed = now - self._stage_t0

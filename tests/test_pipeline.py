@@ -71,6 +71,7 @@ def test_fit_reduces_the_loss(tiny_run):
     for k in range(3):  # stage 1, each object's own 60 steps
         obj = [e for e in events if e.type == "progress" and e.get("stage") == "objects"
                and k * 60 < e.get("step") <= (k + 1) * 60]
+        assert obj[-1].get("step") == (k + 1) * 60  # each object's last step is always reported
         err = [e.get("losses")["rgb"] * 60 / (e.get("step") - k * 60) for e in obj]
         assert err[-1] < 0.9 * err[0]
     fit = [e for e in events if e.type == "progress" and e.get("stage") == "fit"]

@@ -64,6 +64,17 @@ def test_progress_is_rate_limited_but_last_step_always_sent():
     assert [e.get("step") for e in lines] == [1, 100]
 
 
+def test_forced_progress_steps_are_sent_despite_the_rate_limit():
+    """Stage 1 forces each object's last step, so every object's final loss reaches the UI."""
+    out = io.StringIO()
+    r = Reporter(["objects"], out=out, log=io.StringIO())
+    r.begin("objects")
+    for s in range(1, 91):
+        r.progress(s, 90, {}, every_s=60, force=s % 30 == 0)
+    lines = [decode_event(x) for x in out.getvalue().splitlines() if '"progress"' in x]
+    assert [e.get("step") for e in lines] == [1, 30, 60, 90]
+
+
 def test_library_output_on_stdout_cannot_break_the_event_stream():
     """What libraries print (Python-level or straight to file descriptor 1) lands on stderr."""
     import subprocess
