@@ -34,6 +34,27 @@ def _disc_clip(T=4, size=48):
     return frames, masks
 
 
+def _disc_object():
+    """The disc clip's one object after stage 1: (frames, masks, track, reference crop box, canonical
+    Gaussians, static cameras)."""
+    frames, masks = _disc_clip(T=4)
+    tr = track_object("001", masks)
+    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
+    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
+    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
+    return frames, masks, tr, box, canon, static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+
+
+def _disc_targets(frames, masks, depth=None):
+    """Stage 2's targets for the disc clip: every frame trained, zero flow, optional depth maps."""
+    from backend.optim.stage2 import ClipTargets
+
+    return ClipTargets(frames=torch.from_numpy(frames).float() / 255, masks=torch.from_numpy(masks)[..., None],
+                       train=torch.arange(4), prev=torch.tensor([-1, 0, 1, 2]), flow=torch.zeros(3, 48, 48, 2),
+                       flow_valid=torch.ones(3, 48, 48, dtype=torch.bool), flow_row=torch.tensor([-1, 0, 1, 2]),
+                       depth=depth)
+
+
 def test_crop_is_square_in_pixels_for_wide_frames():
     box = crop_box(np.array([10, 40, 110, 60]), 0.5)  # a 100 x 20 px object
     assert box.side == pytest.approx(200) and (box.cx, box.cy) == (60, 50)
@@ -135,12 +156,7 @@ def test_frame_fill_interpolates_untrained_frames_only():
 
 def test_the_stage_two_model_starts_where_stage_one_put_each_object():
     """At its reference frame, the identity deformation and the placement put the object on its mask."""
-    frames, masks = _disc_clip(T=4)
-    tr = track_object("001", masks)
-    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
-    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
-    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
-    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+    frames, masks, tr, box, canon, cams = _disc_object()
     scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
     from backend.model.scene import render_scene
     for t in range(4):
@@ -176,18 +192,10 @@ def test_silhouette_band_removes_the_balanced_mse_bias_towards_fat_silhouettes()
 def test_time_smoothness_term_is_named_in_config_and_reaches_only_the_time_planes():
     import dataclasses
 
-    from backend.optim.stage2 import ClipTargets, step_losses
+    from backend.optim.stage2 import step_losses
 
-    frames, masks = _disc_clip(T=4)
-    tr = track_object("001", masks)
-    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
-    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
-    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
-    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
-    targets = ClipTargets(frames=torch.from_numpy(frames).float() / 255, masks=torch.from_numpy(masks)[..., None],
-                          train=torch.arange(4), prev=torch.tensor([-1, 0, 1, 2]),
-                          flow=torch.zeros(3, 48, 48, 2), flow_valid=torch.ones(3, 48, 48, dtype=torch.bool),
-                          flow_row=torch.tensor([-1, 0, 1, 2]))
+    frames, masks, tr, box, canon, cams = _disc_object()
+    targets = _disc_targets(frames, masks)
     batch, bg = torch.tensor([1, 3]), torch.ones(2, 3)
     for w in (0.0, 5.0):
         cfg = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, w_time_smooth=w))
@@ -223,23 +231,15 @@ def test_depth_loss_compares_log_depth_inside_the_eroded_covered_mask():
 def test_depth_term_joins_the_step_when_a_depth_map_is_given():
     import dataclasses
 
-    from backend.optim.stage2 import ClipTargets, step_losses
+    from backend.optim.stage2 import step_losses
 
-    frames, masks = _disc_clip(T=4)
-    tr = track_object("001", masks)
-    box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
-    img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
-    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
-    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
-    base = dict(frames=torch.from_numpy(frames).float() / 255, masks=torch.from_numpy(masks)[..., None],
-                train=torch.arange(4), prev=torch.tensor([-1, 0, 1, 2]), flow=torch.zeros(3, 48, 48, 2),
-                flow_valid=torch.ones(3, 48, 48, dtype=torch.bool), flow_row=torch.tensor([-1, 0, 1, 2]))
+    frames, masks, tr, box, canon, cams = _disc_object()
     scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
     batch, bg = torch.tensor([1, 3]), torch.ones(2, 3)
     assert CFG.stage2.depth_loss  # on by default: the paper's term
-    no_map = step_losses(scene, ClipTargets(**base), cams, batch, bg, CFG, step_ratio=0.5)
+    no_map = step_losses(scene, _disc_targets(frames, masks), cams, batch, bg, CFG, step_ratio=0.5)
     assert "depth" not in no_map
-    far = ClipTargets(**base, depth=torch.full((4, 48, 48), 6.0))  # twice as far as the object was placed
+    far = _disc_targets(frames, masks, torch.full((4, 48, 48), 6.0))  # twice as far as the object was placed
     terms = step_losses(scene, far, cams, batch, bg, CFG, step_ratio=0.5)
     assert float(terms["depth"]) > 0
     terms["depth"].backward()
