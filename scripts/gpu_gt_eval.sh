@@ -31,26 +31,7 @@ if [ ! -f "$clip/ground_truth/scene.json" ]; then
         exit 2
     fi
 fi
-res=/tmp/genmojo_results
-case " $* " in
-    *" --resume "*) ;;  # continue an interrupted run of the same name (its checkpoint is kept)
-    *) rm -rf "$res/$name" "$res/.$name.checkpoint" ;;
-esac
-start=$(date +%s.%N)
-python3 -m backend --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" \
-    --cam_path "$clip/MegaSAM_Outputs/ground_truth.npz" --out_dir "$res" --save_name "$name" \
-    --lite --disable_guidance --holdout 4 --device cuda "$@" \
-    >> "$out/${name}_events.jsonl" 2>> "$out/${name}_log.txt" || { tail -30 "$out/${name}_log.txt"; exit 1; }
-end=$(date +%s.%N)
-echo "$name wall time: $(python3 -c "print(round($end - $start, 1))") s"
-grep -v "^\[genmojo.*stage " "$out/${name}_log.txt" | tail -12
-python3 - "$out/${name}_events.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    if e["type"] == "stage" and e["status"] == "end":
-        print(f"  stage {e['stage']:9s} {e['duration_s']:8.2f} s")
-PY
-python3 -m backend.evaluate_gt --bundle "$res/$name" --gt "$clip" --out "$out/${name}_gt_eval" --device cuda
-cp "$res/$name/manifest.json" "$out/${name}_manifest.json"
-for f in "$res/$name"/preview/*.mp4; do cp "$f" "$out/${name}_$(basename "$f")"; done
+. scripts/gpu_fit.sh
+gpu_fit "$name" "$out" --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" \
+    --cam_path "$clip/MegaSAM_Outputs/ground_truth.npz" --lite --disable_guidance --holdout 4 "$@"
+python3 -m backend.evaluate_gt --bundle "$GPU_RESULTS/$name" --gt "$clip" --out "$out/${name}_gt_eval" --device cuda
