@@ -23,3 +23,9 @@ class Cancelled(GenmojoError):
     """The run was stopped by SIGINT/SIGTERM (Ctrl-C, Blender's Cancel)."""
 
     kind = "cancelled"
+
+
+def describe_error(e: Exception) -> str:
+    """What a command-line tool prints for an error it refuses with: the message, then the hint if any."""
+    hint = getattr(e, "hint", "")
+    return f"error: {e}" + (f"\nhint: {hint}" if hint else "")

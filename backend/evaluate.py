@@ -51,7 +51,7 @@ import torch
 
 from genmojo_blender.core.bundle import Bundle, BundleError, ObjectFrames, open_bundle
 
-from .errors import GenmojoError, InputError
+from .errors import GenmojoError, InputError, describe_error
 from .io.clip import load_clip
 from .metrics import mask_iou, masked_psnr, masked_ssim
 from .model.camera import Cameras
@@ -181,14 +181,16 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
             "summary": summarise(per_frame, ids), "splits": splits, "per_frame": per_frame}
 
 
-def _json_safe(x):
-    """NaN (undefined metric) becomes null, so the output is strict JSON."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
+def json_safe(x):
+    """NaN and inf (undefined metrics) become null, numpy scalars plain numbers, so the output is strict JSON."""
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -207,13 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = evaluate_bundle(a.bundle, a.data_dir, a.mask_dir, max_side=a.max_side, frames=a.frames,
                               device=a.device)
-    except GenmojoError as e:
-        print(f"error: {e}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
+    except (GenmojoError, BundleError) as e:
+        print(describe_error(e), file=sys.stderr)
         return 2
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    res = _json_safe(res)
+    res = json_safe(res)
     text = json.dumps(res, indent=2)
     if a.out:
         a.out.write_text(text)

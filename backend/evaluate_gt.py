@@ -14,8 +14,9 @@ from pathlib import Path
 
 from genmojo_blender.core.bundle import BundleError
 
-from .errors import GenmojoError
-from .gt_eval import evaluate_gt, json_safe
+from .errors import GenmojoError, describe_error
+from .evaluate import json_safe
+from .gt_eval import evaluate_gt
 from .gt_report import write_report
 
 
@@ -53,11 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         ev = evaluate_gt(a.bundle, a.gt, device=a.device, neighbours=a.neighbours, min_opacity=a.min_opacity,
                          track_side=a.track_side)
         paths = write_report(ev, a.out)
-    except GenmojoError as e:
-        print(f"error: {e}" + (f"\nhint: {e.hint}" if e.hint else ""), file=sys.stderr)
-        return 2
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (GenmojoError, BundleError) as e:
+        print(describe_error(e), file=sys.stderr)
         return 2
     print(json.dumps(headline(ev.metrics), indent=2))
     print(f"report: {paths['report']}", file=sys.stderr)

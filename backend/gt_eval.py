@@ -508,16 +508,3 @@ def _order_summary(c: np.ndarray) -> dict:
     return {"accuracy": correct / compared if compared else float("nan"),
             "coverage": compared / overlapping if overlapping else float("nan"),
             "correct": correct, "compared": compared, "overlapping": overlapping}
-
-
-def json_safe(x):
-    """NaN and inf (undefined metrics) become null, numpy scalars plain numbers, so the output is strict JSON."""
-    if isinstance(x, (float, np.floating)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x

@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .gt_eval import THRESHOLDS_PX, GtEvaluation, json_safe
+from .evaluate import json_safe
+from .gt_eval import THRESHOLDS_PX, GtEvaluation
 
 PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]  # RGB
 MIN_PICTURE_SIDE = 256

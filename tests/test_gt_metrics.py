@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from backend.evaluate import json_safe
 from backend.gt_eval import (camera_difference, delta_accuracy, depth_order_counts, end_point_errors, error_summary,
-                             json_safe, nearest_indices, project)
+                             nearest_indices, project)
 from backend.gt_report import line_plot, side_by_side, track_picture
 from conftest import load_script
 
