@@ -23,6 +23,13 @@ PRESET_ITEMS = (
     ("lite", "Lite", "Shorter optimisation for previews and small GPUs"),
     ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)"),
 )
+# The Mesh surface settings, shared by the panel's settings and the import operator.
+SURFACE_RESOLUTION = dict(name="Surface Resolution", default=48, min=8, max=256,
+                          description="Voxels along the longest side of an object when building Mesh surfaces")
+SURFACE_THRESHOLD = dict(name="Surface Threshold", default=0.5, min=0.001, max=10.0, precision=3,
+                         description="Opacity level of the Gaussians' density where the Mesh surface lies "
+                                     "(lower: fatter)")
+
 REPRESENTATION_ITEMS = (
     ("POINTS", "Points", "One vertex per Gaussian, drawn as coloured points (light, exports as points)",
      "POINTCLOUD_DATA", 0),
@@ -125,12 +132,8 @@ class GENMOJO_PG_settings(PropertyGroup):
     mask: PointerProperty(
         name="Mask", type=bpy.types.Mask,
         description="Mask datablock whose layers are the objects (one layer per object, in order)")
-    surface_resolution: IntProperty(
-        name="Surface Resolution", default=48, min=8, max=256,
-        description="Voxels along the longest side of an object when building Mesh surfaces")
-    surface_threshold: FloatProperty(
-        name="Surface Threshold", default=0.5, min=0.001, max=10.0, precision=3,
-        description="Opacity level of the Gaussians' density where the Mesh surface lies (lower: fatter)")
+    surface_resolution: IntProperty(**SURFACE_RESOLUTION)
+    surface_threshold: FloatProperty(**SURFACE_THRESHOLD)
 
 
 class GENMOJO_PG_run(PropertyGroup):

@@ -44,12 +44,8 @@ class GENMOJO_OT_import_result(Operator, ImportHelper):
     object_representations: StringProperty(
         name="Per Object",
         description="Exceptions per object id, e.g. '001=MESH, 002=SPLATS' (ids as in the result's masks)")
-    surface_resolution: IntProperty(
-        name="Surface Resolution", default=48, min=8, max=256,
-        description="Voxels along the longest side of an object when building Mesh surfaces")
-    surface_threshold: FloatProperty(
-        name="Surface Threshold", default=0.5, min=0.001, max=10.0, precision=3,
-        description="Opacity level of the Gaussians' density where the Mesh surface lies (lower: fatter)")
+    surface_resolution: IntProperty(**props.SURFACE_RESOLUTION)
+    surface_threshold: FloatProperty(**props.SURFACE_THRESHOLD)
     point_display: BoolProperty(
         name="Display Modifier", default=True,
         description="Draw Points and Splats objects with their Geometry Nodes modifier")
