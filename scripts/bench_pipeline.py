@@ -176,11 +176,8 @@ def main(argv=None) -> int:
         e = decode_event(line)
         if e.type == "stage" and e.get("status") == "end":
             stages[e.get("stage")] = round(float(e.get("duration_s")), 3)
-    steps = sorted(probe.times)
-    timed = [probe.times[s] - probe.times[s - 1] for s in steps if s > args.warmup_steps and s - 1 in probe.times
-             and s != probe.flop_step and not args.warmup_steps < s <= args.warmup_steps + args.profile_steps]
-    if not timed:  # every step was profiled or counted: time the profiled ones (slower, but measured)
-        timed = [probe.times[s] - probe.times[s - 1] for s in steps if s - 1 in probe.times]
+    # the steps after the profiled ones and the FLOP-counted one (--iters leaves at least one)
+    timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
     split = span_split(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
