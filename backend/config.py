@@ -72,7 +72,11 @@ class Stage1Config:
     iterations: int = 1000
     crop_size: int = 256  # square reference image, pixels
     crop_margin: float = 0.65  # the object's larger side fills this fraction of the crop
-    camera_radius: float = 2.0  # the object-centric reference camera sits this far from the origin
+    camera_radius: float = 2.0  # the orbit views (and the spec's reference camera) sit this far from the origin
+    # the camera the crop is fitted through (model/object_camera.py): "scene", the reference frame's own
+    # camera restricted to the crop, which stage 2's placement reproduces wherever the object is in the
+    # frame; "centred", the spec's camera on the object's axis, which it reproduces only at the image centre
+    reference_camera: str = "scene"
     num_points: int = 5000  # initial Gaussians, uniform in a ball
     init_radius: float = 0.5
     init_opacity: float = 0.1
@@ -207,6 +211,7 @@ class GuidanceConfig:
     model: str = "ashawkey/zero123-xl-diffusers"  # local folder (diffusers layout) or hub id; --guidance_model
     variant: str = "auto"  # zero123-xl | stable-zero123 | auto (stable-zero123 when the name says "stable")
     dtype: str = "bfloat16"  # on CUDA (bfloat16 or float16); the CPU always runs float32
+    channels_last: bool = True  # on CUDA, the UNet and VAE in the NHWC layout with cuDNN autotuning
     image_size: int = 256  # renders and conditioning crops are resized to this for the VAE
     guidance_scale: float = 5.0  # classifier-free guidance; unconditional = zero CLIP token, zero latent
     weight: float = 1.0  # λ_zero123; the loss is weight · SDS sum / number of images

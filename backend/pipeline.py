@@ -42,11 +42,12 @@ from .model.background import BackgroundGaussians, fill_depth, lift_background
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
 from .model.gaussians import CanonicalGaussians
+from .model.object_camera import REFERENCE_CAMERAS
 from .model.tracks import ObjectTrack, track_objects
 from .optim.background import BackgroundTargets, background_masks, fit_background
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
-from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state
+from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
@@ -175,6 +176,9 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     """Validate options, output and inputs; load the clip and track the objects. No optimisation."""
     if cfg.method not in METHODS:
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
+    if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
+        raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
+                         f"use one of {', '.join(REFERENCE_CAMERAS)}")
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
                          "--holdout 4 withholds every 4th frame")
@@ -411,7 +415,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     guidance = None
     if prep.guidance_folder is not None:
         t0 = time.monotonic()
-        model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant)
+        model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant,
+                             channels_last=cfg.sds.channels_last)
         guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
         reporter.log(f"guidance: {model.describe()} loaded in {time.monotonic() - t0:.1f} s")
     if cfg.method == "skeleton":
@@ -571,7 +576,8 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         image, mask = crop_object(clip.frames[r], prep.fit_masks[k, r], box, cfg.stage1.crop_size)
         reporter.log(f"object {tr.id}: reference frame {r}, crop {box.side:.0f} px")
         try:
-            c = fit_object(ObjectCrop(image, mask), cfg.stage1, cfg.camera.fovy_deg, dev, gen, iterations=iters1,
+            c = fit_object(ObjectCrop(image, mask), cfg.stage1, object_reference(tr, cameras, cfg), dev, gen,
+                           iterations=iters1,
                            guidance=guidance.for_object(image) if guidance is not None else None,
                            on_step=lambda s, n, l, k=k: reporter.progress(k * iters1 + s, K * iters1, l, force=s == n),
                            should_stop=should_stop)

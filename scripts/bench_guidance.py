@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="a tiny model instead of the full-size one (smoke check)")
+    ap.add_argument("--nchw", action="store_true",
+                    help="keep the networks in PyTorch's default NCHW layout (GuidanceConfig.channels_last off)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     unet, vae, enc, proj, sched = parts
     model = Z.from_parts(unet, vae, enc, proj, sched.alphas_cumprod, variant="zero123-xl",
                          source="random weights (" + ("tiny" if args.tiny else "Zero123-XL shapes") + ")",
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, channels_last=not args.nchw)
     build_s = time.perf_counter() - t0
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in
               (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     # the UNet alone (both CFG branches), to show how the step splits
     unet_ms = []
     with torch.no_grad():
-        x = torch.randn(2 * B * args.views, 8, size // 8, size // 8, device=device, dtype=dtype)
+        x = model.layout(torch.randn(2 * B * args.views, 8, size // 8, size // 8, device=device, dtype=dtype))
         h = torch.randn(2 * B * args.views, 1, unet.config.cross_attention_dim, device=device, dtype=dtype)
         ts = torch.full((x.shape[0],), 500, device=device)
         for _ in range(max(2, args.steps // 2)):
@@ -173,6 +175,7 @@ def main(argv=None) -> int:
     result = {
         "device": name, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
         "model": "tiny" if args.tiny else "Zero123-XL shapes, random weights", "params": params,
+        "layout": "NHWC (channels_last)" if model.channels_last else "NCHW",
         "images_per_step": B * args.views, "frames": B, "views": args.views, "render_size": args.render_size,
         "model_image_size": size, "ms_per_step": round(ms, 3), "ms_all": [round(t, 3) for t in times],
         "unet_ms_both_branches": round(statistics.median(unet_ms), 3), "flops_per_step": flops,
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
-    rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]),
+    rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]), ("layout", result["layout"]),
             ("images per step", result["images_per_step"]), ("ms per step (median)", result["ms_per_step"]),
             ("UNet, both CFG branches (ms)", result["unet_ms_both_branches"]),
             ("TFLOP per step (fwd+bwd)", round(flops / 1e12, 4)), ("achieved TFLOP/s", result["achieved_tflops"]),

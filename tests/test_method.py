@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from backend.config import get_preset
+from backend.config import get_preset, with_overrides
 from backend.model.camera import static_cameras
 from backend.model.crops import crop_box, crop_object
 from backend.model.frame_fill import FrameFill
+from backend.model.gaussians import CanonicalGaussians
 from backend.model.geometry import quat_multiply
-from backend.model.object_camera import camera_center, object_intrinsics, orbit_viewmat
+from backend.model.scene import render_scene
+from backend.model.object_camera import camera_center, orbit_viewmat, reference_camera
 from backend.model.tracks import track_object
 from backend.optim.densify import make_strategy
 from backend.optim.knn import knn_table
 from backend.optim.stage1 import ObjectCrop, fit_object, render_object
-from backend.optim.stage2 import (build_method_scene, instance_nll, local_scale_loss, rigidity_loss,
-                                  smooth_log_depth)
+from backend.optim.stage2 import (build_method_scene, instance_nll, local_scale_loss, object_reference,
+                                  rigidity_loss, smooth_log_depth)
 
 CFG = get_preset("cpu-tiny")
 
@@ -41,8 +43,10 @@ def _disc_object():
     tr = track_object("001", masks)
     box = crop_box(tr.bbox[tr.reference], CFG.stage1.crop_margin)
     img, m = crop_object(frames[tr.reference], masks[tr.reference], box, CFG.stage1.crop_size)
-    canon = fit_object(ObjectCrop(img, m), CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0))
-    return frames, masks, tr, box, canon, static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+    cams = static_cameras(4, 48, 48, 49.1, 0.01, 100.0)
+    canon = fit_object(ObjectCrop(img, m), CFG.stage1, object_reference(tr, cams, CFG), torch.device("cpu"),
+                       torch.Generator().manual_seed(0))
+    return frames, masks, tr, box, canon, cams
 
 
 def _disc_targets(frames, masks, depth=None):
@@ -76,21 +80,87 @@ def test_orbit_camera_looks_at_the_origin_from_the_reference_side():
     assert camera_center(orbit_viewmat(2.0, 0, 90))[0] > 1.9  # positive azimuth to +x
 
 
+def _spread_object(n=400, seed=0):
+    """Canonical Gaussians spread through a box 0.5 wide, 1.2 tall and 1.0 deep (object units), as an
+    unguided stage 1 leaves them: their depths are not constrained by the one view they were fitted to."""
+    g = torch.Generator().manual_seed(seed)
+    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([0.5, 1.2, 1.0])
+    return CanonicalGaussians(means=means, log_scales=torch.full((n, 3), math.log(0.03)),
+                              colors=torch.rand(n, 3, generator=g), opacities=torch.full((n,), 0.9),
+                              quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1))
+
+
+@pytest.mark.parametrize("kind", ["scene", "centred"])
+def test_stage_two_places_an_off_centre_object_as_its_reference_camera_saw_it(kind):
+    """At the reference frame, stage 2's identity deformation and placement must render the object
+    where stage 1 fitted it: its reference render, warped into the frame by the crop box, must cover
+    the same pixels. The spec's centred camera does not, for an object away from the image centre."""
+    W = H = 96
+    masks = np.zeros((2, H, W), bool)
+    masks[:, 40:88, 2:22] = True  # a tall object at the left edge of the frame, as crossing's people
+    tr = track_object("001", masks)
+    cams = static_cameras(2, W, H, 49.1, 0.01, 100.0)
+    cfg = with_overrides(CFG, stage1={"reference_camera": kind, "crop_size": 64})
+    canon = _spread_object()
+    ref = object_reference(tr, cams, cfg)
+    box = crop_box(tr.bbox[tr.reference], cfg.stage1.crop_margin)
+    scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 2), 3.0), [box.side], cfg)
+    params = {"means": canon.means, "quats": canon.quats, "scales": canon.log_scales,
+              "opacities": canon.opacity_logits, "colors": canon.color_logits}
+    f = torch.tensor([tr.reference])
+    with torch.no_grad():
+        _, crop_alpha, _ = render_object(params, ref.viewmat[None], ref.K, ref.size)
+        frame = render_scene(scene.world_at(f), cams.viewmats(f), cams.K[f], W, H, torch.zeros(1, 3),
+                             near=0.01, far=100.0)
+    _, placed = crop_object(np.zeros((H, W, 3), np.uint8), frame.alpha[0].numpy(), box, ref.size)
+    _, inside = crop_object(np.zeros((H, W, 3), np.uint8), np.ones((H, W), np.float32), box, ref.size)
+    inside = inside > 0.99  # the crop reaches past the frame's edge, where the frame shows nothing
+    a, b = (crop_alpha[0].numpy() > 0.5) & inside, (placed > 0.5) & inside
+    iou = (a & b).sum() / (a | b).sum()
+    assert a.sum() > 200  # the object fills a good part of its crop
+    if kind == "scene":
+        assert iou > 0.95, iou
+    else:
+        assert iou < 0.85, iou
+
+
+def test_orbit_views_turn_about_the_reference_line_of_sight():
+    """An off-centre object's orbit views start on its reference camera's line of sight (so the prior's
+    reference view is the crop's view) and keep the horizon level."""
+    K = static_cameras(1, 96, 96, 49.1, 0.01, 100.0).K[0]
+    ref = reference_camera("scene", crop_box(np.array([6, 60, 26, 90]), 0.65), K, 32, 49.1, 2.0)
+    sight = camera_center(ref.viewmat)
+    # the object is low on the left of the frame: the camera is to its right (+x) and above it (−y)
+    assert sight[0] > 0 and sight[1] < 0
+    views = ref.orbit_viewmats(torch.tensor([[0.0, 0.0, 0.0], [20.0, -35.0, 0.1]]))
+    c0 = camera_center(views[0])
+    torch.testing.assert_close(c0 / c0.norm(), sight / sight.norm(), atol=1e-5, rtol=0)
+    assert float(c0.norm()) == pytest.approx(2.0, abs=1e-5)
+    for v in views:
+        assert float(v[0, 3]) == 0 and float(v[1, 3]) == 0  # looks at the origin
+        assert abs(float(v[0, 1])) < 1e-6  # no roll: the camera's right stays horizontal in object units
+    c1 = camera_center(views[1])
+    assert float(c1.norm()) == pytest.approx(2.1, abs=1e-5) and float(c1[1]) < float(c0[1])  # higher up
+    centred = reference_camera("centred", crop_box(np.array([6, 60, 26, 90]), 0.65), K, 32, 49.1, 2.0)
+    torch.testing.assert_close(centred.orbit_viewmats(torch.zeros(1, 3))[0], orbit_viewmat(2.0))
+
+
 def test_stage_one_fits_the_crop_and_densifies():
     frames, masks = _disc_clip()
     box = crop_box(track_object("001", masks).bbox[0], CFG.stage1.crop_margin)
     img, m = crop_object(frames[0], masks[0], box, CFG.stage1.crop_size)
     crop = ObjectCrop(img, m)
+    ref = reference_camera("scene", box, static_cameras(1, 48, 48, 49.1, 0.01, 100.0).K[0], crop.size, 49.1, 2.0)
     torch.manual_seed(0)  # gsplat's split samples from the global stream
     log = []
-    canon = fit_object(crop, CFG.stage1, 49.1, torch.device("cpu"), torch.Generator().manual_seed(0),
+    canon = fit_object(crop, CFG.stage1, ref, torch.device("cpu"), torch.Generator().manual_seed(0),
                        on_step=lambda s, n, l: log.append(l))
     assert max(e["gaussians"] for e in log) > CFG.stage1.num_points  # gsplat's strategy added Gaussians
     S = crop.size
     with torch.no_grad():
         params = {"means": canon.means, "quats": canon.quats, "scales": canon.log_scales,
                   "opacities": canon.opacity_logits, "colors": canon.color_logits}
-        _, alpha, _ = render_object(params, orbit_viewmat(2.0)[None], object_intrinsics(S, 49.1), S)
+        _, alpha, _ = render_object(params, ref.viewmat[None], ref.K, S)
     pred, true = alpha[0].numpy() > 0.5, m > 0.5
     assert (pred & true).sum() / (pred | true).sum() > 0.6
 

@@ -15,9 +15,11 @@ from backend.errors import Cancelled
 from backend.model.deformation_field import DeformationField
 from backend.model.dynamic import DynamicObject, ScenePlacement
 from backend.model.gaussians import CanonicalGaussians
-from backend.model.object_camera import object_intrinsics, orbit_viewmat
+from backend.model.camera import static_cameras
+from backend.model.crops import CropBox
+from backend.model.object_camera import reference_camera
 from backend.optim.knn import knn_table
-from backend.optim.stage1 import render_object
+from backend.optim.stage1 import _render_offsets
 from backend.optim.stage2 import MethodScene, guidance_losses, guidance_render_size, render_object_views
 from backend.priors import zero123 as Z
 from backend.progress import Reporter
@@ -44,7 +46,14 @@ def _scene(k=2) -> MethodScene:
         pl = ScenePlacement(torch.ones(T), torch.tensor([[0.0, 0.0, 2.0]]).repeat(T, 1), torch.ones(T))
         objs.append(DynamicObject(c, DeformationField(BASE.deformation, T), pl))
     tables = [knn_table(o.means, 4, BASE.stage2.knn_weight_scale) for o in objs]
-    return MethodScene([f"00{i + 1}" for i in range(k)], objs, torch.eye(4)[None].repeat(T, 1, 1), tables)
+    refs = [_reference() for _ in objs]
+    return MethodScene([f"00{i + 1}" for i in range(k)], objs, torch.eye(4)[None].repeat(T, 1, 1), tables, refs)
+
+
+def _reference(S=24):
+    """The reference camera of an object low on the left of a 64² frame (its orbit is turned)."""
+    K = static_cameras(1, 64, 64, 49.1, 0.01, 100.0).K[0]
+    return reference_camera("scene", CropBox(cx=14.0, cy=44.0, side=30.0), K, S, 49.1, BASE.stage1.camera_radius)
 
 
 def _params(c: CanonicalGaussians) -> dict:
@@ -59,24 +68,25 @@ def test_render_size_follows_the_step_ratio():
 
 
 def test_identity_object_view_is_stage_one_reference_render():
-    """At the identity deformation, the object-centric views of every frame are stage 1's renders of
-    the canonical Gaussians from the same orbit cameras (frame-major, views in order)."""
+    """At the identity deformation, the object-centric views of every frame are stage 1's orbit renders
+    of the canonical Gaussians from the same offsets about the same reference camera (frame-major, views
+    in order)."""
     c = _canonical()
     obj = DynamicObject(c, DeformationField(BASE.deformation, T),
                         ScenePlacement(torch.full((T,), 0.3), torch.randn(T, 3), torch.full((T,), 2.0)))
-    S, fovy, radius = 24, 49.1, BASE.stage1.camera_radius
-    K = object_intrinsics(S, fovy)
+    S = 24
+    ref = _reference(S)
+    assert ref.azimuth_deg > 5 and ref.elevation_deg > 5  # the orbit starts off the object's axis
     frames = torch.tensor([3, 0, 2])
     with torch.no_grad():
-        ref = render_object(_params(c), orbit_viewmat(radius)[None], K, S)[0][0]
-        zero = render_object_views(obj.object_space(frames), torch.zeros(3, 1, 3), radius, S, fovy)
+        front = _render_offsets(_params(c), torch.zeros(1, 3), ref)[0]
+        zero = render_object_views(obj.object_space(frames), torch.zeros(3, 1, 3), ref, S)
         offsets = torch.tensor([[[10.0, -40.0, 0.0], [-20.0, 170.0, 0.3]]]).repeat(3, 1, 1)
-        views = render_object_views(obj.object_space(frames), offsets, radius, S, fovy)
-        expect = render_object(_params(c), torch.stack([orbit_viewmat(radius + r, e, a) for e, a, r in offsets[0]]),
-                               K, S)[0]
-    assert zero.shape == (3, S, S, 3) and (ref < 0.95).any()  # the object is in view
+        views = render_object_views(obj.object_space(frames), offsets, ref, S)
+        expect = _render_offsets(_params(c), offsets[0], ref)
+    assert zero.shape == (3, S, S, 3) and (front < 0.95).any()  # the object is in view
     for b in range(3):
-        torch.testing.assert_close(zero[b], ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(zero[b], front, atol=1e-5, rtol=0)
         torch.testing.assert_close(views[2 * b:2 * b + 2], expect, atol=1e-5, rtol=0)
     assert not torch.allclose(expect[0], expect[1], atol=1e-3)  # the two views differ, so the order is tested
 

@@ -1,7 +1,8 @@
 """Stage 1: one object's static Gaussians, fitted to its object-centric crop in its reference frame.
 
-The object is seen from the reference camera of ``model.object_camera`` in a square crop where its
-larger side fills ``crop_margin`` of the image, on white. Gaussians start uniform in a ball, and
+The object is seen through its reference camera (``model.object_camera.ReferenceCamera``: by default the
+scene camera restricted to the crop window) in a square crop where its larger side fills
+``crop_margin`` of the image, on white. Gaussians start uniform in a ball, and
 balanced RGB and alpha losses (ramped up over training, as the spec) shape them while gsplat's
 strategy clones, splits and prunes. Score distillation from a novel-view prior plugs in through
 ``guidance`` (issue #4); without it the back of the object is whatever the front view implies.
@@ -20,7 +21,7 @@ from ..config import Stage1Config
 from ..errors import Cancelled
 from ..kernels import rasterize
 from ..model.gaussians import CanonicalGaussians
-from ..model.object_camera import object_intrinsics, orbit_viewmat
+from ..model.object_camera import ReferenceCamera
 from . import losses as L
 from .densify import make_strategy, strategy_info
 
@@ -89,13 +90,16 @@ def render_object(params: dict[str, torch.Tensor], viewmats: torch.Tensor, K: to
     return img, alpha[..., 0], meta
 
 
-def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: torch.device,
+def fit_object(crop: ObjectCrop, cfg: Stage1Config, ref: ReferenceCamera, device: torch.device,
                generator: torch.Generator, *, iterations: int | None = None, guidance: Guidance | None = None,
                on_step: Callable[[int, int, dict[str, float]], None] = lambda *a: None,
                should_stop: Callable[[], bool] = lambda: False) -> CanonicalGaussians:
-    """Fit one object's canonical Gaussians to its crop; returns them after the final prune."""
+    """Fit one object's canonical Gaussians to its crop, seen through ``ref``; returns them after the
+    final prune. The guidance's views orbit the object about ``ref``'s line of sight."""
     iters = cfg.iterations if iterations is None else iterations
     S = crop.size
+    if ref.size != S:
+        raise ValueError(f"the reference camera is for {ref.size} px crops, the crop has {S}")
     params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.to(device))
                                      for k, v in init_ball(cfg, generator).items()})
     lrs = {"means": cfg.lr_means, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
@@ -108,8 +112,8 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
     target = torch.from_numpy(crop.image).to(device)[None]
     mask_f = torch.from_numpy(crop.mask).to(device)[None]
     mask = mask_f > 0.5
-    view = orbit_viewmat(cfg.camera_radius).to(device)[None]
-    K = object_intrinsics(S, fovy_deg).to(device)
+    view = ref.viewmat.to(device)[None]
+    K = ref.K.to(device)
     for step in range(1, iters + 1):
         if should_stop():
             raise Cancelled(f"stopped in stage 1 at step {step - 1} of {iters}")
@@ -123,7 +127,7 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
         terms = {"rgb": cfg.w_rgb * ramp * L.balanced_mse(img, target, mask, band),
                  "alpha": cfg.w_alpha * ramp * L.balanced_mse(alpha, mask_f, mask, band)}
         if guidance is not None:
-            terms["guidance"] = guidance(lambda offsets: _render_offsets(params, offsets, K, S, cfg), step / iters)
+            terms["guidance"] = guidance(lambda offsets: _render_offsets(params, offsets, ref), step / iters)
         total = terms["total"] = sum(terms.values())
         for o in optimizers.values():
             o.zero_grad(set_to_none=True)
@@ -138,11 +142,10 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, fovy_deg: float, device: tor
     return final_prune(params, cfg)
 
 
-def _render_offsets(params, offsets: torch.Tensor, K: torch.Tensor, S: int, cfg: Stage1Config) -> torch.Tensor:
-    """Render views at (Δelevation°, Δazimuth°, Δradius) offsets (V,3) from the reference view."""
-    views = torch.stack([orbit_viewmat(cfg.camera_radius + float(r), float(e), float(a))
-                         for e, a, r in offsets.tolist()]).to(K.device)
-    return render_object(params, views, K, S)[0]
+def _render_offsets(params, offsets: torch.Tensor, ref: ReferenceCamera) -> torch.Tensor:
+    """Render orbit views at (Δelevation°, Δazimuth°, Δradius) offsets (V,3) from the reference side."""
+    dev = params["means"].device
+    return render_object(params, ref.orbit_viewmats(offsets).to(dev), ref.orbit_K().to(dev), ref.size)[0]
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ from ..model.deformation_field import DeformationField
 from ..model.dynamic import DynamicObject, ObjectState, ScenePlacement
 from ..model.gaussians import CanonicalGaussians, GaussianBatch
 from ..model.geometry import quat_to_rotmat
-from ..model.object_camera import object_intrinsics, orbit_viewmat
+from ..model.object_camera import ReferenceCamera, reference_camera
 from ..model.scene import SceneRender, render_scene
 from ..model.tracks import ObjectTrack
 from . import losses as L
@@ -59,12 +59,13 @@ class MethodScene(nn.Module):
     """All objects of a clip as dynamic objects, with the clip's cameras (c2w per frame)."""
 
     def __init__(self, object_ids: list[str], objects: list[DynamicObject], c2w: torch.Tensor,
-                 knn: list[KnnTable]):
+                 knn: list[KnnTable], refs: list[ReferenceCamera]):
         super().__init__()
         self.object_ids = list(object_ids)
         self.objects = nn.ModuleList(objects)
         self.register_buffer("c2w", c2w.float().clone())
         self.knn = knn
+        self.refs = refs  # each object's stage-1 reference camera: its orbit views turn about its line of sight
 
     @property
     def num_objects(self) -> int:
@@ -87,17 +88,18 @@ class MethodScene(nn.Module):
 
 
 @torch.no_grad()
-def reference_depth(canonical: CanonicalGaussians, size: int, fovy_deg: float, radius: float) -> float:
-    """Median rendered depth of the object's visible surface from its reference camera (object units)."""
+def reference_depth(canonical: CanonicalGaussians, ref: ReferenceCamera) -> float:
+    """Median rendered depth of the object's visible surface from its reference camera, relative to
+    the object's origin (object units; negative: in front of it)."""
     dev = canonical.means.device
-    view = orbit_viewmat(radius).to(dev)[None]
-    K = object_intrinsics(size, fovy_deg).to(dev)[None]
+    size = ref.size
     depth, alpha, _ = rasterize(canonical.means, canonical.quats, canonical.log_scales.exp(), canonical.opacities,
-                                canonical.colors, view, K, size, size, render_mode="ED")
+                                canonical.colors, ref.viewmat.to(dev)[None], ref.K.to(dev)[None], size, size,
+                                render_mode="ED")
     sel = alpha[0, ..., 0] > 0.75
     if not bool(sel.any()):
         sel = alpha[0, ..., 0] > 0.1
-    return float(depth[0, ..., 0][sel].median()) if bool(sel.any()) else radius
+    return float(depth[0, ..., 0][sel].median()) - ref.center_depth if bool(sel.any()) else 0.0
 
 
 def smooth_log_depth(d: np.ndarray, sigma: float, size: int, rate_limit: float) -> np.ndarray:
@@ -113,11 +115,21 @@ def smooth_log_depth(d: np.ndarray, sigma: float, size: int, rate_limit: float) 
     return np.exp(np.concatenate([x[:1], x[:1] + np.cumsum(steps)]))
 
 
+def object_reference(track: ObjectTrack, cameras: Cameras, cfg: Config) -> ReferenceCamera:
+    """The object's stage-1 reference camera: its crop in its reference frame (``model.object_camera``)."""
+    s1 = cfg.stage1
+    r = track.reference
+    return reference_camera(s1.reference_camera, crop_box(track.bbox[r], s1.crop_margin), cameras.K[r].cpu(),
+                            s1.crop_size, cfg.camera.fovy_deg, s1.camera_radius)
+
+
 def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: Cameras, depths: np.ndarray,
-                   ref_side: float, cfg: Config, trained: np.ndarray | None = None) -> ScenePlacement:
+                   ref_side: float, cfg: Config, trained: np.ndarray | None = None,
+                   ref: ReferenceCamera | None = None) -> ScenePlacement:
     """Crop scale, translation and depth factor per frame from the object's 2D track and depth source.
 
-    ``depths`` (T,) is the depth source's camera distance of the object's visible surface per frame.
+    ``depths`` (T,) is the depth source's camera distance of the object's visible surface per frame;
+    ``ref`` the camera stage 1 fitted the object through (default ``object_reference``).
     """
     s1, s2 = cfg.stage1, cfg.stage2
     tan_half = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
@@ -131,8 +143,8 @@ def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: C
     z = s1.camera_radius
     trans = np.stack([(centre[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * z, (centre[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * z,
                       np.full(T, z)], 1)
-    r_obj = reference_depth(canonical, s1.crop_size, cfg.camera.fovy_deg, s1.camera_radius)
-    surface = z + scale * (r_obj - s1.camera_radius)  # camera distance of the surface before the depth factor
+    ref = object_reference(track, cameras, cfg) if ref is None else ref
+    surface = z + scale * reference_depth(canonical, ref)  # camera distance of the surface before the depth factor
     d = smooth_log_depth(depths / surface, s2.depth_smooth_sigma, s2.depth_smooth_size, s2.depth_rate_limit)
     return ScenePlacement(torch.from_numpy(scale), torch.from_numpy(trans), torch.from_numpy(d), trained)
 
@@ -140,18 +152,20 @@ def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: C
 def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussians], tracks: list[ObjectTrack],
                        cameras: Cameras, depths: np.ndarray, ref_sides: list[float], cfg: Config,
                        trained: np.ndarray | None = None) -> MethodScene:
-    """The stage-2 model: one dynamic object per canonical, starting exactly at stage 1's solution.
+    """The stage-2 model: one dynamic object per canonical, starting exactly at stage 1's solution (with
+    the ``scene`` reference camera, each object renders in its reference frame as stage 1 fitted it).
 
     ``trained`` (T,) bool marks the frames the fit will see (default all)."""
-    objs, tables = [], []
+    objs, tables, refs = [], [], []
     T = cameras.K.shape[0]
     for k, (canon, tr) in enumerate(zip(canonicals, tracks)):
-        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg, trained)
+        refs.append(object_reference(tr, cameras, cfg))
+        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg, trained, refs[-1])
         field = DeformationField(cfg.deformation, T).to(canon.means.device)
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
         tables.append(knn_table(canon.means.detach(), cfg.stage2.knn, cfg.stage2.knn_weight_scale))
-    return MethodScene(object_ids, objs, cameras.c2w, tables)
+    return MethodScene(object_ids, objs, cameras.c2w, tables, refs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,17 +369,17 @@ def guidance_render_size(cfg: GuidanceConfig, step_ratio: float) -> int:
     return int(cfg.stage2_render_sizes[-1])
 
 
-def render_object_views(obj: GaussianBatch, offsets: torch.Tensor, radius: float, size: int, fovy_deg: float,
+def render_object_views(obj: GaussianBatch, offsets: torch.Tensor, ref: ReferenceCamera, size: int,
                         background: float = 1.0) -> torch.Tensor:
     """Object-centric renders (B·V,size,size,3), frame-major, of B frames' Gaussians ``obj`` (object
-    units) from V orbit views each: ``offsets`` (B,V,3) (Δelevation°, Δazimuth°, Δradius) from the
-    reference camera at ``radius`` (``model.object_camera``). All B·V views go through one rasterizer call.
+    units) from V orbit views each: ``offsets`` (B,V,3) (Δelevation°, Δazimuth°, Δradius) about the
+    object's reference camera ``ref`` (``model.object_camera``), at ``size``² pixels. All B·V views go
+    through one rasterizer call.
     """
     B, V = int(offsets.shape[0]), int(offsets.shape[1])
     dev = obj.means.device
-    views = torch.stack([orbit_viewmat(radius + float(r), float(e), float(a))
-                         for e, a, r in offsets.reshape(-1, 3).tolist()]).to(dev)
-    K = object_intrinsics(size, fovy_deg).to(dev)[None].expand(B * V, 3, 3)
+    views = ref.orbit_viewmats(offsets).to(dev)
+    K = ref.orbit_K(size).to(dev)[None].expand(B * V, 3, 3)
 
     def rep(x: torch.Tensor) -> torch.Tensor:
         return x.repeat_interleave(V, 0)
@@ -376,10 +390,10 @@ def render_object_views(obj: GaussianBatch, offsets: torch.Tensor, radius: float
     return img
 
 
-def _guidance_views(obj: DynamicObject, frames: torch.Tensor, offsets: torch.Tensor, radius: float, size: int,
-                    fovy: float) -> torch.Tensor:
+def _guidance_views(obj: DynamicObject, frames: torch.Tensor, offsets: torch.Tensor, ref: ReferenceCamera,
+                    size: int) -> torch.Tensor:
     with span("guidance_render"):
-        return render_object_views(obj.object_space(frames), offsets, radius, size, fovy)
+        return render_object_views(obj.object_space(frames), offsets, ref, size)
 
 
 def guidance_losses(scene: MethodScene, guidance: FrameGuidance, conditioning: Sequence[Any], frames: torch.Tensor,
@@ -390,11 +404,10 @@ def guidance_losses(scene: MethodScene, guidance: FrameGuidance, conditioning: S
     dev = scene.c2w.device
     fr = frames.to(dev)
     size = guidance_render_size(cfg.sds, step_ratio)
-    radius, fovy = cfg.stage1.camera_radius, cfg.camera.fovy_deg
     total = torch.zeros((), device=dev)
     for k, obj in enumerate(scene.objects):
-        loss = guidance.frame_loss(conditioning[k], frames, lambda off, o=obj: _guidance_views(o, fr, off, radius,
-                                                                                               size, fovy),
+        loss = guidance.frame_loss(conditioning[k], frames,
+                                   lambda off, o=obj, ref=scene.refs[k]: _guidance_views(o, fr, off, ref, size),
                                    step_ratio)
         with span("guidance_backward"):
             (loss * scale).backward()
