@@ -211,7 +211,9 @@ class GuidanceConfig:
     model: str = "ashawkey/zero123-xl-diffusers"  # local folder (diffusers layout) or hub id; --guidance_model
     variant: str = "auto"  # zero123-xl | stable-zero123 | auto (stable-zero123 when the name says "stable")
     dtype: str = "bfloat16"  # on CUDA (bfloat16 or float16); the CPU always runs float32
-    channels_last: bool = True  # on CUDA, the UNet and VAE in the NHWC layout with cuDNN autotuning
+    # on CUDA, the UNet and VAE in the NHWC layout with cuDNN autotuning. Off: on an H100 (torch 2.11,
+    # bf16) it made the 32-image guidance step slower, 213.5 ms against 170.9 ms (docs/performance.md)
+    channels_last: bool = False
     image_size: int = 256  # renders and conditioning crops are resized to this for the VAE
     guidance_scale: float = 5.0  # classifier-free guidance; unconditional = zero CLIP token, zero latent
     weight: float = 1.0  # λ_zero123; the loss is weight · SDS sum / number of images

@@ -104,8 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tiny", action="store_true", help="a tiny model instead of the full-size one (smoke check)")
-    ap.add_argument("--nchw", action="store_true",
-                    help="keep the networks in PyTorch's default NCHW layout (GuidanceConfig.channels_last off)")
+    ap.add_argument("--channels_last", action="store_true",
+                    help="the UNet and VAE in the NHWC layout with cuDNN autotuning (GuidanceConfig.channels_last)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     unet, vae, enc, proj, sched = parts
     model = Z.from_parts(unet, vae, enc, proj, sched.alphas_cumprod, variant="zero123-xl",
                          source="random weights (" + ("tiny" if args.tiny else "Zero123-XL shapes") + ")",
-                         device=device, dtype=dtype, channels_last=not args.nchw)
+                         device=device, dtype=dtype, channels_last=args.channels_last)
     build_s = time.perf_counter() - t0
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in
               (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}

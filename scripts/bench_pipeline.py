@@ -180,10 +180,13 @@ def main(argv=None) -> int:
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
     stages = {}
+    object_ends = []  # (global stage-1 step, elapsed s) at the end of each object's fit
     for line in events.getvalue().splitlines():
         e = decode_event(line)
         if e.type == "stage" and e.get("status") == "end":
             stages[e.get("stage")] = round(float(e.get("duration_s")), 3)
+        elif e.type == "progress" and e.get("stage") == "objects" and int(e.get("step")) % cfg.stage1.iterations == 0:
+            object_ends.append((int(e.get("step")), float(e.get("elapsed_s"))))
     # the steps after the profiled ones and the FLOP-counted one (--iters leaves at least one)
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
@@ -194,8 +197,16 @@ def main(argv=None) -> int:
     peak_tf = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
     achieved = flops / (guidance_dev_ms / 1000) / 1e12 if guidance_dev_ms > 0 and not args.disable_guidance else None
     full_iters = cfg.stage2.iterations(num_frames)
-    # stage 1 is a fixed cost per iteration (its renders and guidance do not grow with the Gaussians much)
-    objects_full = stages.get("objects", 0.0) * stage1_full / cfg.stage1.iterations
+    # stage 1's steady rate: from the end of the first object's fit to the end of the last one's, so the
+    # first calls' set-up (kernel builds, autotuning) is not multiplied; the missing iterations are added
+    # at that rate
+    n_objects = len(object_ends)
+    if n_objects >= 2:
+        (s0, t0_), (s1, t1_) = object_ends[0], object_ends[-1]
+        stage1_rate = (t1_ - t0_) / (s1 - s0)
+    else:
+        stage1_rate = stages.get("objects", 0.0) / max(1, cfg.stage1.iterations * max(1, n_objects))
+    objects_full = stages.get("objects", 0.0) + (stage1_full - cfg.stage1.iterations) * n_objects * stage1_rate
     result = {
         "device": name, "torch": torch.__version__, "preset": cfg.preset, "guidance_model": model_desc,
         "clip": str(args.data_dir), "iterations": args.iters, "stage1_iterations": cfg.stage1.iterations,
@@ -204,7 +215,8 @@ def main(argv=None) -> int:
         "stage2_s_per_iter": round(s_per_iter, 4), "stage2_iter_per_s": round(1 / s_per_iter, 3),
         "frames": num_frames, "full_fit_iterations": full_iters,
         "full_fit_extrapolated_s": round(full_iters * s_per_iter, 1),
-        "stage1_full_iterations": stage1_full, "objects_extrapolated_s": round(objects_full, 1),
+        "stage1_full_iterations": stage1_full, "stage1_s_per_iter": round(stage1_rate, 4),
+        "objects_extrapolated_s": round(objects_full, 1),
         "whole_run_extrapolated_s": round(sum(v for k, v in stages.items() if k not in ("fit", "objects"))
                                           + objects_full + full_iters * s_per_iter, 1),
         "timed_steps": len(timed), "step_split_ms": split,
@@ -221,6 +233,7 @@ def main(argv=None) -> int:
             *((f"stage {k} (s)", v) for k, v in stages.items()),
             ("stage 2: s per iteration (median)", result["stage2_s_per_iter"]),
             ("stage 2: iterations per s", result["stage2_iter_per_s"]),
+            ("stage 1: s per iteration (after the first object)", result["stage1_s_per_iter"]),
             (f"stage 1 at {stage1_full} iterations per object, extrapolated (s)", result["objects_extrapolated_s"]),
             (f"whole {cfg.preset} fit ({full_iters} iterations), extrapolated (s)", result["full_fit_extrapolated_s"]),
             ("whole run at the preset's counts, extrapolated (s)", result["whole_run_extrapolated_s"]),

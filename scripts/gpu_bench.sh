@@ -16,8 +16,8 @@ start=$(date +%s)
 python3 -c "from gsplat.cuda._backend import _C" && echo "gsplat ready after $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 clip=.carry/crossing
-python3 scripts/bench_guidance.py --device cuda --nchw --out "$work/guidance_nchw" 2>&1 | tail -14
-python3 scripts/bench_guidance.py --device cuda --out "$work/guidance_nhwc" 2>&1 | tail -14
+python3 scripts/bench_guidance.py --device cuda --out "$work/guidance_nchw" 2>&1 | tail -14
+python3 scripts/bench_guidance.py --device cuda --channels_last --out "$work/guidance_nhwc" 2>&1 | tail -14
 python3 scripts/bench_pipeline.py --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" \
     --out "$work/pipeline_guidance" "$@" > "$work/pipeline_guidance.log" 2>&1
 tail -40 "$work/pipeline_guidance.log"

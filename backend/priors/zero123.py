@@ -217,12 +217,12 @@ def model_dtype(device: torch.device, name: str) -> torch.dtype:
 def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projection: nn.Module,
                alphas_cumprod: torch.Tensor, *, variant: str, source: str, device: torch.device | str,
                dtype: torch.dtype, clip_size: int | None = None, clip_mean=CLIP_MEAN, clip_std=CLIP_STD,
-               channels_last: bool = True) -> Zero123Model:
+               channels_last: bool = False) -> Zero123Model:
     """Move the networks to ``device``/``dtype``, freeze them all and wrap them.
 
     On CUDA with ``channels_last`` the convolutional networks (UNet, VAE) keep their weights in the
     NHWC layout that cuDNN's tensor-core convolutions run in natively, and cuDNN picks its fastest
-    algorithm per shape (the guidance's shapes repeat every step); docs/performance.md has the effect.
+    algorithm per shape. Measured slower on an H100 (docs/performance.md), hence off by default.
     """
     device = torch.device(device)
     for m in (unet, vae, image_encoder, projection):
@@ -255,7 +255,7 @@ def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tu
 
 
 def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloat16", variant: str = "auto",
-                 *, allow_download: bool | None = None, channels_last: bool = True) -> Zero123Model:
+                 *, allow_download: bool | None = None, channels_last: bool = False) -> Zero123Model:
     """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen."""
     folder = resolve_model(spec, allow_download=allow_download)
     AutoencoderKL, DDIMScheduler, UNet2DConditionModel, *_ = _diffusers()
