@@ -1,7 +1,7 @@
 """The object-centric cameras: how a canonical object is seen in its own crop, and from around it.
 
 The canonical object lives around the origin (radius about 0.5) in OpenCV axes (x right, y down,
-z forward). Orbit views (the novel-view prior's, the previews') are pinhole cameras at distance
+z forward). Orbit views (the novel-view prior's) are pinhole cameras at distance
 ``radius`` (2 in the spec) looking at the origin with the vertical field of view of the stage-1
 camera (49.1° when virtual); elevation 0, azimuth 0 is the reference side.
 
@@ -11,11 +11,11 @@ The reference camera is the one stage 1 fits the object's crop through (``Refere
   window. The object sits on the ray through the crop centre at the distance where one object unit
   covers the same pixels as in the spec's camera, so stage 2's placement (``model.dynamic``: scale,
   translation along that ray, no rotation) reproduces the reference crop exactly, wherever in the
-  frame the object is. The orbit views turn about the same line of sight.
+  frame the object is. The orbit views start from the same line of sight.
 - ``centred`` (the spec): a camera at ``radius`` on the −z axis with the 49.1° field of view, the
   object in the middle of its view. The spec's placement then shows the object from the direction of
   the image centre instead of its own: an object off to the side is seen obliquely and with a
-  stronger perspective than it was fitted with, so depth-spread Gaussians land beside its silhouette
+  weaker perspective than it was fitted with, so depth-spread Gaussians land beside its silhouette
   (on the crossing clip the people start stage 2 at IoU 0.2–0.4 with their own masks in their
   reference frame, against 0.9 with ``scene``; docs/results.md).
 """

@@ -65,7 +65,7 @@ class MethodScene(nn.Module):
         self.objects = nn.ModuleList(objects)
         self.register_buffer("c2w", c2w.float().clone())
         self.knn = knn
-        self.refs = refs  # each object's stage-1 reference camera: its orbit views turn about its line of sight
+        self.refs = refs  # each object's stage-1 reference camera: its orbit views start on its line of sight
 
     @property
     def num_objects(self) -> int:
