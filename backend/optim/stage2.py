@@ -124,12 +124,12 @@ def object_reference(track: ObjectTrack, cameras: Cameras, cfg: Config) -> Refer
 
 
 def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: Cameras, depths: np.ndarray,
-                   ref_side: float, cfg: Config, trained: np.ndarray | None = None,
-                   ref: ReferenceCamera | None = None) -> ScenePlacement:
+                   ref_side: float, ref: ReferenceCamera, cfg: Config,
+                   trained: np.ndarray | None = None) -> ScenePlacement:
     """Crop scale, translation and depth factor per frame from the object's 2D track and depth source.
 
     ``depths`` (T,) is the depth source's camera distance of the object's visible surface per frame;
-    ``ref`` the camera stage 1 fitted the object through (default ``object_reference``).
+    ``ref`` the camera stage 1 fitted the object through (``object_reference``).
     """
     s1, s2 = cfg.stage1, cfg.stage2
     tan_half = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
@@ -143,7 +143,6 @@ def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: C
     z = s1.camera_radius
     trans = np.stack([(centre[:, 0] - K[:, 0, 2]) / K[:, 0, 0] * z, (centre[:, 1] - K[:, 1, 2]) / K[:, 1, 1] * z,
                       np.full(T, z)], 1)
-    ref = object_reference(track, cameras, cfg) if ref is None else ref
     surface = z + scale * reference_depth(canonical, ref)  # camera distance of the surface before the depth factor
     d = smooth_log_depth(depths / surface, s2.depth_smooth_sigma, s2.depth_smooth_size, s2.depth_rate_limit)
     return ScenePlacement(torch.from_numpy(scale), torch.from_numpy(trans), torch.from_numpy(d), trained)
@@ -160,7 +159,7 @@ def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussian
     T = cameras.K.shape[0]
     for k, (canon, tr) in enumerate(zip(canonicals, tracks)):
         refs.append(object_reference(tr, cameras, cfg))
-        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], cfg, trained, refs[-1])
+        placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], refs[-1], cfg, trained)
         field = DeformationField(cfg.deformation, T).to(canon.means.device)
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
