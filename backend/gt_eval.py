@@ -49,6 +49,7 @@ import torch
 from genmojo_blender.core.bundle import Bundle, open_bundle
 
 from .errors import InputError
+from .io.npz import read_arrays
 from .evaluate import evaluate_bundle, frame_batches
 from .metrics import mask_iou, masked_psnr, masked_ssim
 from .model.scene import render_scene
@@ -100,21 +101,6 @@ class GroundTruth:
         return self.root / self.meta["files"]["masks"]
 
 
-def _npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"{path}: missing", MAKE_HINT)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise InputError(f"{path}: missing arrays {missing}", MAKE_HINT)
-            return {k: z[k] for k in keys}
-    except InputError:
-        raise
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable npz ({e})", MAKE_HINT) from e
-
-
 def _read_png(path: Path, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -138,10 +124,10 @@ def load_ground_truth(folder: str | Path) -> GroundTruth:
         raise InputError(f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')!r}, expected "
                          f"{GT_FORMAT!r} version {GT_VERSION}", "regenerate the clip with this version's generator")
     f = meta["files"]
-    cams = _npz(root / f["cameras"], ("intrinsic", "cam_c2w", "depths"))
-    tr = _npz(root / f["tracks"], ("points", "uv", "visible", "in_frame", "occluder", "object_index"))
-    am = _npz(root / f["amodal_depth"], ("depth",))
-    nv = _npz(root / f["novel"], ("K", "c2w", "frames", "labels"))
+    cams = read_arrays(root / f["cameras"], ("intrinsic", "cam_c2w", "depths"), MAKE_HINT)
+    tr = read_arrays(root / f["tracks"], ("points", "uv", "visible", "in_frame", "occluder", "object_index"), MAKE_HINT)
+    am = read_arrays(root / f["amodal_depth"], ("depth",), MAKE_HINT)
+    nv = read_arrays(root / f["novel"], ("K", "c2w", "frames", "labels"), MAKE_HINT)
     W, H, T = int(meta["width"]), int(meta["height"]), int(meta["frames"])
     ids = [o["id"] for o in meta["objects"]]
     K = len(ids)

@@ -7,7 +7,6 @@ Everything is validated (keys, shapes, finiteness, frame count) before it is use
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .npz import read_arrays
 
 REQUIRED_KEYS = ("depths", "intrinsic", "cam_c2w")
 
@@ -32,20 +32,9 @@ def load_megasam(path: str | Path, num_frames: int, width: int, height: int) -> 
     """Load and validate ``path`` for a clip of ``num_frames`` frames fitted at ``width`` × ``height``."""
     path = Path(path)
     hint = "pass the npz that MegaSAM wrote for this clip (keys images, depths, intrinsic, cam_c2w)"
-    if not path.is_file():
-        raise InputError(f"{path}: camera file not found", hint)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in REQUIRED_KEYS if k not in z.files]
-            if missing:
-                raise InputError(f"{path}: missing arrays {missing}", hint)
-            depths = np.asarray(z["depths"], dtype=np.float32)
-            K = np.asarray(z["intrinsic"], dtype=np.float64)
-            c2w = np.asarray(z["cam_c2w"], dtype=np.float64)
-    except InputError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: not a readable npz ({e})", hint) from e
+    arrays = read_arrays(path, REQUIRED_KEYS, hint, not_found="camera file not found",
+                         dtypes={"depths": np.float32, "intrinsic": np.float64, "cam_c2w": np.float64})
+    depths, K, c2w = arrays["depths"], arrays["intrinsic"], arrays["cam_c2w"]
     if K.shape != (3, 3):
         raise InputError(f"{path}: intrinsic has shape {K.shape}, expected (3, 3)", hint)
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
