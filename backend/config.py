@@ -88,6 +88,10 @@ class Stage1Config:
     # Off by default: 4 px in both stages tightened training silhouettes on crossing but cost 3.6 dB
     # on held-out frames (docs/results.md)
     silhouette_band_px: int = 0
+    # 4·α(1−α) averaged over the pixels within alpha_sharp_ring_px of the mask's edge (optim/losses.py
+    # alpha_sharpness), × step/iterations like the other reconstruction terms; 0: the spec, no such term
+    w_alpha_sharp: float = 0.0
+    alpha_sharp_ring_px: int = 2
     ramp: bool = True  # multiply the reconstruction terms by step/iterations, as the spec
     lr_means: float = 1e-2  # decays log-linearly to lr_means_final over lr_means_steps
     lr_means_final: float = 2e-4
@@ -161,6 +165,8 @@ class Stage2Config:
     w_rgb: float = 10000.0
     w_alpha: float = 1000.0
     silhouette_band_px: int = 0  # as Stage1Config.silhouette_band_px, around the union mask (0: the spec)
+    w_alpha_sharp: float = 0.0  # as Stage1Config.w_alpha_sharp, around the union mask (0: the spec)
+    alpha_sharp_ring_px: int = 2
     w_instance: float = 100.0
     instance_start: float = 0.75  # fraction of training after which the instance loss is on
     instance_hard_threshold: float = 0.75  # only pixels whose true object has less visibility than this

@@ -259,6 +259,45 @@ def test_silhouette_band_removes_the_balanced_mse_bias_towards_fat_silhouettes()
     assert balanced_mse(target, target, mask, 4) == 0
 
 
+def test_alpha_sharpness_counts_only_a_soft_edge_around_the_silhouette():
+    """Binary alpha costs nothing, a blurred edge does, and alpha far from the edge is not the term's
+    business; its gradient pushes edge pixels towards 0 or 1, whichever side of ½ they are on."""
+    from backend.optim.losses import alpha_sharpness
+
+    mask = torch.zeros(1, 64, 64, dtype=torch.bool)
+    mask[0, 20:44, 24:40] = True
+    assert alpha_sharpness(mask.float(), mask, 2) == 0
+    haze = mask.float().clone()
+    haze[0, :5, :5] = 0.5  # far from the silhouette: ignored
+    haze[0, 30, 30] = 0.5  # deep inside: ignored
+    assert alpha_sharpness(haze, mask, 2) == 0
+    blurred = torch.nn.functional.avg_pool2d(mask.float()[:, None], 5, stride=1, padding=2)[:, 0]
+    blurred.requires_grad_(True)
+    value = alpha_sharpness(blurred, mask, 2)
+    assert 0.2 < float(value.detach()) <= 1.0
+    value.backward()
+    grad = blurred.grad[0]
+    assert float(grad[20, 32]) < 0 < float(grad[18, 32])  # just inside → up (towards 1), just outside → down
+    assert float(grad[5, 5]) == 0 and float(grad[32, 32]) == 0
+
+
+def test_alpha_sharpness_weight_adds_a_named_term_to_stage_two():
+    import dataclasses
+
+    from backend.optim.stage2 import step_losses
+
+    frames, masks, tr, box, canon, cams = _disc_object()
+    targets = _disc_targets(frames, masks)
+    batch, bg = torch.tensor([1, 3]), torch.ones(2, 3)
+    scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
+    assert "alpha_sharp" not in step_losses(scene, targets, cams, batch, bg, CFG, 0.5)
+    cfg = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, w_alpha_sharp=7.0))
+    terms = step_losses(scene, targets, cams, batch, bg, cfg, 0.5)
+    assert float(terms["alpha_sharp"]) > 0
+    terms["alpha_sharp"].backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in scene.parameters())
+
+
 def test_time_smoothness_term_is_named_in_config_and_reaches_only_the_time_planes():
     import dataclasses
 

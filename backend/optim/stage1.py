@@ -126,6 +126,8 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, ref: ReferenceCamera, device
         band = cfg.silhouette_band_px
         terms = {"rgb": cfg.w_rgb * ramp * L.balanced_mse(img, target, mask, band),
                  "alpha": cfg.w_alpha * ramp * L.balanced_mse(alpha, mask_f, mask, band)}
+        if cfg.w_alpha_sharp > 0:
+            terms["alpha_sharp"] = cfg.w_alpha_sharp * ramp * L.alpha_sharpness(alpha, mask, cfg.alpha_sharp_ring_px)
         if guidance is not None:
             terms["guidance"] = guidance(lambda offsets: _render_offsets(params, offsets, ref), step / iters)
         total = terms["total"] = sum(terms.values())

@@ -312,6 +312,8 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
             "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px),
             "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px),
         }
+        if c.w_alpha_sharp > 0:
+            terms["alpha_sharp"] = c.w_alpha_sharp * ramp * L.alpha_sharpness(render.alpha, union, c.alpha_sharp_ring_px)
         if step_ratio > c.instance_start:
             terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
                                                                    c.parity_instance_object0)
