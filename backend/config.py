@@ -220,6 +220,13 @@ class GuidanceConfig:
     # on CUDA, the UNet and VAE in the NHWC layout with cuDNN autotuning. Off: on an H100 (torch 2.11,
     # bf16) it made the 32-image guidance step slower, 213.5 ms against 170.9 ms (docs/performance.md)
     channels_last: bool = False
+    # torch.compile mode of the frozen UNet forward and the VAE encoder path (backend/priors/zero123.py,
+    # COMPILE_MODES): "none" (eager), "default" or "max-autotune-no-cudagraphs"; fixed shapes, one graph
+    # each, compiled on the first guidance call. "reduce-overhead" is not offered: it replays CUDA graphs
+    # from a static memory pool, and the VAE encoder's forward runs with autograd (its saved activations
+    # feed the backward into the renders), which that pool overwrites on the next replay (and each batch
+    # shape keeps its own pool)
+    compile: str = "none"
     image_size: int = 256  # renders and conditioning crops are resized to this for the VAE
     guidance_scale: float = 5.0  # classifier-free guidance; unconditional = zero CLIP token, zero latent
     weight: float = 1.0  # λ_zero123; the loss is weight · SDS sum / number of images

@@ -51,7 +51,8 @@ from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stag
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
-from .priors.zero123 import Conditioning, Zero123Guidance, frame_crops, load_zero123, resolve_model
+from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, frame_crops, load_zero123,
+                             resolve_model)
 from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
@@ -179,6 +180,7 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
                          f"use one of {', '.join(REFERENCE_CAMERAS)}")
+    check_compile_mode(cfg.sds.compile)
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
                          "--holdout 4 withholds every 4th frame")
@@ -416,7 +418,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     if prep.guidance_folder is not None:
         t0 = time.monotonic()
         model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant,
-                             channels_last=cfg.sds.channels_last)
+                             channels_last=cfg.sds.channels_last, compile=cfg.sds.compile)
         guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
         reporter.log(f"guidance: {model.describe()} loaded in {time.monotonic() - t0:.1f} s")
     if cfg.method == "skeleton":

@@ -36,7 +36,10 @@ def timestep(step_ratio: float, t_range: tuple[float, float], num_train_timestep
 
 
 def sds_weight(alphas_cumprod: torch.Tensor, t: int) -> float:
-    """w(τ) = 1 − ᾱ_τ: noisier levels get more weight (their scores are smaller)."""
+    """w(τ) = 1 − ᾱ_τ: noisier levels get more weight (their scores are smaller).
+
+    Reads one value into Python: pass a host copy of the schedule, since reading a CUDA tensor makes the
+    host wait for every queued kernel."""
     return float(1.0 - alphas_cumprod[t])
 
 
@@ -50,7 +53,8 @@ def camera_embedding(deltas: torch.Tensor, variant: str, reference_polar_deg: fl
     """(B,4) camera vectors for Zero123 deltas (B,3) = (Δpolar°, Δazimuth°, Δradius).
 
     ``reference_polar_deg`` is the conditioning view's polar angle from the up axis (90° = elevation 0),
-    which only Stable-Zero123 reads.
+    which only Stable-Zero123 reads. Computed on the device ``deltas`` are on (guidance keeps them on the
+    host, where the renderer reads them too, and copies the result without waiting).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown Zero123 variant {variant!r}; choose one of {', '.join(VARIANTS)}")

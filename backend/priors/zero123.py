@@ -21,10 +21,16 @@ Two entry points for the optimiser:
 - ``Zero123Guidance.frame_loss(cond, frames, render, step_ratio)`` for stage 2: per object, a batch of
   frames × 4 views, each image conditioned on *its own frame's* crop (``frame_crops`` builds them), τ
   over [20, 500].
+
+Optionally (``GuidanceConfig.compile``) the UNet's forward and the VAE encoder path run compiled by
+``torch.compile`` (``from_parts``). A guidance step makes no host synchronisation of its own on CUDA: its
+noise is drawn on the device, and the small camera and index tensors cross from pinned memory without
+the host waiting (the view offsets stay on the host: the renderer builds its cameras there).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -48,6 +54,10 @@ OPTIONAL_SUBFOLDERS = ("feature_extractor",)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# torch.compile modes for the guidance networks (GuidanceConfig.compile). "reduce-overhead" is excluded: its
+# CUDA graphs keep outputs in a static pool that the next replay overwrites, while the VAE encoder's
+# activations must live until its backward into the renders (and every batch shape keeps its own pool)
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 DISABLE_HINT = ("pass --guidance_model with a local folder in the diffusers layout (unet, vae, image_encoder, "
                 "clip_camera_projection, scheduler), or --disable_guidance to run without the diffusion prior")
 
@@ -170,9 +180,36 @@ def detect_variant(spec: str, requested: str = "auto") -> str:
         else "zero123-xl"
 
 
+def check_compile_mode(mode: str) -> str:
+    """``mode`` if it is one of ``COMPILE_MODES``; InputError otherwise (checked before any work)."""
+    if mode not in COMPILE_MODES:
+        raise InputError(f"sds.compile {mode!r} is unknown",
+                         f"use one of {', '.join(COMPILE_MODES)} (e.g. --set sds.compile=default)")
+    return mode
+
+
+def vae_posterior(vae: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the VAE posterior of images ``x`` (B,3,H,W) in [-1, 1].
+
+    The same operations as ``AutoencoderKL.encode(x).latent_dist`` (encoder, quant_conv, log-variance
+    clamped to [-30, 20]) without its tiling and slicing options, which guidance never turns on; a
+    plain function of tensors, so that ``torch.compile`` can take the whole path as one graph.
+    """
+    h = vae.encoder(x)
+    if vae.quant_conv is not None:
+        h = vae.quant_conv(h)
+    mean, logvar = h.chunk(2, dim=1)
+    return mean, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+
+
 @dataclass
 class Zero123Model:
-    """The frozen networks plus what SDS needs from the scheduler and the image processor."""
+    """The frozen networks plus what SDS needs from the scheduler and the image processor.
+
+    ``unet_forward`` and ``posterior`` are what a guidance step calls: the UNet module itself and
+    ``vae_posterior`` on this VAE, or both compiled (``from_parts``); ``unet`` and ``vae`` stay the plain
+    modules (their ``config``, weights and hooks), never replaced.
+    """
 
     unet: nn.Module
     vae: nn.Module
@@ -187,10 +224,23 @@ class Zero123Model:
     clip_mean: tuple[float, float, float] = CLIP_MEAN
     clip_std: tuple[float, float, float] = CLIP_STD
     channels_last: bool = False  # inputs of the UNet and VAE are handed over in NHWC (see from_parts)
+    compile: str = "none"  # the torch.compile mode of unet_forward and posterior (COMPILE_MODES)
+    unet_forward: Callable[..., object] | None = None  # default: the UNet module
+    posterior: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # default: eager
+
+    def __post_init__(self):
+        if self.unet_forward is None:
+            self.unet_forward = self.unet
+        if self.posterior is None:
+            self.posterior = functools.partial(vae_posterior, self.vae)
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (B,C,H,W) in the memory layout the convolutional networks were set up for."""
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        """``x`` (B,C,H,W) in the memory layout the convolutional networks were set up for.
+
+        Made explicit in both layouts: the VAE's input is a permuted view of (B,H,W,3) renders, NHWC in
+        memory, which would otherwise carry that layout into the convolutions (and a compiled network
+        specialises on its input's strides)."""
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -204,7 +254,9 @@ class Zero123Model:
         return [self.unet, self.vae, self.image_encoder, self.projection]
 
     def describe(self) -> str:
-        return f"{self.variant} from {self.source} ({str(self.dtype).replace('torch.', '')}, {self.device.type})"
+        dtype = str(self.dtype).replace("torch.", "")
+        compiled = "" if self.compile == "none" else f", compiled {self.compile}"
+        return f"{self.variant} from {self.source} ({dtype}, {self.device.type}{compiled})"
 
 
 def model_dtype(device: torch.device, name: str) -> torch.dtype:
@@ -214,17 +266,67 @@ def model_dtype(device: torch.device, name: str) -> torch.dtype:
     return DTYPES[name] if torch.device(device).type == "cuda" else torch.float32
 
 
+def _check_compiler_toolchain(device: torch.device) -> None:
+    """Inductor generates Triton kernels on CUDA and C++ on the CPU: refuse up front, naming what is
+    missing, rather than on the first guidance call in the middle of a run."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise InputError("sds.compile needs Triton for CUDA code generation, and this Python has none "
+                             "(or the GPU is older than compute capability 7.0)",
+                             "install triton matching the CUDA torch build, or --set sds.compile=none")
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as e:
+        raise InputError(f"sds.compile on the CPU needs a C++ compiler, and none was found ({e})",
+                         "install g++ (or set CXX), or --set sds.compile=none") from e
+
+
+def _compiled(fn: Callable, mode: str, what: str) -> Callable:
+    """``fn`` compiled by torch.compile (Inductor) in ``mode`` for fixed shapes as one whole graph
+    (``fullgraph``: a graph break is an error, never a silent partly eager network). Compilation
+    happens on the first call per input shape; a failure is raised naming the network and the way out."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    compiled = torch.compile(fn, mode=mode, dynamic=False, fullgraph=True)
+
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except TorchDynamoException as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RuntimeError(f"torch.compile (mode {mode!r}) of the guidance {what} failed: "
+                               f"{type(e).__name__}: {first} (--set sds.compile=none runs it eagerly)") from e
+
+    return call
+
+
 def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projection: nn.Module,
                alphas_cumprod: torch.Tensor, *, variant: str, source: str, device: torch.device | str,
                dtype: torch.dtype, clip_size: int | None = None, clip_mean=CLIP_MEAN, clip_std=CLIP_STD,
-               channels_last: bool = False) -> Zero123Model:
+               channels_last: bool = False, compile: str = "none") -> Zero123Model:
     """Move the networks to ``device``/``dtype``, freeze them all and wrap them.
 
     On CUDA with ``channels_last`` the convolutional networks (UNet, VAE) keep their weights in the
     NHWC layout that cuDNN's tensor-core convolutions run in natively, and cuDNN picks its fastest
     algorithm per shape. Measured slower on an H100 (docs/performance.md), hence off by default.
+
+    With ``compile`` other than "none" (``COMPILE_MODES``) the two networks of a guidance step, the
+    UNet's forward (run without autograd) and the VAE encoder path ``vae_posterior`` (run with
+    autograd: the gradient reaches the images, the frozen weights get none), are compiled by
+    ``torch.compile`` with that mode; each input shape compiles once, on its first call (stage 1's and
+    stage 2's batches are one shape each). The CLIP encoder and the projection stay eager: they run
+    once per crop, or on a single token.
     """
+    check_compile_mode(compile)
     device = torch.device(device)
+    if compile != "none":
+        _check_compiler_toolchain(device)
     for m in (unet, vae, image_encoder, projection):
         m.to(device)
         if next(m.parameters()).dtype != dtype:
@@ -237,10 +339,14 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
         vae.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     size = clip_size or int(getattr(image_encoder.config, "image_size", 224))
+    unet_forward = posterior = None  # eager (Zero123Model's defaults)
+    if compile != "none":
+        unet_forward = _compiled(unet.forward, compile, "UNet")
+        posterior = _compiled(functools.partial(vae_posterior, vae), compile, "VAE encoder")
     return Zero123Model(unet=unet, vae=vae, image_encoder=image_encoder, projection=projection,
                         alphas_cumprod=alphas_cumprod.detach().float().to(device), variant=variant, source=source,
                         device=device, dtype=dtype, clip_size=size, clip_mean=tuple(clip_mean), clip_std=tuple(clip_std),
-                        channels_last=channels_last)
+                        channels_last=channels_last, compile=compile, unet_forward=unet_forward, posterior=posterior)
 
 
 def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tuple]:
@@ -255,8 +361,12 @@ def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tu
 
 
 def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloat16", variant: str = "auto",
-                 *, allow_download: bool | None = None, channels_last: bool = False) -> Zero123Model:
-    """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen."""
+                 *, allow_download: bool | None = None, channels_last: bool = False,
+                 compile: str = "none") -> Zero123Model:
+    """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen; with
+    ``compile`` its UNet and VAE encoder run compiled (``from_parts``). An unknown ``compile`` mode is
+    refused before anything is looked for or loaded."""
+    check_compile_mode(compile)
     folder = resolve_model(spec, allow_download=allow_download)
     AutoencoderKL, DDIMScheduler, UNet2DConditionModel, *_ = _diffusers()
     from transformers import CLIPVisionModelWithProjection
@@ -285,7 +395,7 @@ def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloa
     size, mean, std = _clip_preprocessing(folder, int(encoder.config.image_size))
     return from_parts(unet, vae, encoder, projection, scheduler.alphas_cumprod,
                       variant=detect_variant(spec, variant), source=str(spec), device=device, dtype=dtype,
-                      clip_size=size, clip_mean=mean, clip_std=std, channels_last=channels_last)
+                      clip_size=size, clip_mean=mean, clip_std=std, channels_last=channels_last, compile=compile)
 
 
 def save_zero123(folder: str | Path, unet, vae, image_encoder, projection, scheduler) -> Path:
@@ -343,13 +453,34 @@ def _as_images(images) -> torch.Tensor:
     return x.float().permute(0, 3, 1, 2)
 
 
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` without the host waiting for the GPU: a host tensor bound for CUDA is staged in
+    pinned memory and copied asynchronously (a copy from pageable memory synchronises with the stream).
+    The caching host allocator keeps the pinned block until the copy has run."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 class Zero123Guidance:
-    """Score distillation with a frozen Zero123 model; see the module docstring for the conventions."""
+    """Score distillation with a frozen Zero123 model; see the module docstring for the conventions.
+
+    Random draws: ``generator`` (host, seeded with ``seed``) draws the view offsets, which the renderer
+    reads on the host. The posterior samples and the SDS noise are drawn where they are used, on the
+    model's device, from ``noise_generator``: on the CPU that is ``generator`` itself (one stream, as
+    before there was a device one); on CUDA a device generator that each call reseeds from one draw of
+    ``generator`` (``_device_draws``). Either way ``generator``'s state, which checkpoints keep,
+    determines every draw, so a resumed run draws what the straight run drew.
+    """
 
     def __init__(self, model: Zero123Model, cfg: GuidanceConfig, seed: int = 0):
         self.model = model
         self.cfg = cfg
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.noise_generator = (self.generator if model.device.type == "cpu"
+                                else torch.Generator(device=model.device).manual_seed(int(seed)))
+        # w(τ) is read on the host each step; indexing the device copy would wait for the GPU
+        self._alphas_cumprod_host = model.alphas_cumprod.detach().cpu()
         self.last: SdsStep | None = None
 
     # -- conditioning -----------------------------------------------------------------------
@@ -358,10 +489,21 @@ class Zero123Guidance:
         s = self.cfg.image_size
         return x if x.shape[-2:] == (s, s) else F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
 
-    def _posterior(self, x01: torch.Tensor):
-        """The VAE posterior of images (B,3,s,s) in [0,1]."""
+    def _vae_input(self, x01: torch.Tensor) -> torch.Tensor:
+        """Images (B,3,s,s) in [0,1] as the VAE reads them: [-1, 1], the model's dtype and layout."""
         m = self.model
-        return m.vae.encode(m.layout((2 * x01 - 1).to(m.dtype))).latent_dist
+        return m.layout((2 * x01 - 1).to(m.dtype))
+
+    def _device_draws(self) -> torch.Generator:
+        """``noise_generator``, ready for one call's draws: on CUDA reseeded from a host draw (a host
+        operation: nothing waits for the GPU), so that ``generator``'s state determines its stream."""
+        if self.noise_generator is self.generator:
+            return self.generator
+        return self.noise_generator.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+
+    def _randn(self, shape, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Standard normal draws on the model's device (``generator`` is ``_device_draws()``)."""
+        return torch.randn(shape, generator=generator, device=self.model.device, dtype=dtype)
 
     @torch.no_grad()
     def condition(self, crops) -> Conditioning:
@@ -374,12 +516,12 @@ class Zero123Guidance:
         mean = torch.tensor(m.clip_mean, device=m.device)[None, :, None, None]
         std = torch.tensor(m.clip_std, device=m.device)[None, :, None, None]
         clip = m.image_encoder(pixel_values=((xc - mean) / std).to(m.dtype)).image_embeds
-        post = self._posterior(x)
+        # eager even when the step's path is compiled: this runs once per crop, at other batch sizes
+        post_mean, post_std = vae_posterior(m.vae, self._vae_input(x))
         if self.cfg.cond_latent == "mode":
-            latents = post.mean
+            latents = post_mean
         else:
-            xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
-            latents = post.mean + post.std * xi
+            latents = post_mean + post_std * self._randn(post_mean.shape, self._device_draws(), post_mean.dtype)
         return Conditioning(clip=clip.detach(), latents=latents.detach())
 
     # -- one SDS evaluation -----------------------------------------------------------------------
@@ -389,18 +531,22 @@ class Zero123Guidance:
         """SDS of rendered images (B,H,W,3) in [0,1] (white background), each conditioned on
         ``cond[index[b]]`` at Zero123 offsets ``deltas`` (B,3) (Δpolar°, Δazimuth°, Δradius), at level τ=t.
 
-        The gradient reaches ``images`` through the VAE encoder; no model weight receives one.
+        The gradient reaches ``images`` through the VAE encoder; no model weight receives one. On CUDA
+        nothing here waits for the GPU: the draws are made on the device, ``index`` and the camera
+        vectors (computed where ``deltas`` are, the host) cross from pinned memory, and w(τ) is read
+        from a host copy of the schedule.
         """
         m, c = self.model, self.cfg
         B = images.shape[0]
+        draws = self._device_draws()
         with span("guidance_vae"):
             x = self._resize(images.permute(0, 3, 1, 2))
-            post = self._posterior(x)
-            xi = torch.randn(post.mean.shape, generator=self.generator).to(m.device, post.mean.dtype)
-            latents = (post.mean + post.std * xi) * m.scaling_factor
-        noise = torch.randn(latents.shape, generator=self.generator).to(m.device, torch.float32)
-        index = index.to(m.device).long()
-        camera = S.camera_embedding(deltas.cpu(), m.variant, c.reference_polar_deg).to(m.device)
+            post_mean, post_std = m.posterior(self._vae_input(x))
+            xi = self._randn(post_mean.shape, draws, post_mean.dtype)
+            latents = (post_mean + post_std * xi) * m.scaling_factor
+        noise = self._randn(latents.shape, draws)
+        index = to_device(index.long(), m.device)
+        camera = to_device(S.camera_embedding(deltas, m.variant, c.reference_polar_deg), m.device)
         with torch.no_grad():
             noisy = S.add_noise(latents.detach().float(), noise, m.alphas_cumprod, t)
             token = torch.cat([cond.clip[index].float(), camera], -1)[:, None, :]
@@ -410,10 +556,10 @@ class Zero123Guidance:
             unet_in = torch.cat([torch.cat([noisy, noisy]).to(m.dtype), image_latent.to(m.dtype)], 1)
             ts = torch.full((2 * B,), t, device=m.device, dtype=torch.long)
             with span("guidance_unet"):
-                eps = m.unet(m.layout(unet_in), ts, encoder_hidden_states=hidden).sample.float()
+                eps = m.unet_forward(m.layout(unet_in), ts, encoder_hidden_states=hidden).sample.float()
             eps_cond, eps_uncond = eps.chunk(2)
             eps_hat = S.classifier_free(eps_cond, eps_uncond, c.guidance_scale)
-            w = S.sds_weight(m.alphas_cumprod, t)
+            w = S.sds_weight(self._alphas_cumprod_host, t)
             grad = S.sds_gradient(eps_hat, noise, w)
         loss = S.sds_loss(latents, grad)
         step = SdsStep(loss=loss, timestep=t, weight=w, noise=noise, latents=latents.detach(), eps_hat=eps_hat,
@@ -451,7 +597,7 @@ class Zero123Guidance:
         B, V = int(frames.shape[0]), c.stage2_views
         deltas = self.sample_deltas(B * V, c.stage2_radius_range)
         images = render(S.orbit_to_zero123(deltas).reshape(B, V, 3))
-        index = frames.detach().cpu().long().repeat_interleave(V)
+        index = frames.detach().long()[:, None].expand(B, V).reshape(-1)  # frame-major, where frames are
         t = S.timestep(step_ratio, c.stage2_t_range, self.model.num_train_timesteps)
         step = self.sds(images, cond, index, deltas, t)
         return c.weight * step.loss / (B * V)
@@ -471,7 +617,7 @@ class ObjectGuidance:
         deltas = g.sample_deltas(V, c.stage1_radius_range)
         images = render_views(S.orbit_to_zero123(deltas))
         t = S.timestep(step_ratio, c.stage1_t_range, g.model.num_train_timesteps)
-        step = g.sds(images, self.cond, torch.zeros(V, dtype=torch.long), deltas, t)
+        step = g.sds(images, self.cond, torch.zeros(V, dtype=torch.long, device=g.model.device), deltas, t)
         return c.weight * step.loss / V
 
 
