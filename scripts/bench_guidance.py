@@ -12,13 +12,20 @@ Reports milliseconds per step (median of the timed steps), the FLOPs of one step
 counted by torch's FlopCounterMode), the achieved TFLOP/s against the device's dense bf16 peak, and
 the peak memory; writes JSON and a markdown table into ``--out``.
 
+``--compile MODE`` runs the UNet and the VAE encoder path compiled by torch.compile
+(``GuidanceConfig.compile``). The first step compiles them; it is timed on its own (``first_step_s``)
+and followed by ``--warmup`` untimed steps, so the timed steps never include compilation. FLOPs are
+counted on an eager run of the same step (the networks compute the same operations either way).
+
     python scripts/bench_guidance.py --device cuda --dtype bfloat16 --out bench_out     # on a GPU
+    python scripts/bench_guidance.py --device cuda --compile default --out bench_c      # compiled
     python scripts/bench_guidance.py --tiny --device cpu --steps 2 --warmup 1           # smoke check
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -102,10 +109,12 @@ def main(argv=None) -> int:
     ap.add_argument("--views", type=int, default=4, help="views per frame (spec: 4) → frames × views images")
     ap.add_argument("--render_size", type=int, default=256, help="side of the stand-in renders")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first (compiling) one")
     ap.add_argument("--tiny", action="store_true", help="a tiny model instead of the full-size one (smoke check)")
     ap.add_argument("--channels_last", action="store_true",
                     help="the UNet and VAE in the NHWC layout with cuDNN autotuning (GuidanceConfig.channels_last)")
+    ap.add_argument("--compile", default="none", choices=Z.COMPILE_MODES,
+                    help="torch.compile mode of the UNet and the VAE encoder path (GuidanceConfig.compile)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
@@ -119,7 +128,7 @@ def main(argv=None) -> int:
     unet, vae, enc, proj, sched = parts
     model = Z.from_parts(unet, vae, enc, proj, sched.alphas_cumprod, variant="zero123-xl",
                          source="random weights (" + ("tiny" if args.tiny else "Zero123-XL shapes") + ")",
-                         device=device, dtype=dtype, channels_last=args.channels_last)
+                         device=device, dtype=dtype, channels_last=args.channels_last, compile=args.compile)
     build_s = time.perf_counter() - t0
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in
               (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}
@@ -138,12 +147,25 @@ def main(argv=None) -> int:
         loss.backward()
         return loss
 
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
+    sync(device)
+    t = time.perf_counter()
+    step()  # with --compile, the UNet and the VAE path compile here (forward and backward)
+    sync(device)
+    first_step_s = time.perf_counter() - t
+    t = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync(device)
+    warmup_s = time.perf_counter() - t
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    # the compiled networks run eagerly while FLOPs are counted: the counter sees aten operations only,
+    # and a whole-graph compile refuses to trace under its dispatch mode
+    eager = torch.compiler.set_stance("force_eager") if model.compile != "none" else contextlib.nullcontext()
+    with eager, FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
     if device.type == "cuda":
@@ -158,15 +180,18 @@ def main(argv=None) -> int:
     # the UNet alone (both CFG branches), to show how the step splits
     unet_ms = []
     with torch.no_grad():
+        # the step's shapes, layout and dtypes, so that a compiled UNet runs the graph the step compiled
         x = model.layout(torch.randn(2 * B * args.views, 8, size // 8, size // 8, device=device, dtype=dtype))
         h = torch.randn(2 * B * args.views, 1, unet.config.cross_attention_dim, device=device, dtype=dtype)
-        ts = torch.full((x.shape[0],), 500, device=device)
+        ts = torch.full((x.shape[0],), 500, device=device, dtype=torch.long)
         for _ in range(max(2, args.steps // 2)):
             sync(device)
             t = time.perf_counter()
-            unet(x, ts, encoder_hidden_states=h)
+            model.unet_forward(x, ts, encoder_hidden_states=h)
             sync(device)
             unet_ms.append((time.perf_counter() - t) * 1000)
+    # graphs torch.compile captured in this run: 2 (UNet, VAE path) unless a shape or guard recompiled
+    compiled_graphs = counters["stats"]["unique_graphs"] - graphs_before
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
@@ -175,7 +200,9 @@ def main(argv=None) -> int:
     result = {
         "device": name, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
         "model": "tiny" if args.tiny else "Zero123-XL shapes, random weights", "params": params,
-        "layout": "NHWC (channels_last)" if model.channels_last else "NCHW",
+        "layout": "NHWC (channels_last)" if model.channels_last else "NCHW", "compile": model.compile,
+        "first_step_s": round(first_step_s, 3), "warmup_steps": args.warmup, "warmup_s": round(warmup_s, 3),
+        "compiled_graphs": compiled_graphs,
         "images_per_step": B * args.views, "frames": B, "views": args.views, "render_size": args.render_size,
         "model_image_size": size, "ms_per_step": round(ms, 3), "ms_all": [round(t, 3) for t in times],
         "unet_ms_both_branches": round(statistics.median(unet_ms), 3), "flops_per_step": flops,
@@ -187,7 +214,11 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
     rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]), ("layout", result["layout"]),
-            ("images per step", result["images_per_step"]), ("ms per step (median)", result["ms_per_step"]),
+            ("compile", result["compile"]), ("images per step", result["images_per_step"]),
+            ("first step, s (compiles with --compile; not timed below)", result["first_step_s"]),
+            (f"warm-up steps after it ({args.warmup}), s", result["warmup_s"]),
+            ("graphs compiled", compiled_graphs),
+            ("ms per step (median)", result["ms_per_step"]),
             ("UNet, both CFG branches (ms)", result["unet_ms_both_branches"]),
             ("TFLOP per step (fwd+bwd)", round(flops / 1e12, 4)), ("achieved TFLOP/s", result["achieved_tflops"]),
             ("bf16 peak TFLOP/s", peak if peak else "unknown (pass --peak_tflops)"),

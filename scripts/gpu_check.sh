@@ -2,12 +2,18 @@
 # Run every test marked `gpu` on the GPU machine. Run from the repository root.
 #
 # The machine has python3 with CUDA torch but no gsplat/plyfile; their wheels are
-# carried in .carry/wheels/ and installed into /tmp/site. gsplat 1.5.3 compiles its
-# CUDA extension on first use; a build cache carried in .carry/torch_extensions is
-# reused when present. The test log goes to $OUT/gpu_tests.log (or /tmp).
+# carried in .carry/wheels/ and installed into /tmp/site, with the guidance's (diffusers,
+# transformers, ...) from .carry/wheels_guidance/ when that folder is there (the guidance
+# tests skip without them). gsplat 1.5.3 compiles its CUDA extension on first use; a build
+# cache carried in .carry/torch_extensions is reused when present. The test log goes to
+# $OUT/gpu_tests.log (or /tmp).
 set -euo pipefail
 
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/wheels/*.whl
+wheels=(.carry/wheels/*.whl)
+if [ -d .carry/wheels_guidance ]; then
+    wheels+=(.carry/wheels_guidance/*.whl)
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}"
 export PYTHONPATH=/tmp/site:$PWD
 if [ -d .carry/torch_extensions ]; then
     export TORCH_EXTENSIONS_DIR="$PWD/.carry/torch_extensions"
