@@ -17,7 +17,10 @@ Reported (JSON and a markdown table in ``--out``):
 - the FLOPs torch counts in one step (aten operations: the guidance networks and the deformation
   MLPs; gsplat's kernels are not counted; a ``--disable_guidance`` run shows how little the MLPs add),
   and the guidance path's achieved TFLOP/s, those FLOPs over the device time of the guidance spans,
-  against the device's dense bf16 peak;
+  against the device's dense bf16 peak. The spans hold the forward passes only (the VAE backward runs
+  on autograd's thread), so that figure is an upper bound; with ``--baseline_s_per_iter`` (the same
+  clip's stage-2 s per iteration with ``--disable_guidance``) the FLOPs are also divided by the wall
+  time that guidance adds to a step, a lower bound;
 - the peak GPU memory.
 
 ``--compile MODE`` runs the guidance UNet and VAE encoder path compiled (``GuidanceConfig.compile``);
@@ -137,8 +140,14 @@ def main(argv=None) -> int:
                          "default: the preset's, none)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--peak_tflops", type=float, default=None)
+    ap.add_argument("--baseline_s_per_iter", type=float, default=None,
+                    help="stage-2 s per iteration of the same clip with --disable_guidance: the guidance "
+                         "TFLOP/s is then also reported over the wall time guidance adds to a step")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
+    if args.baseline_s_per_iter is not None and args.baseline_s_per_iter <= 0:
+        ap.error(f"--baseline_s_per_iter {args.baseline_s_per_iter}: a positive stage-2 s per iteration "
+                 "(from the same clip with --disable_guidance)")
     if args.warmup_steps < 1 or args.profile_steps < 1:
         ap.error("--warmup_steps and --profile_steps must be at least 1")
     if args.iters < args.warmup_steps + args.profile_steps + 2:
@@ -209,6 +218,14 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak_tf = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
     achieved = flops / (guidance_dev_ms / 1000) / 1e12 if guidance_dev_ms > 0 and not args.disable_guidance else None
+    added_s = s_per_iter - args.baseline_s_per_iter if args.baseline_s_per_iter is not None else None
+    baseline_note = None
+    if added_s is not None and added_s <= 0:  # the run's figures are kept; only this one cannot be formed
+        baseline_note = (f"--baseline_s_per_iter {args.baseline_s_per_iter} is not below this run's "
+                         f"{s_per_iter:.4f} s per iteration: pass the --disable_guidance run's figure")
+        print(f"bench_pipeline: {baseline_note}", file=sys.stderr)
+    ok = added_s is not None and added_s > 0 and not args.disable_guidance
+    wall_tflops = flops / added_s / 1e12 if ok else None
     full_iters = cfg.stage2.iterations(num_frames)
     # stage 1's steady rate: from the end of the first object's fit to the end of the last one's, so the
     # first calls' set-up (kernel builds, autotuning) is not multiplied; the missing iterations are added
@@ -238,6 +255,9 @@ def main(argv=None) -> int:
         "guidance_device_ms_per_step": round(guidance_dev_ms, 3),
         "guidance_achieved_tflops": round(achieved, 3) if achieved else None, "bf16_peak_tflops": peak_tf,
         "guidance_fraction_of_peak": round(achieved / peak_tf, 4) if achieved and peak_tf else None,
+        "baseline_s_per_iter": args.baseline_s_per_iter, "baseline_note": baseline_note,
+        "guidance_wall_tflops": round(wall_tflops, 3) if wall_tflops else None,
+        "guidance_wall_fraction_of_peak": round(wall_tflops / peak_tf, 4) if wall_tflops and peak_tf else None,
         "peak_memory_gib": round(peak, 3) if peak is not None else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -254,8 +274,10 @@ def main(argv=None) -> int:
             ("whole run at the preset's counts, extrapolated (s)", result["whole_run_extrapolated_s"]),
             ("FLOP per step (torch-counted)", f"{flops / 1e12:.4g} T"),
             ("guidance spans, device ms per step", result["guidance_device_ms_per_step"]),
-            ("guidance achieved TFLOP/s", result["guidance_achieved_tflops"]),
+            ("guidance TFLOP/s over its forward spans (upper bound)", result["guidance_achieved_tflops"]),
             ("fraction of bf16 peak", result["guidance_fraction_of_peak"]),
+            ("guidance TFLOP/s over the wall time it adds (lower bound)", result["guidance_wall_tflops"]),
+            ("fraction of bf16 peak", result["guidance_wall_fraction_of_peak"]),
             ("peak memory (GiB)", result["peak_memory_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",

@@ -27,7 +27,7 @@ def _args(clip, out, *extra):
 
 def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path, one_thread):
     bench = load_script("bench_pipeline")
-    assert bench.main(_args(sample_clip_master, tmp_path / "b")) == 0
+    assert bench.main(_args(sample_clip_master, tmp_path / "b", "--baseline_s_per_iter", "0.001")) == 0
     r = json.loads((tmp_path / "b" / "pipeline_bench.json").read_text())
     assert set(r["stages_s"]) == {"validate", "init", "objects", "fit", "bake", "write"}
     assert r["guidance_model"] == "tiny random model" and r["iterations"] == 6 and r["frames"] == 8
@@ -42,6 +42,9 @@ def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path
         assert r["step_split_ms"][name]["host_ms"] > 0, name
     assert r["step_split_ms"]["guidance_unet"]["calls_per_step"] == 3  # once per object
     assert r["flops_per_step"] > 0
+    # over the wall time guidance adds to a step: the step's time less the no-guidance baseline
+    assert r["guidance_wall_tflops"] == pytest.approx(
+        r["flops_per_step"] / (r["stage2_s_per_iter"] - 0.001) / 1e12, abs=2e-3)
     assert r["peak_memory_gib"] is None and r["guidance_achieved_tflops"] is None  # no device time on a CPU
     md = (tmp_path / "b" / "pipeline_bench.md").read_text()
     assert "| guidance_unet |" in md and "s per iteration" in md
@@ -54,6 +57,14 @@ def test_the_benchmark_refuses_too_few_iterations(sample_clip_master, tmp_path, 
         bench.main(_args(sample_clip_master, tmp_path / "b", "--iters", "3"))
     assert e.value.code == 2
     assert "warmup + profile + 2" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_baseline_that_is_not_positive_is_refused_before_the_run(sample_clip_master, tmp_path, capsys):
+    bench = load_script("bench_pipeline")
+    with pytest.raises(SystemExit) as e:
+        bench.main(_args(sample_clip_master, tmp_path / "b", "--baseline_s_per_iter", "0"))
+    assert e.value.code == 2 and "--disable_guidance" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 
