@@ -89,7 +89,9 @@ class Stage1Config:
     # on held-out frames (docs/results.md)
     silhouette_band_px: int = 0
     # 4·α(1−α) averaged over the pixels within alpha_sharp_ring_px of the mask's edge (optim/losses.py
-    # alpha_sharpness), × step/iterations like the other reconstruction terms; 0: the spec, no such term
+    # alpha_sharpness), × step/iterations like the other reconstruction terms; 0: the spec, no such term.
+    # Off: on crossing it locked in the spec loss's spill (area ratio 1.4) and, with the band in both
+    # stages, left held-out PSNR where the band alone puts it (docs/results.md)
     w_alpha_sharp: float = 0.0
     alpha_sharp_ring_px: int = 2
     ramp: bool = True  # multiply the reconstruction terms by step/iterations, as the spec
