@@ -1,10 +1,10 @@
 """The backend as users run it: the command line, its events, its result and its refusals (CPU)."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -152,7 +152,10 @@ def test_existing_result_needs_overwrite(sample_clip, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_ends_within_two_seconds_and_keeps_a_checkpoint(sample_clip, tmp_path, sig):
+def test_stop_signal_ends_at_the_next_steps_and_keeps_a_checkpoint(sample_clip, tmp_path, sig):
+    """A stop request is honoured at a step boundary: the run ends a few steps after the signal (not at
+    the end of its 100 000 iterations), says where, and keeps its checkpoint. Counted in steps, not
+    seconds, so a loaded machine cannot fail it."""
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "backend", *map(str, clip_args(sample_clip, out)), "--preset",
                           "cpu-tiny", "--iters", "100000"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -162,17 +165,18 @@ def test_stop_signal_ends_within_two_seconds_and_keeps_a_checkpoint(sample_clip,
             ev = decode_event(line)
             if ev.type == "progress" and ev.get("stage") == "fit":
                 break
-        t0 = time.monotonic()
+        signalled_at = int(ev.get("step"))
         p.send_signal(sig)
         rest = p.stdout.read()
-        code = p.wait(timeout=10)
-        elapsed = time.monotonic() - t0
+        code = p.wait(timeout=60)  # a run that ignored the signal would go on for its 100 000 iterations
     finally:
         if p.poll() is None:
             p.kill()
-    assert code == 130 and elapsed < 2.0
+    assert code == 130
     last = decode_event(rest.strip().splitlines()[-1])
     assert last.type == "failed" and last.get("kind") == "cancelled" and "--resume" in last.get("hint")
+    stopped_at = int(re.search(r"stopped at step (\d+) of 100000", last.get("error")).group(1))
+    assert signalled_at <= stopped_at <= signalled_at + 50
     assert not (out / "run").exists() and not [q for q in out.iterdir() if "partial" in q.name]
     assert (out / ".run.checkpoint" / "state.pt").is_file()  # the work done so far is kept
 
