@@ -373,6 +373,19 @@ def test_an_unknown_compile_mode_is_refused_before_any_work(tmp_path, monkeypatc
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_compiler_is_refused_before_the_model_is_looked_for(tmp_path, monkeypatch):
+    def no_compiler(device):
+        raise InputError("sds.compile needs a compiler", "--set sds.compile=none")
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("the model was looked for before the compiler was checked")
+
+    monkeypatch.setattr(Z, "_check_compiler_toolchain", no_compiler)
+    monkeypatch.setattr(Z, "resolve_model", no_lookup)
+    with pytest.raises(InputError, match="needs a compiler"):
+        Z.load_zero123(str(tmp_path / "nowhere"), "cpu", compile="default")
+
+
 def test_a_step_draws_and_places_its_tensors_on_the_model_device(model):
     g = Z.Zero123Guidance(model, cfg(stage2_views=2), seed=0)
     assert g.noise_generator.device == model.device

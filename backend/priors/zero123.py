@@ -365,8 +365,11 @@ def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloa
                  compile: str = "none") -> Zero123Model:
     """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen; with
     ``compile`` its UNet and VAE encoder run compiled (``from_parts``). An unknown ``compile`` mode is
-    refused before anything is looked for or loaded."""
+    refused before anything is looked for or loaded, and so is a compile mode this machine has no compiler
+    for."""
     check_compile_mode(compile)
+    if compile != "none":  # before gigabytes of weights are read, not after (from_parts checks it again)
+        _check_compiler_toolchain(torch.device(device))
     folder = resolve_model(spec, allow_download=allow_download)
     AutoencoderKL, DDIMScheduler, UNet2DConditionModel, *_ = _diffusers()
     from transformers import CLIPVisionModelWithProjection
