@@ -38,7 +38,9 @@ def alpha_sharpness(alpha: torch.Tensor, mask: torch.Tensor, ring_px: int) -> to
     Zero where the rendered alpha (B,H,W) is 0 or 1, one where it is ½. A soft silhouette edge costs
     masked PSNR just inside the mask (the render is partly transparent there) and IoU just outside
     (it spills); this term asks the edge Gaussians to make the transition sharp instead. Only the
-    ring around the silhouette counts, so the term's scale does not depend on the object's area.
+    ring around the silhouette counts, so the term's scale does not depend on the object's area. It
+    does not know which side of the mask's edge a pixel is on: it pushes each edge pixel to whichever
+    of 0 or 1 is nearer, so it also locks in a silhouette that has already spilled (docs/results.md).
     """
     ring = silhouette_band(mask, ring_px) & silhouette_band(~mask, ring_px)
     ring = ring.float()
