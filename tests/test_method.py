@@ -145,12 +145,18 @@ def test_orbit_views_turn_about_the_reference_line_of_sight():
     torch.testing.assert_close(centred.orbit_viewmats(torch.zeros(1, 3))[0], orbit_viewmat(2.0))
 
 
-def test_stage_one_fits_the_crop_and_densifies():
+def _disc_crop():
+    """The disc clip's object in frame 0: its crop and the scene reference camera it is seen through."""
     frames, masks = _disc_clip()
     box = crop_box(track_object("001", masks).bbox[0], CFG.stage1.crop_margin)
-    img, m = crop_object(frames[0], masks[0], box, CFG.stage1.crop_size)
-    crop = ObjectCrop(img, m)
+    crop = ObjectCrop(*crop_object(frames[0], masks[0], box, CFG.stage1.crop_size))
     ref = reference_camera("scene", box, static_cameras(1, 48, 48, 49.1, 0.01, 100.0).K[0], crop.size, 49.1, 2.0)
+    return crop, ref
+
+
+def test_stage_one_fits_the_crop_and_densifies():
+    crop, ref = _disc_crop()
+    m = crop.mask
     torch.manual_seed(0)  # gsplat's split samples from the global stream
     log = []
     canon = fit_object(crop, CFG.stage1, ref, torch.device("cpu"), torch.Generator().manual_seed(0),
@@ -168,10 +174,7 @@ def test_stage_one_fits_the_crop_and_densifies():
 def test_stage_one_reports_the_alpha_sharpness_term_only_when_weighted():
     import dataclasses
 
-    frames, masks = _disc_clip()
-    box = crop_box(track_object("001", masks).bbox[0], CFG.stage1.crop_margin)
-    crop = ObjectCrop(*crop_object(frames[0], masks[0], box, CFG.stage1.crop_size))
-    ref = reference_camera("scene", box, static_cameras(1, 48, 48, 49.1, 0.01, 100.0).K[0], crop.size, 49.1, 2.0)
+    crop, ref = _disc_crop()
     for w in (0.0, 100.0):
         log = []
         cfg = dataclasses.replace(CFG.stage1, w_alpha_sharp=w)
