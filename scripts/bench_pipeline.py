@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="a tiny random guidance model (CPU smoke run)")
     ap.add_argument("--compile", default=None, choices=Z.COMPILE_MODES,
                     help="torch.compile mode of the guidance UNet and VAE encoder path (sets sds.compile; "
-                         "default: the preset's, none)")
+                         "default: the preset's, which is default for lite and full)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--peak_tflops", type=float, default=None)
     ap.add_argument("--baseline_s_per_iter", type=float, default=None,

@@ -7,7 +7,8 @@
 #   step_nhwc            the same in the NHWC layout (--channels_last)
 #   step_compile         NCHW with the UNet and VAE path compiled, --compile default
 #   step_autotune        NCHW, --compile max-autotune-no-cudagraphs (autotuning makes its compile long)
-#   pipeline             the whole pipeline on the crossing clip with guidance (random full-size Zero123)
+#   pipeline             the whole pipeline on the crossing clip with guidance (random full-size Zero123),
+#                        eager (--compile none: the lite preset itself compiles)
 #   pipeline_compile     the same with --compile default
 #   pipeline_noguidance  the same without guidance
 # Default: PARTS="step step_compile step_autotune" (no gsplat build needed; about 6-9 minutes on an
@@ -74,7 +75,7 @@ for part in $parts; do
         step_autotune) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
             --compile max-autotune-no-cudagraphs --out "$d" ;;
         pipeline) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py --data_dir "$clip/JPEGImages" \
-            --mask_dir "$clip/Annotations" --out "$d" "$@" ;;
+            --mask_dir "$clip/Annotations" --compile none --out "$d" "$@" ;;
         pipeline_compile) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py \
             --data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" --compile default --out "$d" "$@" ;;
         pipeline_noguidance) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py \
