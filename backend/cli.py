@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_g.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override one config value after the preset and the flags above, e.g. "
                             "--set stage2.w_rigid=20000 (repeatable; --print_config lists them all)")
+    run_g.add_argument("--progress_every_s", type=float, default=0.25, metavar="S",
+                       help="least seconds between two progress events of a stage (default 0.25; 0 reports "
+                            "every step; a stage's last step and each object's last step are always reported)")
     run_g.add_argument("--print_config", action="store_true",
                        help="print the resolved configuration as JSON on stderr before running")
     return p
@@ -153,11 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
-    reporter = Reporter(STAGES, out=claim_stdout())
+    reporter = Reporter(STAGES, out=claim_stdout(), every_s=max(args.progress_every_s, 0.0))
     stop = _StopFlag()
     stop.install()
     if args.iters is not None and args.iters < 1:
         reporter.failed("--iters must be at least 1", "input", "")
+        return EXIT_INPUT
+    if args.progress_every_s < 0:
+        reporter.failed(f"--progress_every_s must be 0 or more, not {args.progress_every_s}", "input",
+                        "give 0 to report every step")
         return EXIT_INPUT
     req = RunRequest(data_dir=args.data_dir, mask_dir=args.mask_dir, out_dir=args.out_dir,
                      save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,

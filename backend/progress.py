@@ -14,11 +14,14 @@ from genmojo_blender.core.protocol import encode_event
 
 
 class Reporter:
-    """Emits the run's events. ``quiet`` keeps stdout clean for callers that only want the result."""
+    """Emits the run's events. ``quiet`` keeps stdout clean for callers that only want the result;
+    ``every_s`` is the least time between two progress events of one stage (0 reports every step, which a
+    caller that stops on a given step needs)."""
 
     def __init__(self, stages: list[str], out: TextIO | None = None, log: TextIO | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, every_s: float = 0.25):
         self.stages = list(stages)
+        self.every_s = every_s
         self.out = out if out is not None else sys.stdout
         self.log_stream = log if log is not None else sys.stderr
         self.quiet = quiet
@@ -50,11 +53,12 @@ class Reporter:
         self._emit("stage", stage=stage, index=self.stages.index(stage), total_stages=len(self.stages),
                    status="end", duration_s=round(time.monotonic() - self._stage_t0, 3))
 
-    def progress(self, step: int, total: int, losses: dict[str, float], every_s: float = 0.25,
+    def progress(self, step: int, total: int, losses: dict[str, float], every_s: float | None = None,
                  force: bool = False) -> None:
         """Report step ``step`` of ``total`` in the current stage; rate-limited except the last step and
         steps the caller ``force``s (the end of one object's fit within the stage)."""
         now = time.monotonic()
+        every_s = self.every_s if every_s is None else every_s
         if step < total and not force and now - self._last_emit < every_s:
             return
         self._last_emit = now

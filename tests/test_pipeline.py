@@ -118,6 +118,7 @@ def _no_heavy_stage(events):
     (["--preset", "cpu-tiny", "--save_name", "a/b"], "not a plain folder name"),
     (["--preset", "cpu-tiny", "--cam_path", "cams.npz"], "cams.npz: camera file not found"),
     (["--preset", "cpu-tiny", "--bg_path", "bg.png"], "--bg_path bg.png: background mode"),
+    (["--preset", "cpu-tiny", "--progress_every_s", "-1"], "--progress_every_s must be 0 or more"),
     pytest.param(["--preset", "cpu-tiny", "--device", "cuda"], "--device cuda",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])

@@ -64,6 +64,17 @@ def test_progress_is_rate_limited_but_last_step_always_sent():
     assert [e.get("step") for e in lines] == [1, 100]
 
 
+def test_a_reporter_with_no_interval_sends_every_step():
+    """A caller that stops on a given step (tests, scripts) asks for every step, however fast they come."""
+    out = io.StringIO()
+    r = Reporter(["fit"], out=out, log=io.StringIO(), every_s=0)
+    r.begin("fit")
+    for s in range(1, 51):
+        r.progress(s, 50, {})
+    lines = [decode_event(x) for x in out.getvalue().splitlines() if '"progress"' in x]
+    assert [e.get("step") for e in lines] == list(range(1, 51))
+
+
 def test_forced_progress_steps_are_sent_despite_the_rate_limit():
     """Stage 1 forces each object's last step, so every object's final loss reaches the UI."""
     out = io.StringIO()

@@ -158,7 +158,7 @@ def test_a_run_distils_in_stage_two_and_resumes_exactly(sample_clip_master, mode
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as this process (one_thread): same float sums, same result
     code, events, err = backend(*clip_args(sample_clip_master, tmp_path, "straight"), "--preset", "cpu-tiny",
                                 "--device", "cpu", "--iters", ITERS, "--checkpoint_every", EVERY,
-                                "--guidance_model", model_dir, "--set", f"sds.image_size={TINY_SIZE}",
+                                "--progress_every_s", 0, "--guidance_model", model_dir, "--set", f"sds.image_size={TINY_SIZE}",
                                 "--set", f"sds.stage2_render_sizes=[{RENDER},{RENDER},{RENDER}]",
                                 "--set", f"stage1.iterations={STAGE1_ITERS}")
     assert code == 0, err
@@ -181,7 +181,7 @@ def test_a_run_distils_in_stage_two_and_resumes_exactly(sample_clip_master, mode
                    for e in map(decode_event, out.getvalue().splitlines()))
 
     with pytest.raises(Cancelled):
-        pipeline.run(req, cfg, Reporter(pipeline.STAGES, out=out, log=io.StringIO()), stop)
+        pipeline.run(req, cfg, Reporter(pipeline.STAGES, out=out, log=io.StringIO(), every_s=0), stop)
     ckpt = torch.load(tmp_path / ".resumed.checkpoint" / "state.pt", weights_only=True)
     assert {"guidance_generator1", "guidance_generator2"} <= set(ckpt) and ckpt["fit"]["step"] == EVERY
     path = pipeline.run(replace(req, resume=True), cfg, Reporter(pipeline.STAGES, out=io.StringIO(), log=io.StringIO()))
