@@ -136,6 +136,9 @@ class DeformationConfig:
     num_bases: int = 10  # motion bases (object-global 3D displacements per frame)
     basis_hidden: int = 64
     parity_random_init: bool = False  # True: xavier-initialised basis MLP and colour head [quirk]
+    # plane-feature kernel (backend.kernels.hexplane_features): "auto" = fused Triton kernels on CUDA where
+    # Triton is installed, the torch twin (grid_sample) otherwise; "torch" or "triton" to choose
+    kernel: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ Reported (JSON and a markdown table in ``--out``):
   on autograd's thread), so that figure is an upper bound; with ``--baseline_s_per_iter`` (the same
   clip's stage-2 s per iteration with ``--disable_guidance``) the FLOPs are also divided by the wall
   time that guidance adds to a step, a lower bound;
+- the device kernels with the most time per step (backward included) and their share of all kernel
+  time: what a custom kernel in ``backend/kernels`` would have to replace to pay;
 - the peak GPU memory.
 
 ``--compile MODE`` runs the guidance UNet and VAE encoder path compiled (``GuidanceConfig.compile``);
@@ -121,6 +123,20 @@ def span_split(profiler: torch.profiler.profile, steps: int) -> dict[str, dict[s
     return out
 
 
+def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> list[dict]:
+    """The ``n`` device kernels with the most device time per step (all spans, backward included), with
+    their share of all kernel time: what a custom kernel would have to replace to pay."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in profiler.key_averages() if e.device_type != DeviceType.CPU
+               and float(getattr(e, "self_device_time_total", 0.0) or 0.0) > 0]
+    total = sum(float(e.self_device_time_total) for e in kernels)
+    kernels.sort(key=lambda e: -float(e.self_device_time_total))
+    return [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
+             "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
+            for e in kernels[:n]]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data_dir", type=Path, required=True)
@@ -213,6 +229,7 @@ def main(argv=None) -> int:
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
     split = span_split(probe.profiler, args.profile_steps)
+    kernels = top_kernels(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
     guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -250,7 +267,7 @@ def main(argv=None) -> int:
         "objects_extrapolated_s": round(objects_full, 1),
         "whole_run_extrapolated_s": round(sum(v for k, v in stages.items() if k not in ("fit", "objects"))
                                           + objects_full + full_iters * s_per_iter, 1),
-        "timed_steps": len(timed), "step_split_ms": split,
+        "timed_steps": len(timed), "step_split_ms": split, "top_kernels": kernels,
         "flops_per_step": flops,
         "guidance_device_ms_per_step": round(guidance_dev_ms, 3),
         "guidance_achieved_tflops": round(achieved, 3) if achieved else None, "bf16_peak_tflops": peak_tf,
@@ -281,7 +298,11 @@ def main(argv=None) -> int:
             ("peak memory (GiB)", result["peak_memory_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",
-          *(f"| {k} | {v['host_ms']} | {v['device_ms']} | {v['calls_per_step']} |" for k, v in split.items())]
+          *(f"| {k} | {v['host_ms']} | {v['device_ms']} | {v['calls_per_step']} |" for k, v in split.items()),
+          "", "| kernel (most device time first) | device ms / step | calls / step | share of kernel time |",
+          "|---|---|---|---|",
+          *(f"| `{k['kernel']}` | {k['device_ms']} | {k['calls_per_step']} | {100 * k['share']:.1f} % |"
+            for k in kernels)]
     (args.out / "pipeline_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

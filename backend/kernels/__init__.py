@@ -1,8 +1,11 @@
-"""Rendering kernels: the one functional API the backend renders Gaussians through.
+"""GPU kernels behind functional APIs, each with a pure-torch twin (the CPU path and the test oracle).
 
-:func:`rasterize` dispatches to gsplat's CUDA rasterizer for CUDA tensors and to
-the pure-torch twin (same maths, same gradients) for CPU tensors, so training code
-is written once and runs on either device.
+- :func:`rasterize` / :func:`rasterize_frames`: gsplat's CUDA rasterizer for CUDA tensors, the torch
+  twin (same maths, same gradients) for CPU tensors.
+- :func:`hexplane_features`: the deformation field's multi-scale space-time plane features, fused
+  Triton kernels on CUDA (``hexplane_triton``), ``grid_sample`` on the CPU (``hexplane_torch``).
+
+Training code is written once and runs on either device.
 """
 
 from __future__ import annotations
@@ -12,12 +15,58 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .hexplane_torch import check_hexplane_inputs, hexplane_features_torch
+from .hexplane_triton import hexplane_features_triton, triton_available
 from .rasterize_gsplat import rasterize_gsplat, rasterize_gsplat_frames
 from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
+HEXPLANE_BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["BACKENDS", "RENDER_MODES", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch"]
+__all__ = ["BACKENDS", "HEXPLANE_BACKENDS", "RENDER_MODES", "hexplane_features", "hexplane_features_torch",
+           "hexplane_features_triton", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch",
+           "resolve_hexplane_backend"]
+
+
+def resolve_hexplane_backend(backend: str, device: torch.device | str) -> str:
+    """The plane-feature kernel that ``backend`` means for tensors on ``device``: "triton" or "torch".
+
+    "auto" is Triton on CUDA where Triton is installed (it comes with torch's CUDA builds on Linux) and
+    the torch twin otherwise; callers log which one runs. "triton" without CUDA or without Triton is
+    refused with the switch that runs the twin."""
+    device = torch.device(device)
+    if backend not in HEXPLANE_BACKENDS:
+        raise ValueError(f"deformation.kernel must be one of {HEXPLANE_BACKENDS}, got {backend!r}")
+    if backend == "triton":
+        if device.type != "cuda":
+            raise ValueError(f"deformation.kernel=triton needs a CUDA device, this run is on {device}; "
+                             "use deformation.kernel=auto or torch")
+        if not triton_available():
+            raise ValueError("deformation.kernel=triton needs Triton, which is not installed here (it comes "
+                             "with CUDA builds of torch on Linux); use deformation.kernel=auto or torch")
+        return "triton"
+    if backend == "auto" and device.type == "cuda" and triton_available():
+        return "triton"
+    return "torch"
+
+
+def hexplane_features(spatial: list[Tensor], temporal: list[Tensor], coords: Tensor, taus: Tensor,
+                      backend: str = "auto") -> Tensor:
+    """Multi-scale space-time plane features of points at times.
+
+    Inputs: per scale s, ``spatial[s]`` (3, C, R_s, R_s) planes over (x, y), (x, z), (y, z) and
+    ``temporal[s]`` (3, C, T, R_s) planes over (x, tau), (y, tau), (z, tau) (width axis first; any
+    memory layout, channels-last reads fastest on CUDA); ``coords`` (N, 3) and ``taus`` (B,) in
+    [-1, 1], outside read as the border (bilinear, align_corners). All float32 on one device.
+
+    Returns (B, N, C · scales): per scale the product of the three spatial samples and the three
+    space-time samples, scales concatenated. Differentiable in the planes (and, with the torch twin, in
+    coords and taus; the Triton kernel refuses inputs that require grad there).
+    """
+    check_hexplane_inputs(spatial, temporal, coords, taus)
+    if resolve_hexplane_backend(backend, coords.device) == "triton":
+        return hexplane_features_triton(spatial, temporal, coords, taus)
+    return hexplane_features_torch(spatial, temporal, coords, taus)
 
 
 def _use_gsplat(backend: str, device: torch.device) -> bool:

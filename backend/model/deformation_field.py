@@ -73,7 +73,7 @@ class DeformationField(nn.Module):
         self.bounds = float(cfg.bounds)
         self.num_bases = int(cfg.num_bases)
         self.planes = HexPlane(cfg.grid_resolutions, cfg.grid_channels,
-                               time_resolution(cfg, self.num_frames), cfg.spatial_init)
+                               time_resolution(cfg, self.num_frames), cfg.spatial_init, kernel=cfg.kernel)
         self.trunk = nn.Linear(self.planes.out_dim, cfg.hidden)
         self.coeff_head = _Head(cfg.hidden, cfg.num_bases)
         self.scale_head = _Head(cfg.hidden, 3)

@@ -13,24 +13,17 @@ frame) and time dependence is something the fit has to add. Positions are expect
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Which coordinate axes each spatial plane spans (its width axis first, then its height axis).
-SPATIAL_AXES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz
-
-
-def _sample(planes: Tensor, grid: Tensor) -> Tensor:
-    """Bilinear samples of a stack of planes (P, C, H, W) at grid (P, Ho, Wo, 2) → (P, C, Ho, Wo)."""
-    return F.grid_sample(planes, grid, mode="bilinear", padding_mode="border", align_corners=True)
+from ..kernels import HEXPLANE_BACKENDS, hexplane_features
 
 
 class HexPlane(nn.Module):
     """Six feature planes per spatial resolution; ``forward(coords, taus)`` → (B, N, features).
 
     Per scale the three spatial planes are one parameter of shape (3, C, R, R) and the three
-    space-time planes one of shape (3, C, T_res, R) (height is time), so each is sampled with a
-    single batched call.
+    space-time planes one of shape (3, C, T_res, R) (height is time); ``backend.kernels.hexplane_features``
+    samples them (fused Triton kernels on CUDA, ``grid_sample`` on the CPU, as ``kernel`` resolves).
     """
 
     def __init__(
@@ -39,15 +32,19 @@ class HexPlane(nn.Module):
         channels: int,
         time_resolution: int,
         spatial_init: tuple[float, float] = (0.1, 0.5),
+        kernel: str = "auto",
     ):
         super().__init__()
         if not resolutions:
             raise ValueError("HexPlane needs at least one spatial resolution")
         if min(resolutions) < 2 or time_resolution < 2:
             raise ValueError(f"plane resolutions must be at least 2, got {resolutions} × {time_resolution}")
+        if kernel not in HEXPLANE_BACKENDS:
+            raise ValueError(f"kernel must be one of {HEXPLANE_BACKENDS}, got {kernel!r}")
         self.resolutions = tuple(int(r) for r in resolutions)
         self.channels = int(channels)
         self.time_resolution = int(time_resolution)
+        self.kernel = kernel
         lo, hi = spatial_init
         self.spatial = nn.ParameterList(
             nn.Parameter(torch.empty(3, channels, r, r).uniform_(lo, hi)) for r in self.resolutions
@@ -55,6 +52,13 @@ class HexPlane(nn.Module):
         self.temporal = nn.ParameterList(
             nn.Parameter(torch.ones(3, channels, self.time_resolution, r)) for r in self.resolutions
         )
+
+    def channels_last_(self) -> "HexPlane":
+        """Store every plane channels-last (same shapes and values): the layout the Triton kernel reads
+        fastest, one contiguous run of channels per corner. Call before an optimiser holds the planes."""
+        for p in self.parameters():
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        return self
 
     def time_smoothness(self) -> Tensor:
         """Mean squared second difference of the space-time planes along time, averaged over scales.
@@ -76,19 +80,6 @@ class HexPlane(nn.Module):
     def out_dim(self) -> int:
         return self.channels * len(self.resolutions)
 
-    def spatial_features(self, coords: Tensor) -> list[Tensor]:
-        """Product of the three spatial planes per scale at coords (N, 3) → list of (C, N)."""
-        grid = torch.stack([coords[:, list(ax)] for ax in SPATIAL_AXES])[:, None]  # (3, 1, N, 2)
-        return [_sample(p, grid).prod(dim=0)[:, 0] for p in self.spatial]
-
-    def temporal_features(self, coords: Tensor, taus: Tensor) -> list[Tensor]:
-        """Product of the three space-time planes per scale at coords (N, 3) × taus (B,) → (C, B, N)."""
-        B, N = taus.shape[0], coords.shape[0]
-        space = coords.t()[:, None, :].expand(3, B, N)  # plane k's width axis is coordinate k
-        time = taus[None, :, None].expand(3, B, N)
-        grid = torch.stack([space, time], dim=-1)  # (3, B, N, 2)
-        return [_sample(p, grid).prod(dim=0) for p in self.temporal]
-
     def forward(self, coords: Tensor, taus: Tensor) -> Tensor:
         """coords (N, 3) in [-1, 1], taus (B,) in [-1, 1] → features (B, N, C · scales)."""
         if coords.ndim != 2 or coords.shape[-1] != 3:
@@ -100,8 +91,4 @@ class HexPlane(nn.Module):
         coords, taus = coords.to(dtype), taus.to(dtype)
         if N == 0 or B == 0:
             return coords.new_zeros(B, N, self.out_dim)
-        per_scale = [
-            (s[:, None, :] * t).permute(1, 2, 0)  # (B, N, C)
-            for s, t in zip(self.spatial_features(coords), self.temporal_features(coords, taus))
-        ]
-        return torch.cat(per_scale, dim=-1)
+        return hexplane_features(list(self.spatial), list(self.temporal), coords, taus, backend=self.kernel)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..config import Config, GuidanceConfig, Stage2Config
 from ..errors import Cancelled
-from ..kernels import rasterize, rasterize_frames
+from ..kernels import rasterize, rasterize_frames, resolve_hexplane_backend
 from ..model.camera import Cameras
 from ..model.crops import crop_box
 from ..model.deformation_field import DeformationField
@@ -161,6 +161,8 @@ def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussian
         refs.append(object_reference(tr, cameras, cfg))
         placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], refs[-1], cfg, trained)
         field = DeformationField(cfg.deformation, T).to(canon.means.device)
+        if resolve_hexplane_backend(cfg.deformation.kernel, canon.means.device) == "triton":
+            field.planes.channels_last_()
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
         tables.append(knn_table(canon.means.detach(), cfg.stage2.knn, cfg.stage2.knn_weight_scale))
