@@ -129,7 +129,9 @@ def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> li
     from torch.autograd import DeviceType
 
     kernels = [e for e in profiler.key_averages() if e.device_type != DeviceType.CPU
-               and float(getattr(e, "self_device_time_total", 0.0) or 0.0) > 0]
+               and float(getattr(e, "self_device_time_total", 0.0) or 0.0) > 0
+               and not getattr(e, "is_user_annotation", False)  # the spans and the optimizer's range
+               and not e.key.startswith(profiling.PREFIX) and "#" not in e.key]
     total = sum(float(e.self_device_time_total) for e in kernels)
     kernels.sort(key=lambda e: -float(e.self_device_time_total))
     return [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
