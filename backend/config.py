@@ -136,9 +136,6 @@ class DeformationConfig:
     num_bases: int = 10  # motion bases (object-global 3D displacements per frame)
     basis_hidden: int = 64
     parity_random_init: bool = False  # True: xavier-initialised basis MLP and colour head [quirk]
-    # plane-feature kernel (backend.kernels.hexplane_features): "auto" = fused Triton kernels on CUDA where
-    # Triton is installed, the torch twin (grid_sample) otherwise; "torch" or "triton" to choose
-    kernel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -342,6 +339,9 @@ class Config:
     sds: GuidanceConfig = field(default_factory=GuidanceConfig)  # settings of the guidance when it is on
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)  # used with --bg_path
+    # stage 2's custom kernels (backend/kernels: plane features, kNN losses): "auto" = fused Triton kernels
+    # on CUDA where Triton is installed, their torch twins otherwise; "torch" or "triton" to choose
+    kernels: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,7 +38,7 @@ from .io.background import load_background_image
 from .io.bundle_writer import BakedBackground, write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
-from .kernels import resolve_hexplane_backend
+from .kernels import resolve_kernels
 from .model.background import BackgroundGaussians, fill_depth, lift_background
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
@@ -200,9 +200,9 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     device = resolve_device(req.device)
     if cfg.method == "genmojo":
         try:
-            resolve_hexplane_backend(cfg.deformation.kernel, device)
+            resolve_kernels(cfg.kernels, device)
         except ValueError as e:
-            raise InputError(str(e), "--set deformation.kernel=auto picks the kernel this machine can run") from e
+            raise InputError(str(e), "--set kernels=auto picks the kernels this machine can run") from e
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
     ckpt = checkpoint_dir(req.out_dir, req.save_name)
     has_checkpoint = read_info(ckpt) is not None
@@ -618,9 +618,9 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         if guidance is not None and "guidance_generator2" in resumed:
             guidance.generator.set_state(resumed["guidance_generator2"])
         reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
-    kernel = resolve_hexplane_backend(cfg.deformation.kernel, dev)
-    reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations; deformation "
-                 f"planes sampled by " + ("the fused Triton kernel" if kernel == "triton" else "the torch twin"))
+    kernel = resolve_kernels(cfg.kernels, dev)
+    reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations; stage-2 "
+                 "kernels: " + ("fused Triton (plane features, kNN losses)" if kernel == "triton" else "torch twins"))
 
     def checkpoint() -> bool:
         payload = dict(stage1_payload(), model=scene.state_dict(), fit=state.state_dict())

@@ -18,7 +18,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.config import get_preset  # noqa: E402
-from backend.kernels import hexplane_features, resolve_hexplane_backend  # noqa: E402
+from backend.kernels import hexplane_features, resolve_kernels  # noqa: E402
 from backend.model.deformation_field import DeformationField  # noqa: E402
 
 
@@ -66,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    kernels = ["torch"] + (["triton"] if resolve_hexplane_backend("auto", device) == "triton" else [])
+    kernels = ["torch"] + (["triton"] if resolve_kernels("auto", device) == "triton" else [])
     dcfg = get_preset("lite").deformation
     torch.manual_seed(0)
     coords = (torch.rand(args.gaussians, 3, device=device) * 2 - 1) * 0.8
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
     means = coords * dcfg.bounds
     for k in kernels:
         torch.manual_seed(0)
-        field = DeformationField(replace(dcfg, kernel=k), 52).to(device)
+        field = DeformationField(dcfg, 52, kernel=k).to(device)
         if k == "triton":
             field.planes.channels_last_()
 

@@ -7,8 +7,6 @@ must give the same deltas and gradients with either kernel. Run on the GPU machi
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -19,7 +17,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="needs Triton (comes with CUDA builds of torch on Linux)")
 
 from backend.config import get_preset  # noqa: E402
-from backend.kernels import hexplane_features, resolve_hexplane_backend  # noqa: E402
+from backend.kernels import hexplane_features, resolve_kernels  # noqa: E402
 from backend.model.deformation_field import DeformationField  # noqa: E402
 
 DEV = torch.device("cuda")
@@ -52,11 +50,11 @@ def test_triton_matches_the_twin_at_stage_two_shapes(layout):
 
 
 def test_a_deformation_field_is_the_same_with_either_kernel():
-    assert resolve_hexplane_backend("auto", DEV) == "triton"
+    assert resolve_kernels("auto", DEV) == "triton"
     fields = {}
     for k in ("torch", "triton"):
         torch.manual_seed(3)
-        f = DeformationField(replace(CFG, kernel=k), 40).to(DEV)
+        f = DeformationField(CFG, 40, kernel=k).to(DEV)
         with torch.no_grad():
             for p in f.planes.temporal:
                 p.uniform_(0.5, 1.5)

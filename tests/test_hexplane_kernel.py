@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
 
 from backend.config import get_preset
-from backend.kernels import hexplane_features, resolve_hexplane_backend
+from backend.kernels import hexplane_features, resolve_kernels
 from backend.kernels.hexplane_torch import hexplane_features_torch
 from backend.model.deformation_field import DeformationField
 from conftest import ROOT
@@ -86,12 +85,12 @@ def test_channels_last_planes_keep_the_field_and_its_values():
 
 
 def test_dispatch_rules():
-    assert resolve_hexplane_backend("auto", "cpu") == "torch"
-    assert resolve_hexplane_backend("torch", "cpu") == "torch"
+    assert resolve_kernels("auto", "cpu") == "torch"
+    assert resolve_kernels("torch", "cpu") == "torch"
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        resolve_hexplane_backend("triton", "cpu")
+        resolve_kernels("triton", "cpu")
     with pytest.raises(ValueError, match="must be one of"):
-        resolve_hexplane_backend("cuda", "cpu")
+        resolve_kernels("cuda", "cpu")
     sp, tp = _planes()
     with pytest.raises(ValueError, match="temporal planes of scale 1"):
         hexplane_features(sp, [tp[0], tp[1][:, :, :3]], torch.zeros(4, 3), torch.zeros(2))
@@ -103,9 +102,9 @@ def test_a_run_asking_for_triton_on_the_cpu_is_refused_before_any_work(sample_cl
     from test_pipeline import _no_heavy_stage, backend, clip_args
 
     code, events, _ = backend(*clip_args(sample_clip, tmp_path / "out"), "--preset", "cpu-tiny", "--device", "cpu",
-                              "--set", "deformation.kernel=triton")
-    assert code == 2 and "deformation.kernel=triton needs a CUDA device" in events[-1].get("error")
-    assert "deformation.kernel=auto" in events[-1].get("hint") and _no_heavy_stage(events)
+                              "--set", "kernels=triton")
+    assert code == 2 and "kernels=triton needs a CUDA device" in events[-1].get("error")
+    assert "kernels=auto" in events[-1].get("hint") and _no_heavy_stage(events)
 
 
 # The Triton interpreter (TRITON_INTERPRET=1) runs the kernels on CPU tensors; it is read when the kernels
@@ -162,7 +161,7 @@ def test_the_triton_kernel_matches_the_twin_in_the_interpreter():
 
 
 def test_the_field_runs_with_the_kernel_named_in_its_config():
-    cfg = replace(get_preset("cpu-tiny").deformation, kernel="torch")
-    assert DeformationField(cfg, 4).planes.kernel == "torch"
+    cfg = get_preset("cpu-tiny").deformation
+    assert DeformationField(cfg, 4, kernel="torch").planes.kernel == "torch"
     with pytest.raises(ValueError, match="kernel must be one of"):
-        DeformationField(replace(cfg, kernel="fast"), 4)
+        DeformationField(cfg, 4, kernel="fast")

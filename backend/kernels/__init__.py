@@ -21,29 +21,30 @@ from .rasterize_gsplat import rasterize_gsplat, rasterize_gsplat_frames
 from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
-HEXPLANE_BACKENDS = ("auto", "torch", "triton")
+KERNEL_BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["BACKENDS", "HEXPLANE_BACKENDS", "RENDER_MODES", "hexplane_features", "hexplane_features_torch",
+__all__ = ["BACKENDS", "KERNEL_BACKENDS", "RENDER_MODES", "hexplane_features", "hexplane_features_torch",
            "hexplane_features_triton", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch",
-           "resolve_hexplane_backend"]
+           "resolve_kernels"]
 
 
-def resolve_hexplane_backend(backend: str, device: torch.device | str) -> str:
-    """The plane-feature kernel that ``backend`` means for tensors on ``device``: "triton" or "torch".
+def resolve_kernels(backend: str, device: torch.device | str) -> str:
+    """Which of stage 2's kernels (plane features, kNN losses) ``backend`` (``Config.kernels``) means for
+    tensors on ``device``: "triton" (the fused kernels) or "torch" (their twins).
 
     "auto" is Triton on CUDA where Triton is installed (it comes with torch's CUDA builds on Linux) and
     the torch twin otherwise; callers log which one runs. "triton" without CUDA or without Triton is
     refused with the switch that runs the twin."""
     device = torch.device(device)
-    if backend not in HEXPLANE_BACKENDS:
-        raise ValueError(f"deformation.kernel must be one of {HEXPLANE_BACKENDS}, got {backend!r}")
+    if backend not in KERNEL_BACKENDS:
+        raise ValueError(f"kernels must be one of {KERNEL_BACKENDS}, got {backend!r}")
     if backend == "triton":
         if device.type != "cuda":
-            raise ValueError(f"deformation.kernel=triton needs a CUDA device, this run is on {device}; "
-                             "use deformation.kernel=auto or torch")
+            raise ValueError(f"kernels=triton needs a CUDA device, this run is on {device}; "
+                             "use kernels=auto or torch")
         if not triton_available():
-            raise ValueError("deformation.kernel=triton needs Triton, which is not installed here (it comes "
-                             "with CUDA builds of torch on Linux); use deformation.kernel=auto or torch")
+            raise ValueError("kernels=triton needs Triton, which is not installed here (it comes "
+                             "with CUDA builds of torch on Linux); use kernels=auto or torch")
         return "triton"
     if backend == "auto" and device.type == "cuda" and triton_available():
         return "triton"
@@ -64,7 +65,7 @@ def hexplane_features(spatial: list[Tensor], temporal: list[Tensor], coords: Ten
     coords and taus; the Triton kernel refuses inputs that require grad there).
     """
     check_hexplane_inputs(spatial, temporal, coords, taus)
-    if resolve_hexplane_backend(backend, coords.device) == "triton":
+    if resolve_kernels(backend, coords.device) == "triton":
         return hexplane_features_triton(spatial, temporal, coords, taus)
     return hexplane_features_torch(spatial, temporal, coords, taus)
 

@@ -186,13 +186,13 @@ def hexplane_features_triton(spatial: list[Tensor], temporal: list[Tensor], coor
     → features (B, N, C · scales), differentiable in the planes."""
     if triton is None:
         raise ImportError("the Triton hexplane kernel needs Triton (it comes with CUDA builds of torch on "
-                          "Linux); set deformation.kernel=torch to use the torch twin")
+                          "Linux); set kernels=torch to use the torch twin")
     if coords.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":  # the interpreter runs on CPU
         raise ValueError(f"the Triton hexplane kernel needs CUDA tensors, got tensors on {coords.device}; "
-                         "use the torch twin (deformation.kernel=torch or auto)")
+                         "use the torch twin (kernels=torch or auto)")
     if coords.requires_grad or taus.requires_grad:
         raise ValueError("the Triton hexplane kernel differentiates in the planes only; coordinates and "
-                         "times that require grad need the torch twin (deformation.kernel=torch)")
+                         "times that require grad need the torch twin (kernels=torch)")
     if spatial[0].dtype != torch.float32:
         raise ValueError(f"the Triton hexplane kernel takes float32 planes, got {spatial[0].dtype}")
     return _HexPlaneFeatures.apply(coords.float().contiguous(), taus.float().contiguous(), *spatial, *temporal)

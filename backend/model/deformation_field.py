@@ -62,9 +62,11 @@ def _zero(layer: nn.Linear) -> None:
 
 
 class DeformationField(nn.Module):
-    """Maps canonical object-space centres (N, 3) and frame indices (B,) to a ``DeformationDelta``."""
+    """Maps canonical object-space centres (N, 3) and frame indices (B,) to a ``DeformationDelta``.
 
-    def __init__(self, cfg: DeformationConfig, num_frames: int):
+    ``kernel`` picks the plane-feature kernel (``backend.kernels.hexplane_features``: auto, torch, triton)."""
+
+    def __init__(self, cfg: DeformationConfig, num_frames: int, kernel: str = "auto"):
         super().__init__()
         if int(num_frames) < 1:
             raise ValueError(f"a deformation field needs at least one frame, got num_frames={num_frames}")
@@ -73,7 +75,7 @@ class DeformationField(nn.Module):
         self.bounds = float(cfg.bounds)
         self.num_bases = int(cfg.num_bases)
         self.planes = HexPlane(cfg.grid_resolutions, cfg.grid_channels,
-                               time_resolution(cfg, self.num_frames), cfg.spatial_init, kernel=cfg.kernel)
+                               time_resolution(cfg, self.num_frames), cfg.spatial_init, kernel=kernel)
         self.trunk = nn.Linear(self.planes.out_dim, cfg.hidden)
         self.coeff_head = _Head(cfg.hidden, cfg.num_bases)
         self.scale_head = _Head(cfg.hidden, 3)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..kernels import HEXPLANE_BACKENDS, hexplane_features
+from ..kernels import KERNEL_BACKENDS, hexplane_features
 
 
 class HexPlane(nn.Module):
@@ -39,8 +39,8 @@ class HexPlane(nn.Module):
             raise ValueError("HexPlane needs at least one spatial resolution")
         if min(resolutions) < 2 or time_resolution < 2:
             raise ValueError(f"plane resolutions must be at least 2, got {resolutions} × {time_resolution}")
-        if kernel not in HEXPLANE_BACKENDS:
-            raise ValueError(f"kernel must be one of {HEXPLANE_BACKENDS}, got {kernel!r}")
+        if kernel not in KERNEL_BACKENDS:
+            raise ValueError(f"kernel must be one of {KERNEL_BACKENDS}, got {kernel!r}")
         self.resolutions = tuple(int(r) for r in resolutions)
         self.channels = int(channels)
         self.time_resolution = int(time_resolution)

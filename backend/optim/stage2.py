@@ -29,7 +29,7 @@ from torch import nn
 
 from ..config import Config, GuidanceConfig, Stage2Config
 from ..errors import Cancelled
-from ..kernels import rasterize, rasterize_frames, resolve_hexplane_backend
+from ..kernels import rasterize, rasterize_frames, resolve_kernels
 from ..model.camera import Cameras
 from ..model.crops import crop_box
 from ..model.deformation_field import DeformationField
@@ -160,8 +160,8 @@ def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussian
     for k, (canon, tr) in enumerate(zip(canonicals, tracks)):
         refs.append(object_reference(tr, cameras, cfg))
         placement = init_placement(canon, tr, cameras, depths[k], ref_sides[k], refs[-1], cfg, trained)
-        field = DeformationField(cfg.deformation, T).to(canon.means.device)
-        if resolve_hexplane_backend(cfg.deformation.kernel, canon.means.device) == "triton":
+        field = DeformationField(cfg.deformation, T, kernel=cfg.kernels).to(canon.means.device)
+        if resolve_kernels(cfg.kernels, canon.means.device) == "triton":
             field.planes.channels_last_()
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
