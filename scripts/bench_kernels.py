@@ -4,7 +4,9 @@ Plane features (``hexplane_features``): one object's deformation-field lookup of
 spec's planes (4 scales 64–512, 32 channels, ``--time_nodes`` time nodes) at ``--gaussians`` Gaussians
 and ``--frames`` frames, forward and forward + backward (into the planes), for each kernel and plane
 layout; then the whole deformation field (planes, trunk, heads) forward + backward with each kernel,
-which is what a stage-2 step pays per object and micro-batch. Median of ``--steps`` timed calls after
+which is what a stage-2 step pays per object and micro-batch. kNN losses (``knn_rigidity``,
+``knn_smoothness``): one object's terms over ``--frames`` frame pairs with ``--knn`` neighbours, forward
+and forward + backward, each kernel. Median of ``--steps`` timed calls after
 ``--warmup``, CUDA events; peak memory per case. Writes ``kernel_bench.json`` and ``kernel_bench.md``.
 
     python scripts/bench_kernels.py --out $OUT/kernels                   # on a CUDA machine
@@ -25,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.config import get_preset  # noqa: E402
-from backend.kernels import hexplane_features, resolve_kernels  # noqa: E402
+from backend.kernels import hexplane_features, knn_rigidity, knn_smoothness, resolve_kernels  # noqa: E402
 from backend.model.deformation_field import DeformationField  # noqa: E402
+from backend.optim.knn import knn_table  # noqa: E402
 
 
 def timed(fn, device: torch.device, steps: int, warmup: int) -> tuple[float, float | None]:
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gaussians", type=int, default=17000, help="Gaussians of one object (crossing: 16-18 k)")
     ap.add_argument("--frames", type=int, default=8, help="frames of one micro-batch (spec: 8)")
     ap.add_argument("--time_nodes", type=int, default=13, help="time nodes of the planes (crossing, lite: 13)")
+    ap.add_argument("--knn", type=int, default=16, help="neighbours per Gaussian (spec: 16)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
@@ -111,9 +115,30 @@ def main(argv=None) -> int:
                      "contiguous", "forward_ms": None, "forward_backward_ms": round(fb_ms, 3),
                      "peak_gib": None if peak is None else round(peak, 3)})
         print(rows[-1], flush=True)
+    table = knn_table(coords, args.knn, 20.0)
+    P = args.frames
+    xp = (coords + 0.01 * torch.randn(P, args.gaussians, 3, device=device)).requires_grad_()
+    xc = (coords + 0.01 * torch.randn(P, args.gaussians, 3, device=device)).requires_grad_()
+    back = (torch.eye(3, device=device) + 0.1 * torch.randn(P, args.gaussians, 3, 3, device=device)).requires_grad_()
+    dls = (0.05 * torch.randn(P, args.gaussians, 3, device=device)).requires_grad_()
+    for what, fn, inputs in (("kNN rigidity", knn_rigidity, (xp, xc, back)), ("kNN scale smoothness", knn_smoothness,
+                                                                              (dls,))):
+        for k in kernels:
+            def loss_fwd():
+                with torch.no_grad():
+                    fn(*inputs, table.indices, table.weights, backend=k)
+
+            def loss_fwd_bwd():
+                torch.autograd.grad(fn(*inputs, table.indices, table.weights, backend=k), inputs)
+
+            f_ms, _ = timed(loss_fwd, device, args.steps, args.warmup)
+            fb_ms, peak = timed(loss_fwd_bwd, device, args.steps, args.warmup)
+            rows.append({"what": what, "kernel": k, "layout": "-", "forward_ms": round(f_ms, 3),
+                         "forward_backward_ms": round(fb_ms, 3), "peak_gib": None if peak is None else round(peak, 3)})
+            print(rows[-1], flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {"device": name, "torch": torch.__version__, "gaussians": args.gaussians, "frames": args.frames,
-              "time_nodes": args.time_nodes, "resolutions": list(dcfg.grid_resolutions), "channels": C,
+              "time_nodes": args.time_nodes, "knn": args.knn, "resolutions": list(dcfg.grid_resolutions), "channels": C,
               "steps": args.steps, "warmup": args.warmup, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernel_bench.json").write_text(json.dumps(result, indent=2))

@@ -4,6 +4,8 @@
   twin (same maths, same gradients) for CPU tensors.
 - :func:`hexplane_features`: the deformation field's multi-scale space-time plane features, fused
   Triton kernels on CUDA (``hexplane_triton``), ``grid_sample`` on the CPU (``hexplane_torch``).
+- :func:`knn_rigidity`, :func:`knn_smoothness`: stage 2's kNN regularisers, fused Triton kernels on
+  CUDA (``knn_losses_triton``), gathers on the CPU (``knn_losses_torch``).
 
 Training code is written once and runs on either device.
 """
@@ -17,6 +19,8 @@ from torch import Tensor
 
 from .hexplane_torch import check_hexplane_inputs, hexplane_features_torch
 from .hexplane_triton import hexplane_features_triton, triton_available
+from .knn_losses_torch import check_knn_inputs, knn_rigidity_torch, knn_smoothness_torch
+from .knn_losses_triton import knn_rigidity_triton, knn_smoothness_triton
 from .rasterize_gsplat import rasterize_gsplat, rasterize_gsplat_frames
 from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
 
@@ -24,8 +28,8 @@ BACKENDS = ("auto", "torch", "gsplat")
 KERNEL_BACKENDS = ("auto", "torch", "triton")
 
 __all__ = ["BACKENDS", "KERNEL_BACKENDS", "RENDER_MODES", "hexplane_features", "hexplane_features_torch",
-           "hexplane_features_triton", "rasterize", "rasterize_frames", "rasterize_gsplat", "rasterize_torch",
-           "resolve_kernels"]
+           "hexplane_features_triton", "knn_rigidity", "knn_smoothness", "rasterize", "rasterize_frames",
+           "rasterize_gsplat", "rasterize_torch", "resolve_kernels"]
 
 
 def resolve_kernels(backend: str, device: torch.device | str) -> str:
@@ -49,6 +53,38 @@ def resolve_kernels(backend: str, device: torch.device | str) -> str:
     if backend == "auto" and device.type == "cuda" and triton_available():
         return "triton"
     return "torch"
+
+
+def knn_rigidity(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, weights: Tensor,
+                 backend: str = "auto") -> Tensor:
+    """Mean local-rigidity residual over P frame pairs, N Gaussians and their K neighbours.
+
+    Inputs: centres at the two frames ``x_prev``, ``x_cur`` (P, N, 3); ``back`` (P, N, 3, 3), each
+    Gaussian's map of current-frame offsets back into the previous frame's orientation; the neighbour
+    table ``indices`` (N, K) (itself included) and ``weights`` (N, K). Float32 on one device.
+
+    Returns the mean over (P, N, K) of sqrt(w · |o_prev − back · o_cur|² + 1e-20), with o = x[j] − x[i];
+    differentiable in ``x_prev``, ``x_cur`` and ``back``.
+    """
+    if x_prev.ndim != 3:
+        raise ValueError(f"x_prev must be (P, N, 3), got {tuple(x_prev.shape)}")
+    P, N = x_prev.shape[:2]
+    check_knn_inputs(indices, weights, N, ("x_prev", x_prev, (P, N, 3)), ("x_cur", x_cur, (P, N, 3)),
+                     ("back", back, (P, N, 3, 3)))
+    fn = knn_rigidity_triton if resolve_kernels(backend, x_prev.device) == "triton" else knn_rigidity_torch
+    return fn(x_prev, x_cur, back, indices, weights)
+
+
+def knn_smoothness(d: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
+    """Mean neighbour difference of per-Gaussian vectors ``d`` (P, N, 3) (stage 2: log-scale changes)
+    over (P, N, K): sqrt(w · |d[j] − d[i]|² + 1e-20); ``indices``, ``weights`` (N, K) as in
+    :func:`knn_rigidity`. Differentiable in ``d``."""
+    if d.ndim != 3:
+        raise ValueError(f"d must be (P, N, 3), got {tuple(d.shape)}")
+    P, N = d.shape[:2]
+    check_knn_inputs(indices, weights, N, ("d", d, (P, N, 3)))
+    fn = knn_smoothness_triton if resolve_kernels(backend, d.device) == "triton" else knn_smoothness_torch
+    return fn(d, indices, weights)
 
 
 def hexplane_features(spatial: list[Tensor], temporal: list[Tensor], coords: Tensor, taus: Tensor,

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..config import Config, GuidanceConfig, Stage2Config
 from ..errors import Cancelled
-from ..kernels import rasterize, rasterize_frames, resolve_kernels
+from ..kernels import knn_rigidity, knn_smoothness, rasterize, rasterize_frames, resolve_kernels
 from ..model.camera import Cameras
 from ..model.crops import crop_box
 from ..model.deformation_field import DeformationField
@@ -56,11 +56,13 @@ class FrameGuidance(Protocol):
 
 
 class MethodScene(nn.Module):
-    """All objects of a clip as dynamic objects, with the clip's cameras (c2w per frame)."""
+    """All objects of a clip as dynamic objects, with the clip's cameras (c2w per frame). ``kernels``
+    (``Config.kernels``) picks the kNN losses' kernels, as it picked the fields' plane kernels."""
 
     def __init__(self, object_ids: list[str], objects: list[DynamicObject], c2w: torch.Tensor,
-                 knn: list[KnnTable], refs: list[ReferenceCamera]):
+                 knn: list[KnnTable], refs: list[ReferenceCamera], kernels: str = "auto"):
         super().__init__()
+        self.kernels = kernels
         self.object_ids = list(object_ids)
         self.objects = nn.ModuleList(objects)
         self.register_buffer("c2w", c2w.float().clone())
@@ -166,7 +168,7 @@ def build_method_scene(object_ids: list[str], canonicals: list[CanonicalGaussian
         objs.append(DynamicObject(canon, field, placement.to(canon.means.device),
                                   scale_first_depth=cfg.stage2.parity_scale_first_depth))
         tables.append(knn_table(canon.means.detach(), cfg.stage2.knn, cfg.stage2.knn_weight_scale))
-    return MethodScene(object_ids, objs, cameras.c2w, tables, refs)
+    return MethodScene(object_ids, objs, cameras.c2w, tables, refs, kernels=cfg.kernels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,21 +249,21 @@ def instance_nll(instance: torch.Tensor, masks: torch.Tensor, threshold: float, 
     return _masked_mean(-torch.log(true_w + 1e-10), single & (hard_w < threshold))
 
 
-def local_scale_loss(ds: torch.Tensor, knn: KnnTable) -> torch.Tensor:
-    """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (..., N, 3)."""
-    diff = ds[..., knn.indices, :] - ds[..., :, None, :]
-    return torch.sqrt(knn.weights * diff.pow(2).sum(-1) + 1e-20).mean()
+def local_scale_loss(ds: torch.Tensor, knn: KnnTable, kernels: str = "auto") -> torch.Tensor:
+    """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (..., N, 3)
+    (``backend.kernels.knn_smoothness``)."""
+    return knn_smoothness(ds.reshape(-1, *ds.shape[-2:]), knn.indices, knn.weights, backend=kernels)
 
 
 def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tensor, q_cur: torch.Tensor,
-                  knn: KnnTable) -> torch.Tensor:
+                  knn: KnnTable, kernels: str = "auto") -> torch.Tensor:
     """As-rigid-as-possible: neighbour offsets at prev must equal those at cur rotated back by each
-    Gaussian's own rotation change (x (..., N, 3) world centres, q (..., N, 4) world rotations)."""
-    o_prev = x_prev[..., knn.indices, :] - x_prev[..., :, None, :]
-    o_cur = x_cur[..., knn.indices, :] - x_cur[..., :, None, :]
+    Gaussian's own rotation change (x (..., N, 3) world centres, q (..., N, 4) world rotations;
+    ``backend.kernels.knn_rigidity``)."""
     R_rel = quat_to_rotmat(q_cur) @ quat_to_rotmat(q_prev).transpose(-1, -2)  # prev frame → cur frame
-    back = torch.einsum("...nji,...nkj->...nki", R_rel, o_cur)  # R_relᵀ · o_cur
-    return torch.sqrt(knn.weights * (o_prev - back).pow(2).sum(-1) + 1e-20).mean()
+    back = R_rel.transpose(-1, -2).reshape(-1, x_prev.shape[-2], 3, 3)  # cur-frame offsets back to prev
+    return knn_rigidity(x_prev.reshape(-1, *x_prev.shape[-2:]), x_cur.reshape(-1, *x_cur.shape[-2:]), back,
+                        knn.indices, knn.weights, backend=kernels)
 
 
 def depth_l1_log(depth: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -348,9 +350,9 @@ def _pair_losses(scene: MethodScene, states: list[ObjectState], targets: ClipTar
         ds = s.d_log_scales[prev_rows] - s.d_log_scales[cur_rows]
         dscale.append(ds.abs().mean())
         dcolor.append(s.d_colors[cur_rows].abs().mean())
-        lscale.append(local_scale_loss(ds, scene.knn[k]))
+        lscale.append(local_scale_loss(ds, scene.knn[k], scene.kernels))
         rigid.append(rigidity_loss(s.world.means[prev_rows], s.world.means[cur_rows], s.world.quats[prev_rows],
-                                   s.world.quats[cur_rows], scene.knn[k]))
+                                   s.world.quats[cur_rows], scene.knn[k], scene.kernels))
     return {
         "flow": c.w_flow * ramp * per_pair.mean(),
         "scale_change": c.w_scale_change * ramp * torch.stack(dscale).mean(),

@@ -1,8 +1,9 @@
-"""GPU parity: the fused Triton plane-feature kernel against its torch twin at stage 2's shapes.
+"""GPU parity: the fused Triton kernels of ``backend/kernels`` against their torch twins at stage 2's
+shapes.
 
-Features and plane gradients must agree to float32 noise in both plane layouts, and a deformation field
-must give the same deltas and gradients with either kernel. Run on the GPU machine
-(``pytest -m gpu tests/test_hexplane_gpu.py``).
+Plane features and plane gradients must agree to float32 noise in both plane layouts, a deformation
+field must give the same deltas and gradients with either kernel, and the kNN losses the same values
+and gradients. Run on the GPU machine (``pytest -m gpu tests/test_kernels_gpu.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="needs Triton (comes with CUDA builds of torch on Linux)")
 
 from backend.config import get_preset  # noqa: E402
-from backend.kernels import hexplane_features, resolve_kernels  # noqa: E402
+from backend.kernels import hexplane_features, knn_rigidity, knn_smoothness, resolve_kernels  # noqa: E402
 from backend.model.deformation_field import DeformationField  # noqa: E402
+from backend.optim.knn import knn_table  # noqa: E402
 
 DEV = torch.device("cuda")
 CFG = get_preset("lite").deformation
@@ -74,3 +76,22 @@ def test_a_deformation_field_is_the_same_with_either_kernel():
     assert _rel(outs["triton"], outs["torch"]) < 1e-5
     for x, y in zip(grads["torch"], grads["triton"]):
         assert _rel(y, x) < 1e-4
+
+
+def test_the_knn_losses_match_the_twins_at_stage_two_shapes():
+    torch.manual_seed(0)
+    P, N, K = 8, 17000, 16
+    x = torch.randn(N, 3, device=DEV) * 0.3
+    table = knn_table(x, K, 20.0)
+    xp = (x + 0.01 * torch.randn(P, N, 3, device=DEV)).requires_grad_()
+    xc = (x + 0.01 * torch.randn(P, N, 3, device=DEV)).requires_grad_()
+    back = (torch.eye(3, device=DEV) + 0.1 * torch.randn(P, N, 3, 3, device=DEV)).requires_grad_()
+    d = (0.05 * torch.randn(P, N, 3, device=DEV)).requires_grad_()
+    for fn, args in ((knn_rigidity, (xp, xc, back)), (knn_smoothness, (d,))):
+        a = fn(*args, table.indices, table.weights, backend="torch")
+        b = fn(*args, table.indices, table.weights, backend="triton")
+        ga, gb = torch.autograd.grad(a, args), torch.autograd.grad(b, args)
+        print(fn.__name__, "value rel", _rel(b, a), "grads rel", [round(_rel(v, u), 8) for u, v in zip(ga, gb)])
+        assert _rel(b, a) < 1e-5
+        for u, v in zip(ga, gb):
+            assert _rel(v, u) < 1e-4
