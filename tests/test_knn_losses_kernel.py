@@ -103,3 +103,13 @@ def test_the_triton_kernels_match_the_twins_in_the_interpreter():
     assert r["rigidity"] < 1e-5 and r["smoothness"] < 1e-5, r
     assert r["rigidity_grads"] < 1e-5 and r["smoothness_grad"] < 1e-5, r
     assert r["refused"] and "float32" in r["refused"]
+
+
+def test_auto_keeps_the_twins_for_the_knn_losses_until_their_gpu_parity_is_measured(monkeypatch):
+    import backend.kernels as K
+
+    monkeypatch.setattr(K, "triton_available", lambda: True)
+    assert K.resolve_kernels("auto", "cuda") == "triton"  # the plane features
+    assert K.knn_losses_kernel("auto", "cuda") == ("triton" if K.KNN_LOSSES_IN_AUTO else "torch")
+    assert K.knn_losses_kernel("triton", "cuda") == "triton"
+    assert K.knn_losses_kernel("auto", "cpu") == "torch"
