@@ -113,6 +113,11 @@ class GENMOJO_PG_settings(PropertyGroup):
     resume: BoolProperty(
         name="Resume", default=False,
         description="Continue an interrupted or cancelled run of this result from its last checkpoint")
+    overrides: StringProperty(
+        name="Config Overrides",
+        description=("Backend settings as section.field=value, separated by spaces or semicolons, e.g. "
+                     "sds.compile=none (no Triton or compiler on this machine) or kernels=torch; the backend "
+                     "refuses unknown names before any work"))
     import_when_done: BoolProperty(
         name="Import When Done", default=True,
         description="Import the result into this scene as soon as the backend finishes")
@@ -233,7 +238,8 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          guidance_model=guidance_model_spec(settings.guidance_model),
                          guidance_variant=settings.guidance_variant,
                          depth_dir=abs_folder(settings.depth_dir), depth_is_disparity=settings.depth_is_disparity,
-                         depth_model=abs_folder(settings.depth_model))
+                         depth_model=abs_folder(settings.depth_model),
+                         overrides=tuple(bp.split_overrides(settings.overrides)))
 
 
 CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_run)

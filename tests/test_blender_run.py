@@ -151,8 +151,10 @@ def test_guidance_and_depth_settings_reach_the_backend(tmp_path):
     s.depth_dir = {str(tmp_path / 'depth')!r}
     s.depth_is_disparity = True
     s.overwrite = True
+    s.overrides = "sds.compile=none; kernels=torch"
     runs = [sorted(bpy.ops.genmojo.run_backend())]
     argvs = [json.loads(argv_file.read_text())]
+    s.overrides = ""
     s.guidance_model = "ashawkey/zero123-xl-diffusers"   # a hub id is passed as typed
     s.guidance_variant = "auto"
     s.depth_dir = ""
@@ -172,7 +174,8 @@ def test_guidance_and_depth_settings_reach_the_backend(tmp_path):
             "--out_dir", str(tmp_path / "out"), "--preset", "cpu-tiny", "--device", "auto"]
     tail = ["--fps", "24", "--overwrite"]
     assert out["argvs"][0] == head + ["--guidance_model", str(model), "--guidance_variant", "stable-zero123",
-                                      "--depth_dir", str(tmp_path / "depth"), "--depth_is_disparity"] + tail
+                                      "--depth_dir", str(tmp_path / "depth"), "--depth_is_disparity"] + tail + [
+        "--set", "sds.compile=none", "--set", "kernels=torch"]  # the panel's config overrides, in order
     assert out["argvs"][1] == head + ["--guidance_model", "ashawkey/zero123-xl-diffusers",
                                       "--depth_model", str(tmp_path / "depth")] + tail
     assert out["argvs"][2] == head + ["--disable_guidance", "--depth_model", str(tmp_path / "depth")] + tail
@@ -185,6 +188,7 @@ def test_missing_model_and_depth_folders_are_named_before_a_run(tmp_path):
     s.guidance_model = {str(tmp_path / 'no model')!r}
     s.depth_dir = {str(tmp_path / 'no depth')!r}
     s.depth_model = {str(tmp_path / 'no depth model')!r}
+    s.overrides = "sds.compile"
     errors = []
     try:
         bpy.ops.genmojo.run_backend()
@@ -196,7 +200,8 @@ def test_missing_model_and_depth_folders_are_named_before_a_run(tmp_path):
     for text in (f"Guidance model folder not found: {tmp_path / 'no model'}",
                  f"Depth maps folder not found: {tmp_path / 'no depth'}",
                  f"Depth model folder not found: {tmp_path / 'no depth model'}",
-                 "Give either a depth maps folder or a depth model, not both"):
+                 "Give either a depth maps folder or a depth model, not both",
+                 "Config override 'sds.compile' is not section.field=value"):
         assert text in out["error"] and text in out["errors"][0]
     assert out["exit_status"] == 2 and not out["running"]
     assert not argv_file.exists()  # the backend never started

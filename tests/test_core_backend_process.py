@@ -56,6 +56,7 @@ ap.add_argument("--depth_model")
 ap.add_argument("--fps", type=float)
 ap.add_argument("--overwrite", action="store_true")
 ap.add_argument("--resume", action="store_true")
+ap.add_argument("--set", action="append", default=[])
 args = ap.parse_args()
 if args.disable_guidance and (args.guidance_model is not None or args.guidance_variant is not None):
     print("genmojo: --disable_guidance conflicts with --guidance_model/--guidance_variant", file=sys.stderr)
@@ -172,11 +173,26 @@ def test_argv_with_every_option():
     assert all(isinstance(a, str) for a in argv)
 
 
+def test_config_overrides_become_set_flags_in_order_and_malformed_ones_are_named():
+    assert bp.split_overrides(" sds.compile=none;kernels=torch\n stage2.w_rigid=20000 ") == [
+        "sds.compile=none", "kernels=torch", "stage2.w_rigid=20000"]
+    req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s",
+                        overrides=("sds.compile=none", "sds.stage2_render_sizes=[128,128,128]"))
+    argv = bp.build_argv("/py", req, module="backend")
+    assert argv[-4:] == ["--set", "sds.compile=none", "--set", "sds.stage2_render_sizes=[128,128,128]"]
+    bad = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", overrides=("sds.compile",))
+    assert "Config override 'sds.compile' is not section.field=value (e.g. sds.compile=none)" in \
+        bp.validate_request(bad)
+    problems = bp.check_overrides(["kernels=torch", "sds.compile", "a.b.c=1", "=3", "x=1"])
+    assert problems == [f"Config override {o!r} is not section.field=value (e.g. sds.compile=none)"
+                        for o in ("sds.compile", "a.b.c=1", "=3")]
+
+
 def test_argv_omits_unset_optional_flags():
     req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", fps=0.0)
     argv = bp.build_argv("/py", req, module="backend")
     for flag in ("--cam_path", "--bg_path", "--fps", "--overwrite", "--resume", "--guidance_model",
-                 "--guidance_variant", "--depth_dir", "--depth_is_disparity", "--depth_model"):
+                 "--guidance_variant", "--depth_dir", "--depth_is_disparity", "--depth_model", "--set"):
         assert flag not in argv
 
 
@@ -548,3 +564,18 @@ def test_extension_checks_the_model_folders_as_the_backend_does(tmp_path):
         except InputError:
             backend_ok = False
         assert (bp.check_depth_model(str(folder)) == "") == backend_ok, skip
+
+
+def test_the_real_backend_parses_every_flag_the_extension_builds():
+    """The extension's command line against the backend's own parser (not the fake above)."""
+    from backend.cli import build_parser
+
+    req = bp.RunRequest(data_dir="/clip", mask_dir="/m", out_dir="/o", save_name="s", preset="full", device="cuda",
+                        guidance=True, cam_path="/c.npz", bg_path="/bg.png", fps=30.0, overwrite=True, resume=True,
+                        guidance_model="owner/model", guidance_variant="stable-zero123", depth_dir="/depth",
+                        depth_is_disparity=True, overrides=("sds.compile=none", "kernels=torch"))
+    args = build_parser().parse_args(bp.build_argv("/py", req, module="backend")[3:])
+    assert (args.preset, args.device, args.guidance_model, args.guidance_variant) == (
+        "full", "cuda", "owner/model", "stable-zero123")
+    assert str(args.depth_dir) == "/depth" and args.depth_is_disparity and args.overwrite and args.resume
+    assert args.set == ["sds.compile=none", "kernels=torch"]

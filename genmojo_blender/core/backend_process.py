@@ -98,6 +98,9 @@ class RunRequest:
     depth_dir: str = ""
     depth_is_disparity: bool = False
     depth_model: str = ""
+    # Backend config overrides, each "section.field=value" (or "field=value"), passed as --set in order:
+    # what the backend's hints name (e.g. sds.compile=none where Triton is missing, kernels=torch)
+    overrides: tuple[str, ...] = ()
 
     @property
     def result_dir(self) -> Path:
@@ -189,6 +192,21 @@ def check_depth_model(path: str) -> str:
     return ""
 
 
+OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?=\S+$")
+
+
+def split_overrides(text: str) -> list[str]:
+    """The assignments in ``text``, separated by spaces, semicolons or new lines (values hold no spaces)."""
+    return [t for t in re.split(r"[\s;]+", text or "") if t]
+
+
+def check_overrides(overrides) -> list[str]:
+    """Problems with config overrides that are not "section.field=value"; the backend checks the names
+    and values themselves (and refuses unknown ones before any work)."""
+    bad = [o for o in overrides if not OVERRIDE.match(o)]
+    return [f"Config override {o!r} is not section.field=value (e.g. sds.compile=none)" for o in bad]
+
+
 def validate_request(req: RunRequest) -> list[str]:
     """Human-readable problems with a request that would make the backend fail at once."""
     problems = []
@@ -231,6 +249,7 @@ def validate_request(req: RunRequest) -> list[str]:
     problems += [p for p in (check_depth_dir(req.depth_dir), check_depth_model(req.depth_model)) if p]
     if req.depth_dir and req.depth_model:
         problems.append(DEPTH_BOTH_MESSAGE)
+    problems += check_overrides(req.overrides)
     if (not req.overwrite and req.out_dir and req.save_name
             and (Path(req.out_dir) / req.save_name).exists()):
         problems.append(f"{Path(req.out_dir) / req.save_name} already exists; "
@@ -281,6 +300,8 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
         argv.append("--overwrite")
     if req.resume:
         argv.append("--resume")
+    for o in req.overrides:
+        argv += ["--set", o]
     return argv
 
 

@@ -83,7 +83,7 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
 
 
 class GENMOJO_PT_options(_GenMojoPanel, Panel):
-    """Optional inputs: camera, background, frame rate, overwrite and import options."""
+    """Optional inputs: camera, background, frame rate, overwrite, config overrides and import options."""
 
     bl_label = "Options"
     bl_parent_id = "GENMOJO_PT_main"
@@ -113,6 +113,9 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         col.prop(s, "fps")
         col.prop(s, "overwrite")
         col.prop(s, "resume")
+        col.prop(s, "overrides")
+        for problem in bp.check_overrides(bp.split_overrides(s.overrides)):
+            _wrapped(col, problem, context, icon="ERROR", alert=True)
         col.prop(s, "import_when_done")
         col.prop(s, "representation")
         sub = col.column(align=True)
