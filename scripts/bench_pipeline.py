@@ -123,9 +123,10 @@ def span_split(profiler: torch.profiler.profile, steps: int) -> dict[str, dict[s
     return out
 
 
-def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> list[dict]:
+def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> tuple[list[dict], float]:
     """The ``n`` device kernels with the most device time per step (all spans, backward included), with
-    their share of all kernel time: what a custom kernel would have to replace to pay."""
+    their share of all kernel time: what a custom kernel would have to replace to pay; and the kernel
+    launches per step (a launch-bound step pays for each)."""
     from torch.autograd import DeviceType
 
     kernels = [e for e in profiler.key_averages() if e.device_type != DeviceType.CPU
@@ -134,9 +135,10 @@ def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> li
                and not e.key.startswith(profiling.PREFIX) and "#" not in e.key]
     total = sum(float(e.self_device_time_total) for e in kernels)
     kernels.sort(key=lambda e: -float(e.self_device_time_total))
-    return [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
-             "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
-            for e in kernels[:n]]
+    top = [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
+            "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
+           for e in kernels[:n]]
+    return top, round(sum(e.count for e in kernels) / steps, 1)
 
 
 def main(argv=None) -> int:
@@ -231,7 +233,7 @@ def main(argv=None) -> int:
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
     split = span_split(probe.profiler, args.profile_steps)
-    kernels = top_kernels(probe.profiler, args.profile_steps)
+    kernels, launches = top_kernels(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
     guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -270,6 +272,7 @@ def main(argv=None) -> int:
         "whole_run_extrapolated_s": round(sum(v for k, v in stages.items() if k not in ("fit", "objects"))
                                           + objects_full + full_iters * s_per_iter, 1),
         "timed_steps": len(timed), "step_split_ms": split, "top_kernels": kernels,
+        "kernel_launches_per_step": launches,
         "flops_per_step": flops,
         "guidance_device_ms_per_step": round(guidance_dev_ms, 3),
         "guidance_achieved_tflops": round(achieved, 3) if achieved else None, "bf16_peak_tflops": peak_tf,
@@ -297,6 +300,7 @@ def main(argv=None) -> int:
             ("fraction of bf16 peak", result["guidance_fraction_of_peak"]),
             ("guidance TFLOP/s over the wall time it adds (lower bound)", result["guidance_wall_tflops"]),
             ("fraction of bf16 peak", result["guidance_wall_fraction_of_peak"]),
+            ("device kernel launches per step", launches),
             ("peak memory (GiB)", result["peak_memory_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",
