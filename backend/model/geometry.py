@@ -2,9 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+
+# Quaternion products as constant bilinear maps, so that a product is one outer product and one matmul
+# (forward and backward a handful of launches) instead of dozens of element-wise ones: stage 2 composes
+# and converts rotations for every Gaussian, frame and object of a step, and its step is launch-bound.
+# Index of the component pair (i, j) in a flattened outer product: 4·i + j, components w, x, y, z = 0..3.
+# The matmuls are float32 at torch's default matmul precision ("highest": no TF32), like the field's MLPs.
+_HAMILTON = {  # a_i · b_j contributes sign · to component k of a ⊗ b
+    (0, 0, 0): 1, (1, 1, 0): -1, (2, 2, 0): -1, (3, 3, 0): -1,
+    (0, 1, 1): 1, (1, 0, 1): 1, (2, 3, 1): 1, (3, 2, 1): -1,
+    (0, 2, 2): 1, (1, 3, 2): -1, (2, 0, 2): 1, (3, 1, 2): 1,
+    (0, 3, 3): 1, (1, 2, 3): 1, (2, 1, 3): -1, (3, 0, 3): 1,
+}
+_ROTMAT = {  # 2 · q_i q_j contributes sign · to entry r of the row-major 3×3 matrix, besides the identity
+    (2, 2, 0): -1, (3, 3, 0): -1, (1, 2, 1): 1, (0, 3, 1): -1, (1, 3, 2): 1, (0, 2, 2): 1,
+    (1, 2, 3): 1, (0, 3, 3): 1, (1, 1, 4): -1, (3, 3, 4): -1, (2, 3, 5): 1, (0, 1, 5): -1,
+    (1, 3, 6): 1, (0, 2, 6): -1, (2, 3, 7): 1, (0, 1, 7): 1, (1, 1, 8): -1, (2, 2, 8): -1,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _bilinear(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The (16, out) matrix of a quaternion bilinear map, made once per device and dtype (no copy per call)."""
+    table, out, scale = (_HAMILTON, 4, 1.0) if name == "hamilton" else (_ROTMAT, 9, 2.0)
+    m = torch.zeros(16, out, dtype=torch.float64)
+    for (i, j, k), sign in table.items():
+        m[4 * i + j, k] = sign * scale
+    return m.to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _identity9(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.eye(3, dtype=dtype).flatten().to(device)
+
+
+def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Flattened outer products of quaternions (..., 4) × (..., 4) → (..., 16), broadcasting."""
+    return (a[..., :, None] * b[..., None, :]).flatten(-2)
 
 
 def quat_normalize(q: torch.Tensor) -> torch.Tensor:
@@ -13,24 +51,18 @@ def quat_normalize(q: torch.Tensor) -> torch.Tensor:
 
 def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product a ⊗ b (rotation b first, then a), broadcasting over leading dims."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
+    outer = _outer(a, b)
+    return outer @ _bilinear("hamilton", outer.device, outer.dtype)
 
 
 def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """(..., 4) unit-or-not quaternions -> (..., 3, 3) rotation matrices."""
-    w, x, y, z = quat_normalize(q).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(*q.shape[:-1], 3, 3)
+    """(..., 4) unit-or-not quaternions -> (..., 3, 3) rotation matrices (normalised first):
+    I + 2·(the quadratic terms), e.g. R[0, 0] = 1 − 2(y² + z²)."""
+    n = quat_normalize(q)
+    outer = _outer(n, n)
+    R = torch.addmm(_identity9(outer.device, outer.dtype), outer.reshape(-1, 16),
+                    _bilinear("rotmat", outer.device, outer.dtype))
+    return R.reshape(*q.shape[:-1], 3, 3)
 
 
 def intrinsics_from_fovy(fovy_deg: float, width: int, height: int) -> torch.Tensor:
