@@ -15,6 +15,16 @@ itself is judged by the IoU).
 - ``area_ratio``: per object, that rendered area over the mask's area: above 1 the render spills
   over its silhouette, below 1 it falls short (what a low IoU is made of).
 
+Diagnostics (not acceptance figures) that say where the errors are:
+
+- ``spill`` and ``missed``: per object, rendered silhouette pixels outside the mask and mask pixels the
+  silhouette does not cover, each over the mask's area (area ratio = 1 − missed + spill). A silhouette
+  that is only too large has spill and no misses; one that is misplaced (motion off by a few pixels)
+  has both.
+- ``psnr_object``: per object, the masked PSNR inside its own mask.
+- ``psnr_interior`` and ``psnr_edge``: the masked PSNR on the union eroded by ``EDGE_PX`` pixels and on
+  the band of that width inside the union's border (thin objects carry much of their error there).
+
 Frames withheld from the fit (``run --holdout N``, recorded as ``manifest.run.holdout_frames``) measure
 how well the motion generalises between training frames, so they are summarised apart from the
 frames the model was fitted to. ``--frames`` picks ``all`` (default), ``holdout`` or ``train``.
@@ -30,10 +40,13 @@ JSON output (NaN, e.g. IoU of an object absent from both render and mask, is wri
       "splits": {"holdout": SUMMARY, "train": SUMMARY}   # bundle with withheld frames
              or {"all": SUMMARY},                        # bundle without
       "per_frame": [{"frame": 0, "holdout": false, "psnr_masked": 31.2, "ssim_masked": 0.93,
-                     "iou": {"001": 0.95, ...}, "area_ratio": {"001": 1.02, ...}}, ...]
+                     "iou": {"001": 0.95, ...}, "area_ratio": {"001": 1.02, ...},
+                     "spill": {"001": 0.04, ...}, "missed": {"001": 0.02, ...},
+                     "psnr_object": {"001": 30.1, ...}, "psnr_interior": 33.0, "psnr_edge": 24.5}, ...]
     }
     SUMMARY = {"frames": [...], "count": n, "psnr_masked": mean, "ssim_masked": mean,
-               "iou": {"001": mean, ...}, "area_ratio": {"001": mean, ...}}
+               "iou": {"001": mean, ...}, "area_ratio": {"001": mean, ...}, "spill": {...}, "missed": {...},
+               "psnr_object": {...}, "psnr_interior": mean, "psnr_edge": mean}
 
 A split appears only when some evaluated frame belongs to it (``--frames train`` gives only "train").
 """
@@ -46,6 +59,7 @@ import math
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -108,9 +122,28 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+EDGE_PX = 2  # width of the band inside the union's border that psnr_edge looks at
+
+
 def _area_ratio(pred: np.ndarray, true: np.ndarray) -> float:
     n = np.count_nonzero(true)
     return float(np.count_nonzero(pred) / n) if n else float("nan")
+
+
+def _spill(pred: np.ndarray, true: np.ndarray) -> float:
+    n = np.count_nonzero(true)
+    return float(np.count_nonzero(pred & ~true) / n) if n else float("nan")
+
+
+def _missed(pred: np.ndarray, true: np.ndarray) -> float:
+    n = np.count_nonzero(true)
+    return float(np.count_nonzero(true & ~pred) / n) if n else float("nan")
+
+
+def _interior(union: np.ndarray, px: int) -> np.ndarray:
+    """The union eroded by ``px`` pixels (a pixel stays if its whole (2px+1)² window is inside)."""
+    kernel = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
+    return cv2.erode(union.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
 
 
 def summarise(rows: list[dict], ids: list[str]) -> dict:
@@ -122,6 +155,11 @@ def summarise(rows: list[dict], ids: list[str]) -> dict:
         "ssim_masked": _mean([r["ssim_masked"] for r in rows]),
         "iou": {oid: _mean([r["iou"][oid] for r in rows]) for oid in ids},
         "area_ratio": {oid: _mean([r["area_ratio"][oid] for r in rows]) for oid in ids},
+        "spill": {oid: _mean([r["spill"][oid] for r in rows]) for oid in ids},
+        "missed": {oid: _mean([r["missed"][oid] for r in rows]) for oid in ids},
+        "psnr_object": {oid: _mean([r["psnr_object"][oid] for r in rows]) for oid in ids},
+        "psnr_interior": _mean([r["psnr_interior"] for r in rows]),
+        "psnr_edge": _mean([r["psnr_edge"] for r in rows]),
     }
 
 
@@ -162,13 +200,21 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
         union = clip.masks[:, t].any(0)
         pred = r.image[0].clamp(0, 1).cpu().numpy().astype(np.float64) * union[..., None]
         target = clip.frames[t].astype(np.float64) / 255 * union[..., None]
+        sil = [inst[..., k] > 0.5 for k in range(len(ids))]
+        true = [clip.masks[k, t].astype(bool) for k in range(len(ids))]
+        inner = _interior(union, EDGE_PX)
         per_frame.append({
             "frame": t,
             "holdout": t in held,
             "psnr_masked": masked_psnr(pred, target, union),
             "ssim_masked": masked_ssim(pred, target, union),
-            "iou": {oid: mask_iou(inst[..., k] > 0.5, clip.masks[k, t]) for k, oid in enumerate(ids)},
-            "area_ratio": {oid: _area_ratio(inst[..., k] > 0.5, clip.masks[k, t]) for k, oid in enumerate(ids)},
+            "iou": {oid: mask_iou(sil[k], true[k]) for k, oid in enumerate(ids)},
+            "area_ratio": {oid: _area_ratio(sil[k], true[k]) for k, oid in enumerate(ids)},
+            "spill": {oid: _spill(sil[k], true[k]) for k, oid in enumerate(ids)},
+            "missed": {oid: _missed(sil[k], true[k]) for k, oid in enumerate(ids)},
+            "psnr_object": {oid: masked_psnr(pred, target, true[k]) for k, oid in enumerate(ids)},  # NaN if empty
+            "psnr_interior": masked_psnr(pred, target, inner),
+            "psnr_edge": masked_psnr(pred, target, union & ~inner),
         })
 
     if holdout:

@@ -83,7 +83,57 @@ def test_perfect_render_scores_perfectly(setup):
     assert res["summary"] == s
     assert [r["frame"] for r in res["per_frame"]] == list(range(T))
     assert not any(r["holdout"] for r in res["per_frame"])
-    assert set(res["per_frame"][0]) == {"frame", "holdout", "psnr_masked", "ssim_masked", "iou", "area_ratio"}
+    assert all(v == 0.0 for v in s["spill"].values()) and all(v == 0.0 for v in s["missed"].values()), s
+    assert all(v > 40 for v in s["psnr_object"].values()) and s["psnr_interior"] > 40 and s["psnr_edge"] > 40, s
+    assert set(res["per_frame"][0]) == {"frame", "holdout", "psnr_masked", "ssim_masked", "iou", "area_ratio",
+                                        "spill", "missed", "psnr_object", "psnr_interior", "psnr_edge"}
+
+
+def _remask(clip, out, change):
+    """A copy of ``clip`` whose masks are ``change``d (the frames stay)."""
+    shutil.copytree(clip, out)
+    for f in (out / "Annotations").rglob("*.png"):
+        m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) > 127
+        cv2.imwrite(str(f), change(m).astype(np.uint8) * 255)
+    return out
+
+
+def test_spill_and_misses_tell_a_too_large_silhouette_from_a_misplaced_one(setup, tmp_path):
+    """Against eroded masks the (perfect) render only spills; against shifted masks it spills and misses."""
+    eroded = _remask(setup["clip"], tmp_path / "eroded",
+                     lambda m: cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+    shifted = _remask(setup["clip"], tmp_path / "shifted", lambda m: np.roll(m, 3, axis=1))
+    too_large = run(setup["plain"], eroded)["summary"]
+    misplaced = run(setup["plain"], shifted)["summary"]
+    for oid in ("001", "002"):
+        assert too_large["spill"][oid] > 0.2 and too_large["missed"][oid] == 0.0, too_large
+        assert misplaced["spill"][oid] > 0.1 and misplaced["missed"][oid] > 0.1, misplaced
+        assert too_large["area_ratio"][oid] == pytest.approx(1 - too_large["missed"][oid] + too_large["spill"][oid])
+
+
+def _renoise(clip, out, where):
+    """A copy of ``clip`` with noise added to each frame where ``where(masks of that frame)`` is true."""
+    shutil.copytree(clip, out)
+    rng = np.random.default_rng(0)
+    ids = sorted(d.name for d in (out / "Annotations").iterdir())
+    for f in sorted((out / "JPEGImages").glob("*.png")):
+        masks = [cv2.imread(str(out / "Annotations" / i / f.name), cv2.IMREAD_GRAYSCALE) > 127 for i in ids]
+        img = cv2.imread(str(f)).astype(np.float64)
+        noise = rng.normal(scale=40.0, size=img.shape) * where(masks)[..., None]
+        cv2.imwrite(str(f), np.clip(img + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+def test_the_psnr_diagnostics_point_at_the_object_and_the_band_with_the_error(setup, tmp_path):
+    def band(masks):
+        union = np.any(masks, 0)
+        return union & ~cv2.erode(union.astype(np.uint8), np.ones((5, 5), np.uint8),
+                                  borderType=cv2.BORDER_REPLICATE).astype(bool)
+
+    edge = run(setup["plain"], _renoise(setup["clip"], tmp_path / "edge", band))["summary"]
+    assert edge["psnr_edge"] < 25 < 40 < edge["psnr_interior"], edge
+    second = run(setup["plain"], _renoise(setup["clip"], tmp_path / "second", lambda m: m[1] & ~m[0]))["summary"]
+    assert second["psnr_object"]["002"] < 25 and second["psnr_object"]["001"] > 35, second
 
 
 def test_withheld_frames_are_reported_apart(setup):
