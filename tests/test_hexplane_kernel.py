@@ -165,3 +165,19 @@ def test_the_field_runs_with_the_kernel_named_in_its_config():
     assert DeformationField(cfg, 4, kernel="torch").planes.kernel == "torch"
     with pytest.raises(ValueError, match="kernel must be one of"):
         DeformationField(cfg, 4, kernel="fast")
+
+
+def test_a_kernel_that_fails_on_the_gpu_names_the_torch_twins():
+    pytest.importorskip("triton", reason="Triton is not installed (requirements/cpu.txt has it)")
+    from backend.errors import GenmojoError
+    from backend.kernels.triton_launch import launch
+
+    class Unsupported:  # what Triton raises on a GPU it cannot compile for
+        def __getitem__(self, grid):
+            def run(*args, **meta):
+                raise RuntimeError("no kernel image is available for execution on the device")
+            return run
+
+    with pytest.raises(GenmojoError, match="the Triton plane-feature kernel failed on this GPU") as e:
+        launch(Unsupported(), (1,), "plane-feature", 1, 2, BLOCK=64)
+    assert "kernels=torch" in e.value.hint and "Config Overrides" in e.value.hint

@@ -18,11 +18,12 @@ import torch
 from torch import Tensor
 
 from .hexplane_torch import check_hexplane_inputs, hexplane_features_torch
-from .hexplane_triton import hexplane_features_triton, triton_available
+from .hexplane_triton import hexplane_features_triton
 from .knn_losses_torch import check_knn_inputs, knn_rigidity_torch, knn_smoothness_torch
 from .knn_losses_triton import knn_rigidity_triton, knn_smoothness_triton
 from .rasterize_gsplat import rasterize_gsplat, rasterize_gsplat_frames
 from .rasterize_torch import RENDER_MODES, check_inputs, rasterize_torch
+from .triton_launch import triton_available
 
 BACKENDS = ("auto", "torch", "gsplat")
 KERNEL_BACKENDS = ("auto", "torch", "triton")

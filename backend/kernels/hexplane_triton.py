@@ -21,18 +21,9 @@ import os
 import torch
 from torch import Tensor
 
-try:  # Triton ships with CUDA builds of torch on Linux; CPU-only installs use the torch twin
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised where Triton is absent
-    triton = None
-    tl = None
+from .triton_launch import launch, tl, triton
 
 BLOCK_N = 64  # Gaussians per program
-
-
-def triton_available() -> bool:
-    return triton is not None
 
 
 if triton is not None:
@@ -159,8 +150,8 @@ def _launch(kernel, coords: Tensor, taus: Tensor, planes: tuple[Tensor, ...], bu
     for s in range(S):
         sp, tp = planes[s], planes[S + s]
         extra = buffers if len(buffers) == 1 else (buffers[0], buffers[1 + s], buffers[1 + S + s])
-        kernel[grid](coords, taus, sp, tp, *extra, N, B, sp.shape[-1], T, C, OC, s * C,
-                     *sp.stride(), *tp.stride(), BLOCK=BLOCK_N, BLOCK_C=triton.next_power_of_2(C))
+        launch(kernel, grid, "plane-feature", coords, taus, sp, tp, *extra, N, B, sp.shape[-1], T, C, OC, s * C,
+               *sp.stride(), *tp.stride(), BLOCK=BLOCK_N, BLOCK_C=triton.next_power_of_2(C))
 
 
 class _HexPlaneFeatures(torch.autograd.Function):

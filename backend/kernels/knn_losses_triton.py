@@ -16,12 +16,7 @@ import os
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised where Triton is absent
-    triton = None
-    tl = None
+from .triton_launch import launch, tl, triton
 
 BLOCK_N = 128  # Gaussians per program
 
@@ -185,7 +180,8 @@ class _Rigidity(torch.autograd.Function):
         K = indices.shape[1]
         grid = _grid(P, N)
         partial = torch.empty(grid[0] * P, device=x_prev.device, dtype=torch.float32)
-        _rigidity_fwd[grid](x_prev, x_cur, back, indices, weights, partial, N, K, BLOCK=BLOCK_N)
+        launch(_rigidity_fwd, grid, "kNN rigidity", x_prev, x_cur, back, indices, weights, partial, N, K,
+               BLOCK=BLOCK_N)
         ctx.save_for_backward(x_prev, x_cur, back, indices, weights)
         return partial.sum() / (P * N * K)
 
@@ -196,8 +192,8 @@ class _Rigidity(torch.autograd.Function):
         K = indices.shape[1]
         scale = (grad / (P * N * K)).float().reshape(1).contiguous()  # stays on the device: no host sync
         gxp, gxc, gback = torch.zeros_like(x_prev), torch.zeros_like(x_cur), torch.empty_like(back)
-        _rigidity_bwd[_grid(P, N)](x_prev, x_cur, back, indices, weights, scale, gxp, gxc, gback, N, K,
-                                   BLOCK=BLOCK_N)
+        launch(_rigidity_bwd, _grid(P, N), "kNN rigidity", x_prev, x_cur, back, indices, weights, scale, gxp, gxc,
+               gback, N, K, BLOCK=BLOCK_N)
         return gxp, gxc, gback, None, None
 
 
@@ -208,7 +204,7 @@ class _Smoothness(torch.autograd.Function):
         K = indices.shape[1]
         grid = _grid(P, N)
         partial = torch.empty(grid[0] * P, device=d.device, dtype=torch.float32)
-        _smoothness_fwd[grid](d, indices, weights, partial, N, K, BLOCK=BLOCK_N)
+        launch(_smoothness_fwd, grid, "kNN smoothness", d, indices, weights, partial, N, K, BLOCK=BLOCK_N)
         ctx.save_for_backward(d, indices, weights)
         return partial.sum() / (P * N * K)
 
@@ -219,7 +215,7 @@ class _Smoothness(torch.autograd.Function):
         K = indices.shape[1]
         scale = (grad / (P * N * K)).float().reshape(1).contiguous()
         gd = torch.zeros_like(d)
-        _smoothness_bwd[_grid(P, N)](d, indices, weights, scale, gd, N, K, BLOCK=BLOCK_N)
+        launch(_smoothness_bwd, _grid(P, N), "kNN smoothness", d, indices, weights, scale, gd, N, K, BLOCK=BLOCK_N)
         return gd, None, None
 
 
