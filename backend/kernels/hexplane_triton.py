@@ -62,6 +62,36 @@ if triton is not None:
         tl.atomic_add(ptr + chan + (h1 * sh + w1 * sw)[:, None], val * wh2 * ww2, mask=mask, sem="relaxed")
 
     @triton.jit
+    def _point_corners(coords, n, mn, R):
+        """Each point's corners and weights on the planes' R nodes along x, y and z."""
+        x0, x1, wx = _corners(tl.load(coords + n * 3 + 0, mask=mn, other=0.0), R)
+        y0, y1, wy = _corners(tl.load(coords + n * 3 + 1, mask=mn, other=0.0), R)
+        z0, z1, wz = _corners(tl.load(coords + n * 3 + 2, mask=mn, other=0.0), R)
+        return x0, x1, wx, y0, y1, wy, z0, z1, wz
+
+    @triton.jit
+    def _spatial(sp, sc, x0, x1, wx, y0, y1, wy, z0, z1, wz, s_k, s_h, s_w, mask):
+        """Samples of the three spatial planes: xy, xz, yz (width axis first)."""
+        s0 = _bilinear(sp, sc, y0, y1, wy, x0, x1, wx, s_h, s_w, mask)
+        s1 = _bilinear(sp + s_k, sc, z0, z1, wz, x0, x1, wx, s_h, s_w, mask)
+        s2 = _bilinear(sp + 2 * s_k, sc, z0, z1, wz, y0, y1, wy, s_h, s_w, mask)
+        return s0, s1, s2
+
+    @triton.jit
+    def _time_rows(taus, b, T, like_i, like_w):
+        """Frame b's two time rows and the upper one's weight, broadcast to the block's shapes."""
+        i0, i1, w = _corners(tl.load(taus + b), T)
+        return tl.zeros_like(like_i) + i0, tl.zeros_like(like_i) + i1, tl.zeros_like(like_w) + w
+
+    @triton.jit
+    def _temporal(tp, tc, h0, h1, wt, x0, x1, wx, y0, y1, wy, z0, z1, wz, t_k, t_h, t_w, mask):
+        """Samples of the three space-time planes: x-tau, y-tau, z-tau."""
+        t0 = _bilinear(tp, tc, h0, h1, wt, x0, x1, wx, t_h, t_w, mask)
+        t1 = _bilinear(tp + t_k, tc, h0, h1, wt, y0, y1, wy, t_h, t_w, mask)
+        t2 = _bilinear(tp + 2 * t_k, tc, h0, h1, wt, z0, z1, wz, t_h, t_w, mask)
+        return t0, t1, t2
+
+    @triton.jit
     def _hexplane_fwd(coords, taus, sp, tp, out, N, B, R, T, C, OC, c_off,
                       s_k, s_c, s_h, s_w, t_k, t_c, t_h, t_w,
                       BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -70,29 +100,15 @@ if triton is not None:
         mn = n < N
         c = tl.arange(0, BLOCK_C)
         mask = mn[:, None] & (c < C)[None, :]
-        x = tl.load(coords + n * 3 + 0, mask=mn, other=0.0)
-        y = tl.load(coords + n * 3 + 1, mask=mn, other=0.0)
-        z = tl.load(coords + n * 3 + 2, mask=mn, other=0.0)
-        x0, x1, wx = _corners(x, R)
-        y0, y1, wy = _corners(y, R)
-        z0, z1, wz = _corners(z, R)
+        x0, x1, wx, y0, y1, wy, z0, z1, wz = _point_corners(coords, n, mn, R)
         sc = (c * s_c)[None, :]
-        s0 = _bilinear(sp, sc, y0, y1, wy, x0, x1, wx, s_h, s_w, mask)  # xy: width x, height y
-        s1 = _bilinear(sp + s_k, sc, z0, z1, wz, x0, x1, wx, s_h, s_w, mask)  # xz
-        s2 = _bilinear(sp + 2 * s_k, sc, z0, z1, wz, y0, y1, wy, s_h, s_w, mask)  # yz
+        s0, s1, s2 = _spatial(sp, sc, x0, x1, wx, y0, y1, wy, z0, z1, wz, s_k, s_h, s_w, mask)
         s = s0 * s1 * s2
         tc = (c * t_c)[None, :]
         o = out + (n * OC)[:, None] + c_off + c[None, :]
         for b in range(0, B):
-            tau = tl.load(taus + b)
-            f = tl.minimum(tl.maximum((tau + 1.0) * 0.5 * (T - 1), 0.0), T - 1.0)
-            f0 = tl.floor(f)
-            h0 = tl.zeros_like(x0) + f0.to(tl.int32)
-            h1 = tl.minimum(h0 + 1, T - 1)
-            wt = tl.zeros_like(x) + (f - f0)
-            t0 = _bilinear(tp, tc, h0, h1, wt, x0, x1, wx, t_h, t_w, mask)
-            t1 = _bilinear(tp + t_k, tc, h0, h1, wt, y0, y1, wy, t_h, t_w, mask)
-            t2 = _bilinear(tp + 2 * t_k, tc, h0, h1, wt, z0, z1, wz, t_h, t_w, mask)
+            h0, h1, wt = _time_rows(taus, b, T, x0, wx)
+            t0, t1, t2 = _temporal(tp, tc, h0, h1, wt, x0, x1, wx, y0, y1, wy, z0, z1, wz, t_k, t_h, t_w, mask)
             tl.store(o + b * N * OC, s * (t0 * t1 * t2), mask=mask)
 
     @triton.jit
@@ -104,31 +120,17 @@ if triton is not None:
         mn = n < N
         c = tl.arange(0, BLOCK_C)
         mask = mn[:, None] & (c < C)[None, :]
-        x = tl.load(coords + n * 3 + 0, mask=mn, other=0.0)
-        y = tl.load(coords + n * 3 + 1, mask=mn, other=0.0)
-        z = tl.load(coords + n * 3 + 2, mask=mn, other=0.0)
-        x0, x1, wx = _corners(x, R)
-        y0, y1, wy = _corners(y, R)
-        z0, z1, wz = _corners(z, R)
+        x0, x1, wx, y0, y1, wy, z0, z1, wz = _point_corners(coords, n, mn, R)
         sc = (c * s_c)[None, :]
-        s0 = _bilinear(sp, sc, y0, y1, wy, x0, x1, wx, s_h, s_w, mask)
-        s1 = _bilinear(sp + s_k, sc, z0, z1, wz, x0, x1, wx, s_h, s_w, mask)
-        s2 = _bilinear(sp + 2 * s_k, sc, z0, z1, wz, y0, y1, wy, s_h, s_w, mask)
+        s0, s1, s2 = _spatial(sp, sc, x0, x1, wx, y0, y1, wy, z0, z1, wz, s_k, s_h, s_w, mask)
         s = s0 * s1 * s2
         tc = (c * t_c)[None, :]
         g_ptr = grad + (n * OC)[:, None] + c_off + c[None, :]
         acc = tl.zeros((BLOCK, BLOCK_C), dtype=tl.float32)  # sum over frames of grad × temporal product
         for b in range(0, B):
             g = tl.load(g_ptr + b * N * OC, mask=mask, other=0.0)
-            tau = tl.load(taus + b)
-            f = tl.minimum(tl.maximum((tau + 1.0) * 0.5 * (T - 1), 0.0), T - 1.0)
-            f0 = tl.floor(f)
-            h0 = tl.zeros_like(x0) + f0.to(tl.int32)
-            h1 = tl.minimum(h0 + 1, T - 1)
-            wt = tl.zeros_like(x) + (f - f0)
-            t0 = _bilinear(tp, tc, h0, h1, wt, x0, x1, wx, t_h, t_w, mask)
-            t1 = _bilinear(tp + t_k, tc, h0, h1, wt, y0, y1, wy, t_h, t_w, mask)
-            t2 = _bilinear(tp + 2 * t_k, tc, h0, h1, wt, z0, z1, wz, t_h, t_w, mask)
+            h0, h1, wt = _time_rows(taus, b, T, x0, wx)
+            t0, t1, t2 = _temporal(tp, tc, h0, h1, wt, x0, x1, wx, y0, y1, wy, z0, z1, wz, t_k, t_h, t_w, mask)
             acc += g * (t0 * t1 * t2)
             gs = g * s
             _scatter(gtp, tc, h0, h1, wt, x0, x1, wx, t_h, t_w, gs * (t1 * t2), mask)
