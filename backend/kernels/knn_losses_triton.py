@@ -35,6 +35,27 @@ if triton is not None:
         tl.atomic_add(ptr + row * 3 + 2, c, mask=mask, sem="relaxed")
 
     @triton.jit
+    def _load9(ptr, row, mask):
+        """The row-major 3×3 matrices of ``row``, entry by entry."""
+        b = ptr + row * 9
+        return (tl.load(b + 0, mask=mask, other=0.0), tl.load(b + 1, mask=mask, other=0.0),
+                tl.load(b + 2, mask=mask, other=0.0), tl.load(b + 3, mask=mask, other=0.0),
+                tl.load(b + 4, mask=mask, other=0.0), tl.load(b + 5, mask=mask, other=0.0),
+                tl.load(b + 6, mask=mask, other=0.0), tl.load(b + 7, mask=mask, other=0.0),
+                tl.load(b + 8, mask=mask, other=0.0))
+
+    @triton.jit
+    def _residual(xp, xc, row_j, pi0, pi1, pi2, ci0, ci1, ci2, m00, m01, m02, m10, m11, m12, m20, m21, m22, mask):
+        """r = o_prev − M · o_cur for neighbour rows ``row_j``, and o_cur (the backward needs it)."""
+        pj0, pj1, pj2 = _load3(xp, row_j, mask)
+        cj0, cj1, cj2 = _load3(xc, row_j, mask)
+        c0, c1, c2 = cj0 - ci0, cj1 - ci1, cj2 - ci2
+        r0 = pj0 - pi0 - (m00 * c0 + m01 * c1 + m02 * c2)
+        r1 = pj1 - pi1 - (m10 * c0 + m11 * c1 + m12 * c2)
+        r2 = pj2 - pi2 - (m20 * c0 + m21 * c1 + m22 * c2)
+        return r0, r1, r2, c0, c1, c2
+
+    @triton.jit
     def _rigidity_fwd(xp, xc, back, idx, w, partial, N, K, BLOCK: tl.constexpr):
         pid, p = tl.program_id(0), tl.program_id(1)
         n = pid * BLOCK + tl.arange(0, BLOCK)
@@ -42,26 +63,13 @@ if triton is not None:
         row = p * N + n
         pi0, pi1, pi2 = _load3(xp, row, m)
         ci0, ci1, ci2 = _load3(xc, row, m)
-        mb = back + row * 9
-        m00 = tl.load(mb + 0, mask=m, other=0.0)
-        m01 = tl.load(mb + 1, mask=m, other=0.0)
-        m02 = tl.load(mb + 2, mask=m, other=0.0)
-        m10 = tl.load(mb + 3, mask=m, other=0.0)
-        m11 = tl.load(mb + 4, mask=m, other=0.0)
-        m12 = tl.load(mb + 5, mask=m, other=0.0)
-        m20 = tl.load(mb + 6, mask=m, other=0.0)
-        m21 = tl.load(mb + 7, mask=m, other=0.0)
-        m22 = tl.load(mb + 8, mask=m, other=0.0)
+        m00, m01, m02, m10, m11, m12, m20, m21, m22 = _load9(back, row, m)
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
         for k in range(0, K):
             j = tl.load(idx + n * K + k, mask=m, other=0)
             wj = tl.load(w + n * K + k, mask=m, other=0.0)
-            pj0, pj1, pj2 = _load3(xp, p * N + j, m)
-            cj0, cj1, cj2 = _load3(xc, p * N + j, m)
-            c0, c1, c2 = cj0 - ci0, cj1 - ci1, cj2 - ci2
-            r0 = pj0 - pi0 - (m00 * c0 + m01 * c1 + m02 * c2)
-            r1 = pj1 - pi1 - (m10 * c0 + m11 * c1 + m12 * c2)
-            r2 = pj2 - pi2 - (m20 * c0 + m21 * c1 + m22 * c2)
+            r0, r1, r2, c0, c1, c2 = _residual(xp, xc, p * N + j, pi0, pi1, pi2, ci0, ci1, ci2,
+                                               m00, m01, m02, m10, m11, m12, m20, m21, m22, m)
             acc += tl.where(m, tl.sqrt(wj * (r0 * r0 + r1 * r1 + r2 * r2) + 1e-20), 0.0)
         tl.store(partial + p * tl.num_programs(0) + pid, tl.sum(acc, axis=0))
 
@@ -74,16 +82,7 @@ if triton is not None:
         scale = tl.load(g_ptr)  # upstream gradient over P·N·K
         pi0, pi1, pi2 = _load3(xp, row, m)
         ci0, ci1, ci2 = _load3(xc, row, m)
-        mb = back + row * 9
-        m00 = tl.load(mb + 0, mask=m, other=0.0)
-        m01 = tl.load(mb + 1, mask=m, other=0.0)
-        m02 = tl.load(mb + 2, mask=m, other=0.0)
-        m10 = tl.load(mb + 3, mask=m, other=0.0)
-        m11 = tl.load(mb + 4, mask=m, other=0.0)
-        m12 = tl.load(mb + 5, mask=m, other=0.0)
-        m20 = tl.load(mb + 6, mask=m, other=0.0)
-        m21 = tl.load(mb + 7, mask=m, other=0.0)
-        m22 = tl.load(mb + 8, mask=m, other=0.0)
+        m00, m01, m02, m10, m11, m12, m20, m21, m22 = _load9(back, row, m)
         z = tl.zeros((BLOCK,), dtype=tl.float32)
         gp0, gp1, gp2 = z, z, z  # this Gaussian's own gradients, summed over its neighbours
         gc0, gc1, gc2 = z, z, z
@@ -91,12 +90,8 @@ if triton is not None:
         for k in range(0, K):
             j = tl.load(idx + n * K + k, mask=m, other=0)
             wj = tl.load(w + n * K + k, mask=m, other=0.0)
-            pj0, pj1, pj2 = _load3(xp, p * N + j, m)
-            cj0, cj1, cj2 = _load3(xc, p * N + j, m)
-            c0, c1, c2 = cj0 - ci0, cj1 - ci1, cj2 - ci2
-            r0 = pj0 - pi0 - (m00 * c0 + m01 * c1 + m02 * c2)
-            r1 = pj1 - pi1 - (m10 * c0 + m11 * c1 + m12 * c2)
-            r2 = pj2 - pi2 - (m20 * c0 + m21 * c1 + m22 * c2)
+            r0, r1, r2, c0, c1, c2 = _residual(xp, xc, p * N + j, pi0, pi1, pi2, ci0, ci1, ci2,
+                                               m00, m01, m02, m10, m11, m12, m20, m21, m22, m)
             coef = scale * wj / tl.sqrt(wj * (r0 * r0 + r1 * r1 + r2 * r2) + 1e-20)
             d0, d1, d2 = coef * r0, coef * r1, coef * r2  # d loss / d r
             _add3(gxp, p * N + j, d0, d1, d2, m)  # r = x_prev[j] − x_prev[i] − M (x_cur[j] − x_cur[i])
