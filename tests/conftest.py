@@ -29,6 +29,21 @@ def load_script(name: str):
     return mod
 
 
+def run_interpreted(script: str) -> dict:
+    """Run ``script`` with Triton's CPU interpreter (TRITON_INTERPRET=1, read when kernels are defined, so
+    in a fresh process) and return the JSON object it prints last; skips where Triton is not installed."""
+    import json
+    import subprocess
+
+    pytest.importorskip("triton", reason="Triton is not installed (requirements/cpu.txt has it)")
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def sample_clip_master(tmp_path_factory):
     """A small synthetic clip with occlusion (64x64, 8 frames, 3 objects), generated once per session."""

@@ -4,11 +4,6 @@ dispatch rules."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -16,7 +11,7 @@ from backend.config import get_preset
 from backend.kernels import hexplane_features, resolve_kernels
 from backend.kernels.hexplane_torch import hexplane_features_torch
 from backend.model.deformation_field import DeformationField
-from conftest import ROOT
+from conftest import run_interpreted
 
 
 def _planes(C=3, T=5, res=(4, 6), seed=0, channels_last=False):
@@ -107,8 +102,7 @@ def test_a_run_asking_for_triton_on_the_cpu_is_refused_before_any_work(sample_cl
     assert "kernels=auto" in events[-1].get("hint") and _no_heavy_stage(events)
 
 
-# The Triton interpreter (TRITON_INTERPRET=1) runs the kernels on CPU tensors; it is read when the kernels
-# are defined, so the comparison runs in a fresh process.
+# Run in a fresh process by Triton's CPU interpreter (conftest.run_interpreted).
 _INTERPRETED = r"""
 import json, sys, torch
 from backend.kernels.hexplane_torch import hexplane_features_torch
@@ -145,13 +139,7 @@ print(json.dumps(report))
 
 
 def test_the_triton_kernel_matches_the_twin_in_the_interpreter():
-    pytest.importorskip("triton", reason="Triton is not installed (requirements/cpu.txt has it)")
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    p = subprocess.run([sys.executable, "-c", _INTERPRETED], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    report = json.loads(p.stdout.strip().splitlines()[-1])
+    report = run_interpreted(_INTERPRETED)
     for name in ("odd channels", "channels-last"):
         r = report[name]
         assert r["forward"] <= 1e-5 * r["scale"], (name, r)

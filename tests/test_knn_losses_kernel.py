@@ -3,17 +3,12 @@ against the twins in Triton's CPU interpreter (the GPU parity test is in ``test_
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from backend.kernels import knn_rigidity, knn_smoothness
 from backend.optim.knn import knn_table
-from conftest import ROOT
+from conftest import run_interpreted
 
 
 def _case(P=2, N=12, K=4, seed=0):
@@ -93,13 +88,7 @@ print(json.dumps(report))
 
 
 def test_the_triton_kernels_match_the_twins_in_the_interpreter():
-    pytest.importorskip("triton", reason="Triton is not installed (requirements/cpu.txt has it)")
-    env = dict(os.environ, TRITON_INTERPRET="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    p = subprocess.run([sys.executable, "-c", _INTERPRETED], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r = run_interpreted(_INTERPRETED)
     assert r["rigidity"] < 1e-5 and r["smoothness"] < 1e-5, r
     assert r["rigidity_grads"] < 1e-5 and r["smoothness_grad"] < 1e-5, r
     assert r["refused"] and "float32" in r["refused"]
