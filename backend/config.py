@@ -339,9 +339,9 @@ class Config:
     sds: GuidanceConfig = field(default_factory=GuidanceConfig)  # settings of the guidance when it is on
     depth_prior: DepthPriorConfig = field(default_factory=DepthPriorConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)  # used with --bg_path
-    # stage 2's custom kernels (backend/kernels): "auto" = the fused Triton plane-feature kernel on CUDA where
-    # Triton is installed (the kNN losses keep their twins until their GPU parity is measured:
-    # kernels.KNN_LOSSES_IN_AUTO), torch twins otherwise; "triton" = every fused kernel; "torch" = twins only
+    # stage 2's custom kernels (backend/kernels: plane features, kNN rigidity and scale smoothness): "auto" =
+    # the fused Triton kernels on CUDA where Triton is installed, their torch twins otherwise; "triton" = the
+    # fused kernels or a refusal before any work; "torch" = the twins everywhere
     kernels: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from .io.background import load_background_image
 from .io.bundle_writer import BakedBackground, write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
-from .kernels import knn_losses_kernel, resolve_kernels
+from .kernels import resolve_kernels
 from .model.background import BackgroundGaussians, fill_depth, lift_background
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
@@ -618,10 +618,9 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         if guidance is not None and "guidance_generator2" in resumed:
             guidance.generator.set_state(resumed["guidance_generator2"])
         reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
-    kinds = {"triton": "fused Triton", "torch": "torch twin"}
-    reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations; kernels: "
-                 f"plane features {kinds[resolve_kernels(cfg.kernels, dev)]}, "
-                 f"kNN losses {kinds[knn_losses_kernel(cfg.kernels, dev)]}")
+    kernels = {"triton": "fused Triton", "torch": "torch twins"}[resolve_kernels(cfg.kernels, dev)]
+    reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations; kernels "
+                 f"(plane features, kNN losses): {kernels}")
 
     def checkpoint() -> bool:
         payload = dict(stage1_payload(), model=scene.state_dict(), fit=state.state_dict())

@@ -94,11 +94,18 @@ def test_the_triton_kernels_match_the_twins_in_the_interpreter():
     assert r["refused"] and "float32" in r["refused"]
 
 
-def test_auto_keeps_the_twins_for_the_knn_losses_until_their_gpu_parity_is_measured(monkeypatch):
+def test_the_losses_dispatch_to_the_kernel_the_switch_names(monkeypatch):
     import backend.kernels as K
 
-    monkeypatch.setattr(K, "triton_available", lambda: True)
-    assert K.resolve_kernels("auto", "cuda") == "triton"  # the plane features
-    assert K.knn_losses_kernel("auto", "cuda") == ("triton" if K.KNN_LOSSES_IN_AUTO else "torch")
-    assert K.knn_losses_kernel("triton", "cuda") == "triton"
-    assert K.knn_losses_kernel("auto", "cpu") == "torch"
+    calls = []
+    monkeypatch.setattr(K, "knn_rigidity_triton", lambda *a: calls.append("rigidity"))
+    monkeypatch.setattr(K, "knn_smoothness_triton", lambda *a: calls.append("smoothness"))
+    monkeypatch.setattr(K, "resolve_kernels", lambda backend, device: "triton" if backend != "torch" else "torch")
+    x = torch.zeros(1, 4, 3)
+    idx = torch.zeros(4, 2, dtype=torch.long)
+    w = torch.ones(4, 2)
+    back = torch.eye(3).expand(1, 4, 3, 3)
+    K.knn_rigidity(x, x, back, idx, w, backend="auto")
+    K.knn_smoothness(torch.zeros(1, 4, 3), idx, w, backend="auto")
+    assert calls == ["rigidity", "smoothness"]
+    assert float(K.knn_rigidity(x, x, back, idx, w, backend="torch")) < 1e-9  # the twin (eps), not the stand-in

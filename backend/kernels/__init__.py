@@ -27,13 +27,8 @@ from .triton_launch import triton_available
 
 BACKENDS = ("auto", "torch", "gsplat")
 KERNEL_BACKENDS = ("auto", "torch", "triton")
-# Whether "auto" runs the kNN losses' Triton kernels. They match their twins in Triton's interpreter
-# (tests/test_knn_losses_kernel.py) but their GPU parity test (tests/test_kernels_gpu.py) has not run on a
-# GPU yet, so "auto" keeps the twins and only kernels=triton runs them (docs/performance.md).
-KNN_LOSSES_IN_AUTO = False
-
 __all__ = ["BACKENDS", "KERNEL_BACKENDS", "RENDER_MODES", "hexplane_features", "hexplane_features_torch",
-           "hexplane_features_triton", "knn_losses_kernel", "knn_rigidity", "knn_smoothness", "rasterize", "rasterize_frames",
+           "hexplane_features_triton", "knn_rigidity", "knn_smoothness", "rasterize", "rasterize_frames",
            "rasterize_gsplat", "rasterize_torch", "resolve_kernels"]
 
 
@@ -60,13 +55,6 @@ def resolve_kernels(backend: str, device: torch.device | str) -> str:
     return "torch"
 
 
-def knn_losses_kernel(backend: str, device: torch.device | str) -> str:
-    """The kernel the kNN losses run with: as :func:`resolve_kernels`, except that "auto" keeps the torch
-    twins while ``KNN_LOSSES_IN_AUTO`` is off."""
-    resolved = resolve_kernels(backend, device)
-    return "triton" if resolved == "triton" and (backend == "triton" or KNN_LOSSES_IN_AUTO) else "torch"
-
-
 def knn_rigidity(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, weights: Tensor,
                  backend: str = "auto") -> Tensor:
     """Mean local-rigidity residual over P frame pairs, N Gaussians and their K neighbours.
@@ -83,7 +71,7 @@ def knn_rigidity(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, w
     P, N = x_prev.shape[:2]
     check_knn_inputs(indices, weights, N, ("x_prev", x_prev, (P, N, 3)), ("x_cur", x_cur, (P, N, 3)),
                      ("back", back, (P, N, 3, 3)))
-    fn = knn_rigidity_triton if knn_losses_kernel(backend, x_prev.device) == "triton" else knn_rigidity_torch
+    fn = knn_rigidity_triton if resolve_kernels(backend, x_prev.device) == "triton" else knn_rigidity_torch
     return fn(x_prev, x_cur, back, indices, weights)
 
 
@@ -95,7 +83,7 @@ def knn_smoothness(d: Tensor, indices: Tensor, weights: Tensor, backend: str = "
         raise ValueError(f"d must be (P, N, 3), got {tuple(d.shape)}")
     P, N = d.shape[:2]
     check_knn_inputs(indices, weights, N, ("d", d, (P, N, 3)))
-    fn = knn_smoothness_triton if knn_losses_kernel(backend, d.device) == "triton" else knn_smoothness_torch
+    fn = knn_smoothness_triton if resolve_kernels(backend, d.device) == "triton" else knn_smoothness_torch
     return fn(d, indices, weights)
 
 
