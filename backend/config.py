@@ -146,13 +146,19 @@ class Stage2Config:
     min_iterations: int = 100
     frames_per_batch: int = 8
     accumulation: int = 2  # micro-batches per optimiser step
-    crop_margin: float = 0.9  # per-frame crop scale = max(bbox / margin, reference crop)
+    crop_margin: float = 0.9  # per-frame crop scale = max(bbox / margin, reference crop) (scale_init "spec")
+    # the objects' per-frame scale in the scene (optim/stage2.placement_sides): "spec" (max(bbox / margin,
+    # reference crop), the reference size wherever the object is smaller) or "box" (the reference size times
+    # the bbox's change of size, measured where the mask is clear of the image border)
+    scale_init: str = "spec"
     # learning rates (constant) and AdamW weight decay
     lr_mlp: float = 6.4e-4
     lr_grid: float = 6.4e-3
     lr_colors: float = 1e-3
     lr_translation: float = 6.4e-4
     lr_depth: float = 6.4e-4
+    # a learned per-frame correction of the scale, in log units (0: the spec's fixed scale)
+    lr_scale: float = 0.0
     weight_decay: float = 0.01  # MLPs and colours
     grid_weight_decay: float = 0.0  # the public code decays the grids too (0.01) [quirk]
     # depth-factor initialisation: smoothing over frames and per-frame rate limit (log units)

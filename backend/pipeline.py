@@ -48,7 +48,7 @@ from .model.tracks import ObjectTrack, track_objects
 from .optim.background import BackgroundTargets, background_masks, fit_background
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
-from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
+from .optim.stage2 import SCALE_INITS, ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
@@ -181,6 +181,11 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
                          f"use one of {', '.join(REFERENCE_CAMERAS)}")
+    if cfg.stage2.scale_init not in SCALE_INITS:
+        raise InputError(f"stage2.scale_init {cfg.stage2.scale_init!r} is unknown", f"use one of {', '.join(SCALE_INITS)}")
+    if not cfg.stage2.lr_scale >= 0:
+        raise InputError(f"stage2.lr_scale {cfg.stage2.lr_scale!r}: must be 0 (the spec's fixed scale) or positive",
+                         "--set stage2.lr_scale=0 keeps each frame's scale where it starts")
     check_compile_mode(cfg.sds.compile)
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",

@@ -28,16 +28,21 @@ from .geometry import quat_multiply, quat_normalize, rotmat_to_quat
 
 
 class ScenePlacement(nn.Module):
-    """Per-frame crop scale s (T,) fixed, translation T (T,3) and depth factor d (T,) learned.
+    """Per-frame crop scale s (T,), translation T (T,3) and depth factor d (T,).
 
-    ``trained`` (T,) marks the frames the fit sees; the others read their translation and depth
-    factor interpolated from trained neighbours (``FrameFill``).
+    T and d are learned. s is the spec's fixed crop scale times ``exp(log_scale)``, a learned per-frame
+    correction that starts at 0 and stays there unless the fit's optimiser is given it
+    (``Stage2Config.lr_scale``): the apparent size of an object then need not be produced by its
+    deformation field, whose rigidity and scale terms resist shrinking it.
+    ``trained`` (T,) marks the frames the fit sees; the others read their translation, depth factor and
+    scale correction interpolated from trained neighbours (``FrameFill``).
     """
 
     def __init__(self, scale: torch.Tensor, translation: torch.Tensor, depth: torch.Tensor,
                  trained: np.ndarray | None = None):
         super().__init__()
         self.register_buffer("scale", scale.float().clone())
+        self.log_scale = nn.Parameter(torch.zeros_like(self.scale))
         self.translation = nn.Parameter(translation.float().clone())
         self.depth = nn.Parameter(depth.float().clone())
         self.fill = FrameFill(np.ones(scale.shape[0], bool) if trained is None else trained)
@@ -48,7 +53,8 @@ class ScenePlacement(nn.Module):
 
     def at(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scale (B,), translation (B,3) and depth factor (B,) at ``frames``."""
-        return self.scale[frames], self.fill(self.translation, frames), self.fill(self.depth, frames)
+        s = self.scale[frames] * torch.exp(self.fill(self.log_scale, frames))
+        return s, self.fill(self.translation, frames), self.fill(self.depth, frames)
 
 
 @dataclass

@@ -125,6 +125,34 @@ def object_reference(track: ObjectTrack, cameras: Cameras, cfg: Config) -> Refer
                             s1.crop_size, cfg.camera.fovy_deg, s1.camera_radius)
 
 
+SCALE_INITS = ("spec", "box")
+
+
+def placement_sides(track: ObjectTrack, ref_side: float, s2: Stage2Config) -> np.ndarray:
+    """(T,) crop side per frame that sets the object's scale in the scene (``Stage2Config.scale_init``).
+
+    "spec": ``max(bbox / crop_margin, reference crop side)``. When the reference frame is where the object
+    is largest (our choice of reference), that is the reference side in every frame, and an object that
+    is smaller elsewhere (farther away) starts too large there.
+    "box": the reference side times the ratio of the bbox's larger side to the reference frame's, so the
+    object starts at its apparent size in every frame. Only frames where the object is visible and its
+    mask clear of the image border (a cut-off box understates the size) are measured; the rest, and
+    frames withheld from the fit, interpolate them.
+    """
+    T = track.num_frames
+    if s2.scale_init not in SCALE_INITS:
+        raise ValueError(f"unknown scale_init {s2.scale_init!r}; use one of {', '.join(SCALE_INITS)}")
+    if s2.scale_init == "spec":
+        return np.array([crop_box(track.bbox[t], s2.crop_margin, ref_side).side for t in range(T)])
+    size = np.maximum(track.bbox[:, 2] - track.bbox[:, 0], track.bbox[:, 3] - track.bbox[:, 1])
+    known = track.visible & (track.border == 0)
+    if not known[track.reference]:
+        known = track.visible.copy()
+    t = np.arange(T)
+    size = np.interp(t, t[known], size[known])
+    return ref_side * size / size[track.reference]
+
+
 def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: Cameras, depths: np.ndarray,
                    ref_side: float, ref: ReferenceCamera, cfg: Config,
                    trained: np.ndarray | None = None) -> ScenePlacement:
@@ -137,7 +165,7 @@ def init_placement(canonical: CanonicalGaussians, track: ObjectTrack, cameras: C
     tan_half = math.tan(math.radians(cfg.camera.fovy_deg) / 2)
     K = cameras.K.double().cpu().numpy()
     T = track.num_frames
-    sides = np.array([crop_box(track.bbox[t], s2.crop_margin, ref_side).side for t in range(T)])
+    sides = placement_sides(track, ref_side, s2)
     # at the object-centric distance R an object unit spans side/(2·tan·R) image pixels; placed at depth R·d
     # with scale s it spans f·s/R: equal when s = side/(2·tan·f)
     scale = sides / (2 * tan_half * K[:, 1, 1])
@@ -435,6 +463,8 @@ def make_stage2_state(scene: MethodScene, cfg: Config, generator: torch.Generato
             {"params": [o.placement.translation], "lr": c.lr_translation, "weight_decay": 0.0, "name": "translation"},
             {"params": [o.placement.depth], "lr": c.lr_depth, "weight_decay": 0.0, "name": "depth"},
         ]
+        if c.lr_scale > 0:
+            groups.append({"params": [o.placement.log_scale], "lr": c.lr_scale, "weight_decay": 0.0, "name": "scale"})
     return FitState(torch.optim.AdamW(groups, eps=1e-15), None, generator)
 
 
