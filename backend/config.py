@@ -157,8 +157,11 @@ class Stage2Config:
     lr_colors: float = 1e-3
     lr_translation: float = 6.4e-4
     lr_depth: float = 6.4e-4
-    # a learned per-frame correction of the scale, in log units (0: the spec's fixed scale)
-    lr_scale: float = 0.0
+    # a learned per-frame correction of the scale, in log units (0: the spec's fixed scale, which leaves an
+    # object's change of apparent size to its deformation field). crossing, 3 seeds: held-out PSNR +0.5 to
+    # +0.8 dB, all acceptance targets met in 2 of 3 seeds against 1 of 3; the ground-truth clip within
+    # 0.2 dB (docs/results.md)
+    lr_scale: float = 1e-3
     weight_decay: float = 0.01  # MLPs and colours
     grid_weight_decay: float = 0.0  # the public code decays the grids too (0.01) [quirk]
     # depth-factor initialisation: smoothing over frames and per-frame rate limit (log units)
@@ -370,7 +373,7 @@ PRESETS: dict[str, Config] = {
         # a 30x shorter fit than lite: learning rates 5x the spec's so that it moves as far
         stage2=Stage2Config(iters_per_frame=6, min_iterations=40, frames_per_batch=2, accumulation=1,
                             knn=8, lr_mlp=3.2e-3, lr_grid=3.2e-2, lr_colors=5e-3, lr_translation=3.2e-3,
-                            lr_depth=3.2e-3),
+                            lr_depth=3.2e-3, lr_scale=5e-3),
         preview=PreviewConfig(passes=1, track_grid=12),
         guidance=False,
         sds=GuidanceConfig(stage1_views=2, stage2_views=1,  # only used with a local model

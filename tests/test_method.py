@@ -376,3 +376,55 @@ def test_depth_term_joins_the_step_when_a_depth_map_is_given():
     assert d.grad is not None and (d.grad[[1, 3]] < 0).all()  # descending moves the object back
     off = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, depth_loss=False))
     assert "depth" not in step_losses(scene, far, cams, batch, bg, off, step_ratio=0.5)
+
+
+def _silhouette(scene, cams, t):
+    f = torch.tensor([t])
+    with torch.no_grad():
+        r = render_scene(scene.world_at(f), cams.viewmats(f), cams.K[f], 48, 48, torch.zeros(1, 3), near=0.01, far=100.0)
+    return r.instance[0, ..., 0].numpy() > 0.5
+
+
+def test_the_learned_scale_changes_an_objects_apparent_size_about_its_place():
+    """A frame's scale correction shrinks the rendered object about the same centre, the frames beside it
+    keep theirs, and the fit's optimiser learns it only when stage2.lr_scale says so."""
+    from backend.optim.stage2 import make_stage2_state
+
+    frames, masks, tr, box, canon, cams = _disc_object()
+    scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
+    before, beside = _silhouette(scene, cams, 2), _silhouette(scene, cams, 1)
+    pl = scene.objects[0].placement
+    with torch.no_grad():
+        pl.log_scale[2] = math.log(0.7)
+    after = _silhouette(scene, cams, 2)
+    assert after.sum() == pytest.approx(0.49 * before.sum(), rel=0.2)
+    centre = lambda m: np.argwhere(m).mean(0)
+    assert np.abs(centre(after) - centre(before)).max() < 1.0
+    assert np.array_equal(_silhouette(scene, cams, 1), beside)
+    names = lambda cfg: {g["name"] for g in make_stage2_state(scene, cfg, torch.Generator()).optimizer.param_groups}
+    assert CFG.stage2.lr_scale > 0 and "scale" in names(CFG)
+    assert "scale" not in names(with_overrides(CFG, stage2={"lr_scale": 0.0}))  # the spec: fixed
+
+
+def test_scale_init_box_starts_each_frame_at_the_objects_apparent_size():
+    """"spec" holds the reference size wherever the object is smaller; "box" follows the box's larger side,
+    measured only where the mask is clear of the image border."""
+    from backend.optim.stage2 import placement_sides
+
+    T, H = 6, 120
+    masks = np.zeros((T, H, H), bool)
+    heights = [40, 48, 56, 64, 60, 60]
+    for t, h in enumerate(heights):
+        masks[t, 30:30 + h, 50:60] = True
+    masks[5, 30:90, 0:10] = True  # frame 5 touches the left border: its box is not a size
+    masks[5, 30:90, 50:60] = False
+    tr = track_object("001", masks)
+    assert tr.reference == 3 and tr.border[5] > 0
+    ref_side = 64 / CFG.stage1.crop_margin
+    spec = placement_sides(tr, ref_side, with_overrides(CFG, stage2={"scale_init": "spec"}).stage2)
+    assert np.allclose(spec, ref_side)
+    box = placement_sides(tr, ref_side, with_overrides(CFG, stage2={"scale_init": "box"}).stage2)
+    assert np.allclose(box[:5], ref_side * np.array(heights[:5]) / 64)
+    assert box[5] == pytest.approx(box[4])  # held from its measured neighbour
+    with pytest.raises(ValueError, match="scale_init"):
+        placement_sides(tr, ref_side, with_overrides(CFG, stage2={"scale_init": "bbox"}).stage2)

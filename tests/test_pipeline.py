@@ -119,6 +119,8 @@ def _no_heavy_stage(events):
     (["--preset", "cpu-tiny", "--cam_path", "cams.npz"], "cams.npz: camera file not found"),
     (["--preset", "cpu-tiny", "--bg_path", "bg.png"], "--bg_path bg.png: background mode"),
     (["--preset", "cpu-tiny", "--progress_every_s", "-1"], "--progress_every_s must be 0 or more"),
+    (["--preset", "cpu-tiny", "--set", "stage2.scale_init=bbox"], "stage2.scale_init 'bbox' is unknown"),
+    (["--preset", "cpu-tiny", "--set", "stage2.lr_scale=-0.001"], "stage2.lr_scale -0.001"),
     pytest.param(["--preset", "cpu-tiny", "--device", "cuda"], "--device cuda",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
