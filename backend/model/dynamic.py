@@ -6,7 +6,8 @@ rotation, colour). The placement then puts the object into the frame's camera:
     p = d_t · (s_t · x + T_t)        camera space of frame t (OpenCV axes), then world = c2w_t · p
     σ = σ_object · s_t · d_t
 
-``s_t`` is the object's crop scale from its 2D box (fixed), ``T_t`` the position of its centre for a
+``s_t`` is the object's crop scale from its 2D box times a learned per-frame correction (the spec
+keeps it fixed; ``Stage2Config.lr_scale``), ``T_t`` the position of its centre for a
 camera at the object-centric distance (learned, initialised on the ray through the box centre) and
 ``d_t`` a depth factor that slides the object along the camera rays, changing its depth but not its
 image (learned, initialised from a depth source). The public code sizes splats with frame 0's depth
