@@ -6,6 +6,8 @@
 #   (the caller passes the clip, preset and other flags). Events go to OUT/NAME_events.jsonl and the
 #   log to OUT/NAME_log.txt. A run without --resume starts clean; with --resume it continues from the
 #   checkpoint of the same NAME. Prints the wall time, the log's tail and each stage's duration.
+#   With FIT_LIMIT set, a fit still going after that many seconds is stopped with SIGTERM (which saves
+#   its checkpoint for --resume) and gpu_fit fails; what follows the fit is not limited.
 #   The bundle is left in $GPU_RESULTS/NAME for the caller's evaluation.
 GPU_RESULTS=/tmp/genmojo_results
 
@@ -18,7 +20,9 @@ gpu_fit() {
     esac
     local start end
     start=$(date +%s.%N)
-    python3 -m backend --out_dir "$GPU_RESULTS" --save_name "$name" --device cuda "$@" \
+    local limit=()
+    [ -n "${FIT_LIMIT:-}" ] && limit=(timeout "$FIT_LIMIT")
+    "${limit[@]}" python3 -m backend --out_dir "$GPU_RESULTS" --save_name "$name" --device cuda "$@" \
         >> "$out/${name}_events.jsonl" 2>> "$out/${name}_log.txt" || { tail -30 "$out/${name}_log.txt"; return 1; }
     end=$(date +%s.%N)
     echo "$name wall time: $(python3 -c "print(round($end - $start, 1))") s"

@@ -1,0 +1,112 @@
+"""Side-by-side table of several runs' evaluations (``python -m backend.evaluate --out``), and whether
+each meets the acceptance targets of the crossing clip (#3: every object's IoU and the masked PSNR on the
+withheld frames).
+
+    python scripts/eval_table.py runs/a_eval.json runs/b_eval.json --out sweep   # sweep.md and sweep.json
+
+A run is named after its file (``NAME_eval.json`` → NAME). Figures come from the split ``--split``
+(``holdout``, the default, needs runs made with ``--holdout``; ``train``; or ``all``), with the training
+frames' PSNR beside them, so that a table in docs/results.md is copied, not transcribed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SPLITS = ("holdout", "train", "all")
+
+
+def run_name(path: Path) -> str:
+    name = path.stem
+    return name[: -len("_eval")] if name.endswith("_eval") else name
+
+
+def load_split(path: Path, split: str) -> dict:
+    """The summary of ``split`` in an evaluation file, with a clear error for files that lack it."""
+    try:
+        e = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable evaluation JSON ({err})") from err
+    if split == "all":
+        if "summary" not in e:
+            raise ValueError(f"{path}: no 'summary'; is it the output of python -m backend.evaluate --out?")
+        return e["summary"]
+    splits = e.get("splits") or {}
+    if split not in splits:
+        raise ValueError(f"{path}: no '{split}' split (the run withheld no frames?); "
+                         "use --split all, or evaluate a run made with --holdout")
+    return splits[split]
+
+
+def summarise(paths: list[Path], split: str, min_psnr: float, min_iou: float) -> list[dict]:
+    """One row per run: its figures on ``split`` and whether they meet the targets."""
+    rows = []
+    for path in paths:
+        s = load_split(path, split)
+        train = (json.loads(path.read_text()).get("splits") or {}).get("train", {}).get("psnr_masked")
+        # an undefined figure (null: e.g. an object with no mask in these frames) cannot meet a target
+        short = [] if _at_least(s["psnr_masked"], min_psnr) else [f"PSNR {_f(s['psnr_masked'], 2)}"]
+        short += [f"{k} {_f(v, 3)}" for k, v in s["iou"].items() if not _at_least(v, min_iou)]
+        rows.append({"run": run_name(path), "psnr": s["psnr_masked"], "ssim": s["ssim_masked"], "iou": s["iou"],
+                     "area_ratio": s["area_ratio"], "missed": s.get("missed"),
+                     "psnr_interior": s.get("psnr_interior"), "psnr_edge": s.get("psnr_edge"),
+                     "train_psnr": train, "meets_targets": not short, "short": short})
+    return rows
+
+
+def _at_least(value: float | None, target: float) -> bool:
+    return value is not None and value >= target
+
+
+def _f(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _per_object(d: dict | None, digits: int) -> str:
+    return " / ".join(_f(v, digits) for v in d.values()) if d else "-"
+
+
+def markdown(rows: list[dict], split: str, min_psnr: float, min_iou: float) -> str:
+    objects = " / ".join(rows[0]["iou"]) if rows else ""
+    lines = [f"Frames: {split}. Targets: masked PSNR ≥ {min_psnr:g} dB, every object's IoU ≥ {min_iou:g}.", "",
+             f"| run | masked PSNR | SSIM | IoU {objects} | area ratio | missed | PSNR interior / edge | "
+             "training PSNR | targets |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        edge = f"{_f(r['psnr_interior'], 2)} / {_f(r['psnr_edge'], 2)}"
+        verdict = "met" if r["meets_targets"] else "short: " + ", ".join(r["short"])
+        lines.append(f"| {r['run']} | {_f(r['psnr'], 2)} | {_f(r['ssim'], 3)} | {_per_object(r['iou'], 3)} | "
+                     f"{_per_object(r['area_ratio'], 2)} | {_per_object(r['missed'], 3)} | {edge} | "
+                     f"{_f(r['train_psnr'], 2)} | {verdict} |")
+    met = sum(r["meets_targets"] for r in rows)
+    lines += ["", f"{met} of {len(rows)} runs meet every target."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("evals", nargs="+", type=Path, help="evaluation JSON files (python -m backend.evaluate --out)")
+    p.add_argument("--split", default="holdout", choices=SPLITS)
+    p.add_argument("--min_psnr", type=float, default=26.0)
+    p.add_argument("--min_iou", type=float, default=0.85)
+    p.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json as well as printing")
+    a = p.parse_args(argv)
+    try:
+        rows = summarise(a.evals, a.split, a.min_psnr, a.min_iou)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = markdown(rows, a.split, a.min_psnr, a.min_iou)
+    print(text, end="")
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.with_suffix(".md").write_text(text)
+        a.out.with_suffix(".json").write_text(json.dumps({"split": a.split, "min_psnr": a.min_psnr,
+                                                          "min_iou": a.min_iou, "runs": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
