@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INPUT
     if args.print_config:
         print(cfg.to_json(), file=sys.stderr)
-    reporter = Reporter(STAGES, out=claim_stdout(), every_s=max(args.progress_every_s, 0.0))
+    reporter = Reporter(STAGES, out=claim_stdout(), every_s=args.progress_every_s)
     stop = _StopFlag()
     stop.install()
     if args.iters is not None and args.iters < 1:

@@ -125,19 +125,14 @@ def _mean(values: list[float]) -> float:
 EDGE_PX = 2  # width of the band inside the union's border that psnr_edge looks at
 
 
-def _area_ratio(pred: np.ndarray, true: np.ndarray) -> float:
+def _silhouette_fractions(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
+    """Area ratio, spill and missed of a rendered silhouette against its mask, each over the mask's area
+    (all NaN for an empty mask)."""
     n = np.count_nonzero(true)
-    return float(np.count_nonzero(pred) / n) if n else float("nan")
-
-
-def _spill(pred: np.ndarray, true: np.ndarray) -> float:
-    n = np.count_nonzero(true)
-    return float(np.count_nonzero(pred & ~true) / n) if n else float("nan")
-
-
-def _missed(pred: np.ndarray, true: np.ndarray) -> float:
-    n = np.count_nonzero(true)
-    return float(np.count_nonzero(true & ~pred) / n) if n else float("nan")
+    if not n:
+        return float("nan"), float("nan"), float("nan")
+    return (float(np.count_nonzero(pred) / n), float(np.count_nonzero(pred & ~true) / n),
+            float(np.count_nonzero(true & ~pred) / n))
 
 
 def _interior(union: np.ndarray, px: int) -> np.ndarray:
@@ -203,15 +198,16 @@ def evaluate_bundle(bundle_dir: str | Path, data_dir: str | Path, mask_dir: str 
         sil = [inst[..., k] > 0.5 for k in range(len(ids))]
         true = [clip.masks[k, t].astype(bool) for k in range(len(ids))]
         inner = _interior(union, EDGE_PX)
+        area_ratio, spill, missed = zip(*(_silhouette_fractions(sil[k], true[k]) for k in range(len(ids))))
         per_frame.append({
             "frame": t,
             "holdout": t in held,
             "psnr_masked": masked_psnr(pred, target, union),
             "ssim_masked": masked_ssim(pred, target, union),
             "iou": {oid: mask_iou(sil[k], true[k]) for k, oid in enumerate(ids)},
-            "area_ratio": {oid: _area_ratio(sil[k], true[k]) for k, oid in enumerate(ids)},
-            "spill": {oid: _spill(sil[k], true[k]) for k, oid in enumerate(ids)},
-            "missed": {oid: _missed(sil[k], true[k]) for k, oid in enumerate(ids)},
+            "area_ratio": dict(zip(ids, area_ratio)),
+            "spill": dict(zip(ids, spill)),
+            "missed": dict(zip(ids, missed)),
             "psnr_object": {oid: masked_psnr(pred, target, true[k]) for k, oid in enumerate(ids)},  # NaN if empty
             "psnr_interior": masked_psnr(pred, target, inner),
             "psnr_edge": masked_psnr(pred, target, union & ~inner),

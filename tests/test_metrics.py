@@ -128,7 +128,10 @@ def test_shape_mismatch_is_refused():
 
 
 def test_area_ratio_says_whether_a_render_spills_or_falls_short():
-    from backend.evaluate import _area_ratio
+    from backend.evaluate import _silhouette_fractions
+
+    def _area_ratio(pred, true):
+        return _silhouette_fractions(pred, true)[0]
 
     true = np.zeros((10, 10), bool)
     true[2:6, 2:6] = True

@@ -288,8 +288,8 @@ def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tenso
     """As-rigid-as-possible: neighbour offsets at prev must equal those at cur rotated back by each
     Gaussian's own rotation change (x (..., N, 3) world centres, q (..., N, 4) world rotations;
     ``backend.kernels.knn_rigidity``)."""
-    R_rel = quat_to_rotmat(q_cur) @ quat_to_rotmat(q_prev).transpose(-1, -2)  # prev frame → cur frame
-    back = R_rel.transpose(-1, -2).reshape(-1, x_prev.shape[-2], 3, 3)  # cur-frame offsets back to prev
+    # R_relᵀ with R_rel = R_cur · R_prevᵀ (prev frame → cur frame): cur-frame offsets back to prev
+    back = (quat_to_rotmat(q_prev) @ quat_to_rotmat(q_cur).transpose(-1, -2)).reshape(-1, x_prev.shape[-2], 3, 3)
     return knn_rigidity(x_prev.reshape(-1, *x_prev.shape[-2:]), x_cur.reshape(-1, *x_cur.shape[-2:]), back,
                         knn.indices, knn.weights, backend=kernels)
 
