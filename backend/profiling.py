@@ -1,4 +1,4 @@
-"""Named spans of a fit step and a per-step hook, for benchmarks (``scripts/bench_pipeline.py``).
+"""Named spans of a fit step, a per-step hook and a profiler's kernel table, for the benchmarks.
 
 The fit code marks what each part of a step is (deformation, rendering, losses, backward, guidance
 UNet and VAE, optimizer) with ``span``; a profiler, when one is running, attributes host and device
@@ -29,3 +29,34 @@ def span(name: str) -> torch.profiler.record_function:
 def step_finished(step: int) -> None:
     for hook in list(STEP_HOOKS):
         hook(step)
+
+
+def top_kernels(profiler, steps: int, n: int = 25) -> tuple[list[dict], float]:
+    """The ``n`` device kernels with the most device time per step (all spans, backward included), with
+    their share of all kernel time: what a custom kernel would have to replace to pay; and the kernel
+    launches per step (a launch-bound step pays for each).
+
+    ``profiler``: a finished ``torch.profiler.profile`` (anything with ``key_averages()``) that recorded
+    ``steps`` steps. Annotated ranges (the spans, an optimizer's step) carry device time too; they are
+    not kernels and are left out.
+    """
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in profiler.key_averages() if e.device_type != DeviceType.CPU
+               and float(getattr(e, "self_device_time_total", 0.0) or 0.0) > 0
+               and not getattr(e, "is_user_annotation", False)
+               and not e.key.startswith(PREFIX) and "#" not in e.key]
+    total = sum(float(e.self_device_time_total) for e in kernels)
+    kernels.sort(key=lambda e: -float(e.self_device_time_total))
+    top = [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
+            "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
+           for e in kernels[:n]]
+    return top, round(sum(e.count for e in kernels) / steps, 1)
+
+
+def kernel_table_md(kernels: list[dict]) -> list[str]:
+    """``top_kernels``' rows as markdown table lines."""
+    return ["| kernel (most device time first) | device ms / step | calls / step | share of kernel time |",
+            "|---|---|---|---|",
+            *(f"| `{k['kernel']}` | {k['device_ms']} | {k['calls_per_step']} | {100 * k['share']:.1f} % |"
+              for k in kernels)]

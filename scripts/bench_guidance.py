@@ -12,6 +12,10 @@ Reports milliseconds per step (median of the timed steps), the FLOPs of one step
 counted by torch's FlopCounterMode), the achieved TFLOP/s against the device's dense bf16 peak, and
 the peak memory; writes JSON and a markdown table into ``--out``.
 
+``--profile_steps N`` profiles N more steps after the timed ones and adds the table of the kernels with
+the most device time per step (forward and backward) and the launches per step: where a layout or a
+fused kernel would have to win.
+
 ``--compile MODE`` runs the UNet and the VAE encoder path compiled by torch.compile
 (``GuidanceConfig.compile``). The first step compiles them; it is timed on its own (``first_step_s``)
 and followed by ``--warmup`` untimed steps, so the timed steps never include compilation. FLOPs are
@@ -37,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend import profiling  # noqa: E402
 from backend.config import GuidanceConfig  # noqa: E402
 from backend.priors import zero123 as Z  # noqa: E402
 
@@ -115,9 +120,13 @@ def main(argv=None) -> int:
                     help="the UNet and VAE in the NHWC layout with cuDNN autotuning (GuidanceConfig.channels_last)")
     ap.add_argument("--compile", default="none", choices=Z.COMPILE_MODES,
                     help="torch.compile mode of the UNet and the VAE encoder path (GuidanceConfig.compile)")
+    ap.add_argument("--profile_steps", type=int, default=0,
+                    help="profile this many steps after the timed ones for a kernel table (0: none)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
+    if args.profile_steps < 0:
+        ap.error("--profile_steps must be 0 or more")
 
     device = torch.device(args.device)
     dtype = Z.model_dtype(device, args.dtype)
@@ -177,6 +186,16 @@ def main(argv=None) -> int:
         step()
         sync(device)
         times.append((time.perf_counter() - t) * 1000)
+    kernels, launches = [], None
+    if args.profile_steps:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(args.profile_steps):
+                step()
+            sync(device)
+        kernels, launches = profiling.top_kernels(prof, args.profile_steps)
     # the UNet alone (both CFG branches), to show how the step splits
     unet_ms = []
     with torch.no_grad():
@@ -210,6 +229,7 @@ def main(argv=None) -> int:
         "fraction_of_peak": round(achieved / peak, 4) if peak else None,
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
         "build_s": round(build_s, 2),
+        "profiled_steps": args.profile_steps, "top_kernels": kernels, "kernel_launches_per_step": launches,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
@@ -223,7 +243,11 @@ def main(argv=None) -> int:
             ("TFLOP per step (fwd+bwd)", round(flops / 1e12, 4)), ("achieved TFLOP/s", result["achieved_tflops"]),
             ("bf16 peak TFLOP/s", peak if peak else "unknown (pass --peak_tflops)"),
             ("fraction of peak", result["fraction_of_peak"]), ("peak memory (GiB)", result["peak_memory_gib"])]
+    if args.profile_steps:
+        rows.append(("device kernel launches per step", launches))
     md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    if args.profile_steps:
+        md += "\n" + "\n".join(profiling.kernel_table_md(kernels)) + "\n"
     (args.out / "guidance_bench.md").write_text(md)
     print(md)
     return 0

@@ -123,24 +123,6 @@ def span_split(profiler: torch.profiler.profile, steps: int) -> dict[str, dict[s
     return out
 
 
-def top_kernels(profiler: torch.profiler.profile, steps: int, n: int = 25) -> tuple[list[dict], float]:
-    """The ``n`` device kernels with the most device time per step (all spans, backward included), with
-    their share of all kernel time: what a custom kernel would have to replace to pay; and the kernel
-    launches per step (a launch-bound step pays for each)."""
-    from torch.autograd import DeviceType
-
-    kernels = [e for e in profiler.key_averages() if e.device_type != DeviceType.CPU
-               and float(getattr(e, "self_device_time_total", 0.0) or 0.0) > 0
-               and not getattr(e, "is_user_annotation", False)  # the spans and the optimizer's range
-               and not e.key.startswith(profiling.PREFIX) and "#" not in e.key]
-    total = sum(float(e.self_device_time_total) for e in kernels)
-    kernels.sort(key=lambda e: -float(e.self_device_time_total))
-    top = [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
-            "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
-           for e in kernels[:n]]
-    return top, round(sum(e.count for e in kernels) / steps, 1)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data_dir", type=Path, required=True)
@@ -233,7 +215,7 @@ def main(argv=None) -> int:
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
     split = span_split(probe.profiler, args.profile_steps)
-    kernels, launches = top_kernels(probe.profiler, args.profile_steps)
+    kernels, launches = profiling.top_kernels(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
     guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -305,10 +287,7 @@ def main(argv=None) -> int:
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",
           *(f"| {k} | {v['host_ms']} | {v['device_ms']} | {v['calls_per_step']} |" for k, v in split.items()),
-          "", "| kernel (most device time first) | device ms / step | calls / step | share of kernel time |",
-          "|---|---|---|---|",
-          *(f"| `{k['kernel']}` | {k['device_ms']} | {k['calls_per_step']} | {100 * k['share']:.1f} % |"
-            for k in kernels)]
+          "", *profiling.kernel_table_md(kernels)]
     (args.out / "pipeline_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

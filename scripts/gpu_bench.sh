@@ -6,6 +6,7 @@
 #   step                 the guidance step (bench_guidance.py), 32 images per object, NCHW, eager
 #   step_nhwc            the same in the NHWC layout (--channels_last)
 #   step_compile         NCHW with the UNet and VAE path compiled, --compile default
+#   step_nhwc_compile    NHWC and compiled
 #   step_autotune        NCHW, --compile max-autotune-no-cudagraphs (autotuning makes its compile long)
 #   pipeline             the whole pipeline on the crossing clip with guidance (random full-size Zero123),
 #                        eager (--compile none: the lite preset itself compiles)
@@ -15,6 +16,7 @@
 # H100). The pipeline parts build gsplat first (about 100 s unless .carry/torch_extensions holds the
 # build) and take 3-6 minutes each, so run them in their own call, e.g.
 #   PARTS="pipeline_compile" bash scripts/gpu_bench.sh --iters 24 --stage1_iters 30 --warmup_steps 4 --profile_steps 8
+# The step parts add a kernel table of STEP_PROFILE_STEPS (default 3) profiled steps.
 # Each part is stopped after STEP_LIMIT_S (default 270) or PIPELINE_LIMIT_S (default 540) seconds;
 # its log then ends with the note. Parts of one call share Inductor's on-disk cache: a
 # pipeline_compile after step_compile finds stage 2's graphs already compiled.
@@ -27,9 +29,10 @@ work=/tmp/bench
 parts=${PARTS:-step step_compile step_autotune}
 step_limit=${STEP_LIMIT_S:-270}
 pipeline_limit=${PIPELINE_LIMIT_S:-540}
+profile=${STEP_PROFILE_STEPS:-3}  # guidance steps profiled for each step part's kernel table
 for part in $parts; do
     case $part in
-        step|step_nhwc|step_compile|step_autotune|pipeline|pipeline_compile|pipeline_noguidance) ;;
+        step|step_nhwc|step_compile|step_nhwc_compile|step_autotune|pipeline|pipeline_compile|pipeline_noguidance) ;;
         *) echo "unknown part '$part' in PARTS" >&2; exit 2 ;;
     esac
 done
@@ -67,11 +70,14 @@ run_part() {
 for part in $parts; do
     d="$work/$part"
     case $part in
-        step) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda --out "$d" ;;
+        step) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
+            --profile_steps "$profile" --out "$d" ;;
         step_nhwc) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda --channels_last \
-            --out "$d" ;;
+            --profile_steps "$profile" --out "$d" ;;
         step_compile) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
-            --compile default --out "$d" ;;
+            --compile default --profile_steps "$profile" --out "$d" ;;
+        step_nhwc_compile) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
+            --channels_last --compile default --profile_steps "$profile" --out "$d" ;;
         step_autotune) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
             --compile max-autotune-no-cudagraphs --out "$d" ;;
         pipeline) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py --data_dir "$clip/JPEGImages" \

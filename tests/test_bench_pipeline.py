@@ -58,8 +58,6 @@ def test_the_kernel_table_counts_kernels_only_and_orders_them_by_device_time():
 
     from torch.autograd import DeviceType
 
-    bench = load_script("bench_pipeline")
-
     def ev(key, us, count, device=DeviceType.CUDA, annotation=False):
         return SimpleNamespace(key=key, self_device_time_total=us, count=count, device_type=device,
                                is_user_annotation=annotation)
@@ -67,7 +65,7 @@ def test_the_kernel_table_counts_kernels_only_and_orders_them_by_device_time():
     events = [ev("small_kernel", 1000.0, 40), ev(profiling.PREFIX + "render", 9000.0, 2, annotation=True),
               ev("Optimizer.step#AdamW.step", 5000.0, 1), ev("big_kernel", 3000.0, 4),
               ev("aten::mul", 0.0, 99, device=DeviceType.CPU)]
-    top, launches = bench.top_kernels(SimpleNamespace(key_averages=lambda: events), steps=2)
+    top, launches = profiling.top_kernels(SimpleNamespace(key_averages=lambda: events), steps=2)
     assert [k["kernel"] for k in top] == ["big_kernel", "small_kernel"]
     assert top[0] == {"kernel": "big_kernel", "device_ms": 1.5, "calls_per_step": 2.0, "share": 0.75}
     assert launches == 22.0  # (40 + 4) launches over 2 steps
