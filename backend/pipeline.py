@@ -52,8 +52,8 @@ from .optim.stage2 import SCALE_INITS, ClipTargets, build_method_scene, fit_stag
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
-from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, frame_crops, load_zero123,
-                             resolve_model)
+from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, check_vae_attention, frame_crops,
+                             load_zero123, resolve_model)
 from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
@@ -187,6 +187,7 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         raise InputError(f"stage2.lr_scale {cfg.stage2.lr_scale!r}: must be 0 (the spec's fixed scale) or positive",
                          "--set stage2.lr_scale=0 keeps each frame's scale where it starts")
     check_compile_mode(cfg.sds.compile)
+    check_vae_attention(cfg.sds.vae_attention)
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
                          "--holdout 4 withholds every 4th frame")
@@ -429,7 +430,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     if prep.guidance_folder is not None:
         t0 = time.monotonic()
         model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant,
-                             channels_last=cfg.sds.channels_last, compile=cfg.sds.compile)
+                             channels_last=cfg.sds.channels_last, compile=cfg.sds.compile,
+                             vae_attention=cfg.sds.vae_attention)
         guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
         reporter.log(f"guidance: {model.describe()} loaded in {time.monotonic() - t0:.1f} s")
     if cfg.method == "skeleton":

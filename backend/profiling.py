@@ -31,10 +31,11 @@ def step_finished(step: int) -> None:
         hook(step)
 
 
-def top_kernels(profiler, steps: int, n: int = 25) -> tuple[list[dict], float]:
+def top_kernels(profiler, steps: int, n: int = 25) -> tuple[list[dict], float, float]:
     """The ``n`` device kernels with the most device time per step (all spans, backward included), with
-    their share of all kernel time: what a custom kernel would have to replace to pay; and the kernel
-    launches per step (a launch-bound step pays for each).
+    their share of all kernel time: what a custom kernel would have to replace to pay; the kernel
+    launches per step (a launch-bound step pays for each); and the kernel milliseconds per step (the
+    device's busy time: a step's wall time beyond it is the device waiting on the host).
 
     ``profiler``: a finished ``torch.profiler.profile`` (anything with ``key_averages()``) that recorded
     ``steps`` steps. Annotated ranges (the spans, an optimizer's step) carry device time too; they are
@@ -51,7 +52,7 @@ def top_kernels(profiler, steps: int, n: int = 25) -> tuple[list[dict], float]:
     top = [{"kernel": e.key[:120], "device_ms": round(float(e.self_device_time_total) / 1000 / steps, 3),
             "calls_per_step": round(e.count / steps, 2), "share": round(float(e.self_device_time_total) / total, 4)}
            for e in kernels[:n]]
-    return top, round(sum(e.count for e in kernels) / steps, 1)
+    return top, round(sum(e.count for e in kernels) / steps, 1), round(total / 1000 / steps, 3)
 
 
 def kernel_table_md(kernels: list[dict]) -> list[str]:

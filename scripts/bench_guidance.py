@@ -120,6 +120,11 @@ def main(argv=None) -> int:
                     help="the UNet and VAE in the NHWC layout with cuDNN autotuning (GuidanceConfig.channels_last)")
     ap.add_argument("--compile", default="none", choices=Z.COMPILE_MODES,
                     help="torch.compile mode of the UNet and the VAE encoder path (GuidanceConfig.compile)")
+    ap.add_argument("--vae_attention", default="sdpa", choices=Z.VAE_ATTENTIONS,
+                    help="how the VAE's attention is computed (GuidanceConfig.vae_attention)")
+    ap.add_argument("--cudnn_benchmark", default="auto", choices=["auto", "on", "off"],
+                    help="cuDNN's per-shape algorithm search: auto leaves it as from_parts sets it (on with "
+                         "--channels_last)")
     ap.add_argument("--profile_steps", type=int, default=0,
                     help="profile this many steps after the timed ones for a kernel table (0: none)")
     ap.add_argument("--peak_tflops", type=float, default=None, help="the device's dense bf16 peak, if not known")
@@ -137,7 +142,10 @@ def main(argv=None) -> int:
     unet, vae, enc, proj, sched = parts
     model = Z.from_parts(unet, vae, enc, proj, sched.alphas_cumprod, variant="zero123-xl",
                          source="random weights (" + ("tiny" if args.tiny else "Zero123-XL shapes") + ")",
-                         device=device, dtype=dtype, channels_last=args.channels_last, compile=args.compile)
+                         device=device, dtype=dtype, channels_last=args.channels_last, compile=args.compile,
+                         vae_attention=args.vae_attention)
+    if args.cudnn_benchmark != "auto":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
     build_s = time.perf_counter() - t0
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in
               (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}
@@ -186,7 +194,7 @@ def main(argv=None) -> int:
         step()
         sync(device)
         times.append((time.perf_counter() - t) * 1000)
-    kernels, launches = [], None
+    kernels, launches, busy_ms = [], None, None
     if args.profile_steps:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
@@ -195,7 +203,7 @@ def main(argv=None) -> int:
             for _ in range(args.profile_steps):
                 step()
             sync(device)
-        kernels, launches = profiling.top_kernels(prof, args.profile_steps)
+        kernels, launches, busy_ms = profiling.top_kernels(prof, args.profile_steps)
     # the UNet alone (both CFG branches), to show how the step splits
     unet_ms = []
     with torch.no_grad():
@@ -220,6 +228,7 @@ def main(argv=None) -> int:
         "device": name, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
         "model": "tiny" if args.tiny else "Zero123-XL shapes, random weights", "params": params,
         "layout": "NHWC (channels_last)" if model.channels_last else "NCHW", "compile": model.compile,
+        "vae_attention": model.vae_attention, "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "first_step_s": round(first_step_s, 3), "warmup_steps": args.warmup, "warmup_s": round(warmup_s, 3),
         "compiled_graphs": compiled_graphs,
         "images_per_step": B * args.views, "frames": B, "views": args.views, "render_size": args.render_size,
@@ -230,11 +239,13 @@ def main(argv=None) -> int:
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
         "build_s": round(build_s, 2),
         "profiled_steps": args.profile_steps, "top_kernels": kernels, "kernel_launches_per_step": launches,
+        "kernel_ms_per_step": busy_ms,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
     rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]), ("layout", result["layout"]),
-            ("compile", result["compile"]), ("images per step", result["images_per_step"]),
+            ("compile", result["compile"]), ("VAE attention", result["vae_attention"]),
+            ("cuDNN benchmark", result["cudnn_benchmark"]), ("images per step", result["images_per_step"]),
             ("first step, s (compiles with --compile; not timed below)", result["first_step_s"]),
             (f"warm-up steps after it ({args.warmup}), s", result["warmup_s"]),
             ("graphs compiled", compiled_graphs),
@@ -244,7 +255,7 @@ def main(argv=None) -> int:
             ("bf16 peak TFLOP/s", peak if peak else "unknown (pass --peak_tflops)"),
             ("fraction of peak", result["fraction_of_peak"]), ("peak memory (GiB)", result["peak_memory_gib"])]
     if args.profile_steps:
-        rows.append(("device kernel launches per step", launches))
+        rows += [("device kernel launches per step", launches), ("device kernel time per step (ms)", busy_ms)]
     md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     if args.profile_steps:
         md += "\n" + "\n".join(profiling.kernel_table_md(kernels)) + "\n"

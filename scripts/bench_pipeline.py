@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
     split = span_split(probe.profiler, args.profile_steps)
-    kernels, launches = profiling.top_kernels(probe.profiler, args.profile_steps)
+    kernels, launches, busy_ms = profiling.top_kernels(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
     guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
         "whole_run_extrapolated_s": round(sum(v for k, v in stages.items() if k not in ("fit", "objects"))
                                           + objects_full + full_iters * s_per_iter, 1),
         "timed_steps": len(timed), "step_split_ms": split, "top_kernels": kernels,
-        "kernel_launches_per_step": launches,
+        "kernel_launches_per_step": launches, "kernel_ms_per_step": busy_ms,
         "flops_per_step": flops,
         "guidance_device_ms_per_step": round(guidance_dev_ms, 3),
         "guidance_achieved_tflops": round(achieved, 3) if achieved else None, "bf16_peak_tflops": peak_tf,
@@ -283,6 +283,7 @@ def main(argv=None) -> int:
             ("guidance TFLOP/s over the wall time it adds (lower bound)", result["guidance_wall_tflops"]),
             ("fraction of bf16 peak", result["guidance_wall_fraction_of_peak"]),
             ("device kernel launches per step", launches),
+            ("device kernel time per step (ms)", busy_ms),
             ("peak memory (GiB)", result["peak_memory_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",

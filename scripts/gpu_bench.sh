@@ -16,6 +16,7 @@
 # H100). The pipeline parts build gsplat first (about 100 s unless .carry/torch_extensions holds the
 # build) and take 3-6 minutes each, so run them in their own call, e.g.
 #   PARTS="pipeline_compile" bash scripts/gpu_bench.sh --iters 24 --stage1_iters 30 --warmup_steps 4 --profile_steps 8
+# STEP_FLAGS adds bench_guidance.py flags to every step part (e.g. "--vae_attention matmul").
 # The step parts add a kernel table of STEP_PROFILE_STEPS (default 3) profiled steps.
 # Each part is stopped after STEP_LIMIT_S (default 270) or PIPELINE_LIMIT_S (default 540) seconds;
 # its log then ends with the note. Parts of one call share Inductor's on-disk cache: a
@@ -30,6 +31,7 @@ parts=${PARTS:-step step_compile step_autotune}
 step_limit=${STEP_LIMIT_S:-270}
 pipeline_limit=${PIPELINE_LIMIT_S:-540}
 profile=${STEP_PROFILE_STEPS:-3}  # guidance steps profiled for each step part's kernel table
+read -r -a step_flags <<< "${STEP_FLAGS:-}"  # more bench_guidance.py flags for the step parts
 for part in $parts; do
     case $part in
         step|step_nhwc|step_compile|step_nhwc_compile|step_autotune|pipeline|pipeline_compile|pipeline_noguidance) ;;
@@ -71,15 +73,15 @@ for part in $parts; do
     d="$work/$part"
     case $part in
         step) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
-            --profile_steps "$profile" --out "$d" ;;
+            --profile_steps "$profile" "${step_flags[@]}" --out "$d" ;;
         step_nhwc) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda --channels_last \
-            --profile_steps "$profile" --out "$d" ;;
+            --profile_steps "$profile" "${step_flags[@]}" --out "$d" ;;
         step_compile) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
-            --compile default --profile_steps "$profile" --out "$d" ;;
+            --compile default --profile_steps "$profile" "${step_flags[@]}" --out "$d" ;;
         step_nhwc_compile) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
-            --channels_last --compile default --profile_steps "$profile" --out "$d" ;;
+            --channels_last --compile default --profile_steps "$profile" "${step_flags[@]}" --out "$d" ;;
         step_autotune) run_part "$part" "$step_limit" python3 scripts/bench_guidance.py --device cuda \
-            --compile max-autotune-no-cudagraphs --out "$d" ;;
+            --compile max-autotune-no-cudagraphs "${step_flags[@]}" --out "$d" ;;
         pipeline) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py --data_dir "$clip/JPEGImages" \
             --mask_dir "$clip/Annotations" --compile none --out "$d" "$@" ;;
         pipeline_compile) run_part "$part" "$pipeline_limit" python3 scripts/bench_pipeline.py \

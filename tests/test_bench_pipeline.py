@@ -47,6 +47,7 @@ def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path
         r["flops_per_step"] / (r["stage2_s_per_iter"] - 0.001) / 1e12, abs=2e-3)
     assert r["peak_memory_gib"] is None and r["guidance_achieved_tflops"] is None  # no device time on a CPU
     assert r["top_kernels"] == [] and r["kernel_launches_per_step"] == 0  # and no device kernels
+    assert r["kernel_ms_per_step"] == 0
     md = (tmp_path / "b" / "pipeline_bench.md").read_text()
     assert "| guidance_unet |" in md and "s per iteration" in md
     assert profiling.STEP_HOOKS == []  # the probe is removed again
@@ -65,10 +66,11 @@ def test_the_kernel_table_counts_kernels_only_and_orders_them_by_device_time():
     events = [ev("small_kernel", 1000.0, 40), ev(profiling.PREFIX + "render", 9000.0, 2, annotation=True),
               ev("Optimizer.step#AdamW.step", 5000.0, 1), ev("big_kernel", 3000.0, 4),
               ev("aten::mul", 0.0, 99, device=DeviceType.CPU)]
-    top, launches = profiling.top_kernels(SimpleNamespace(key_averages=lambda: events), steps=2)
+    top, launches, busy_ms = profiling.top_kernels(SimpleNamespace(key_averages=lambda: events), steps=2)
     assert [k["kernel"] for k in top] == ["big_kernel", "small_kernel"]
     assert top[0] == {"kernel": "big_kernel", "device_ms": 1.5, "calls_per_step": 2.0, "share": 0.75}
     assert launches == 22.0  # (40 + 4) launches over 2 steps
+    assert busy_ms == 2.0  # (1000 + 3000) µs of kernels over 2 steps
 
 
 def test_the_benchmark_refuses_too_few_iterations(sample_clip_master, tmp_path, capsys):

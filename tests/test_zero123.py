@@ -427,7 +427,7 @@ def test_compiled_guidance_matches_eager(tmp_path):
     compiled = Z.from_parts(u, v, enc, proj, sched.alphas_cumprod, **build, compile="default")
     assert eager.unet_forward is u and compiled.unet_forward is not u  # the module itself is never replaced
     assert compiled.unet.config.in_channels == 8 and compiled.scaling_factor == v.config.scaling_factor
-    assert compiled.describe().endswith("compiled default)")
+    assert "compiled default" in compiled.describe() and "compiled" not in eager.describe()
     results = []
     graphs_before = counters["stats"]["unique_graphs"]
     for m in (eager, compiled):
@@ -498,3 +498,48 @@ def test_a_run_with_guidance_records_it_and_distils_in_stage_one(sample_clip_mas
     cfg2 = replace(config, method="skeleton", sds=replace(config.sds, model=str(tmp_path / "absent")))
     assert open_bundle(pipeline.run(req2, cfg2, Reporter(pipeline.STAGES, out=io.StringIO(), log=io.StringIO()))
                        ).manifest.run.guidance == "disabled"
+
+
+def test_both_ways_of_computing_the_vae_attention_give_the_same_step():
+    """``vae_attention="matmul"`` (diffusers' AttnProcessor) and the default fused SDPA: the same loss and
+    image gradient, so the choice is about speed only; an unknown name is refused before any work."""
+    import copy
+
+    from diffusers import AutoencoderKL
+
+    u, _, enc, proj, sched = small_parts()
+    torch.manual_seed(0)
+    v = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                      latent_channels=4, norm_num_groups=4, sample_size=TINY_SIZE)  # with its mid-block attention
+    results = []
+    for how in ("sdpa", "matmul"):
+        m = Z.from_parts(u, copy.deepcopy(v), enc, proj, sched.alphas_cumprod, variant="zero123-xl", source="small",
+                         device="cpu", dtype=torch.float32, vae_attention=how)
+        processors = {type(p).__name__ for p in m.vae.attn_processors.values()}
+        assert processors == {"AttnProcessor" if how == "matmul" else "AttnProcessor2_0"}
+        assert m.describe().endswith(f"VAE attention {how})")
+        g = Z.Zero123Guidance(m, cfg(stage2_views=2), seed=4)
+        table = g.condition(crops(3))
+        images = torch.rand(6, 40, 40, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
+        loss.backward()
+        results.append((loss.detach(), images.grad))
+    (loss_s, grad_s), (loss_m, grad_m) = results
+    assert grad_s.abs().max() > 0
+    torch.testing.assert_close(loss_m, loss_s, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad_m, grad_s, rtol=1e-4, atol=1e-5 * float(grad_s.abs().max()))
+    with pytest.raises(InputError, match="sds.vae_attention 'flash'") as e:
+        Z.load_zero123("nowhere/at-all", "cpu", vae_attention="flash")
+    assert "sdpa, matmul" in e.value.hint
+
+
+def test_a_run_refuses_an_unknown_vae_attention_before_touching_anything(tmp_path):
+    from backend import pipeline
+
+    req = pipeline.RunRequest(data_dir=tmp_path / "no clip", mask_dir=tmp_path / "no masks",
+                              out_dir=tmp_path / "out", save_name="r", device="cpu")
+    config = replace(with_overrides(get_preset("cpu-tiny"), sds={"vae_attention": "flash"}), guidance=True)
+    with pytest.raises(InputError, match="sds.vae_attention 'flash'"):
+        pipeline.prepare(req, config)
+    assert not (tmp_path / "out").exists()

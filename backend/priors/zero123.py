@@ -180,6 +180,19 @@ def detect_variant(spec: str, requested: str = "auto") -> str:
         else "zero123-xl"
 
 
+# attention of the VAE's mid block (one head of 512 channels over the 32² latent grid): "sdpa", diffusers'
+# default, torch's fused scaled_dot_product_attention; "matmul", diffusers' AttnProcessor (baddbmm, a float
+# softmax, bmm). No fused kernel takes a 512-channel head at full speed (docs/performance.md)
+VAE_ATTENTIONS = ("sdpa", "matmul")
+
+
+def check_vae_attention(name: str) -> str:
+    if name not in VAE_ATTENTIONS:
+        raise InputError(f"sds.vae_attention {name!r} is unknown",
+                         f"use one of {', '.join(VAE_ATTENTIONS)} (e.g. --set sds.vae_attention=matmul)")
+    return name
+
+
 def check_compile_mode(mode: str) -> str:
     """``mode`` if it is one of ``COMPILE_MODES``; InputError otherwise (checked before any work)."""
     if mode not in COMPILE_MODES:
@@ -225,6 +238,7 @@ class Zero123Model:
     clip_std: tuple[float, float, float] = CLIP_STD
     channels_last: bool = False  # inputs of the UNet and VAE are handed over in NHWC (see from_parts)
     compile: str = "none"  # the torch.compile mode of unet_forward and posterior (COMPILE_MODES)
+    vae_attention: str = "sdpa"  # how the VAE's attention is computed (VAE_ATTENTIONS, from_parts)
     unet_forward: Callable[..., object] | None = None  # default: the UNet module
     posterior: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # default: eager
 
@@ -256,7 +270,9 @@ class Zero123Model:
     def describe(self) -> str:
         dtype = str(self.dtype).replace("torch.", "")
         compiled = "" if self.compile == "none" else f", compiled {self.compile}"
-        return f"{self.variant} from {self.source} ({dtype}, {self.device.type}{compiled})"
+        layout = ", NHWC" if self.channels_last else ""
+        return (f"{self.variant} from {self.source} ({dtype}, {self.device.type}{layout}{compiled}, "
+                f"VAE attention {self.vae_attention})")
 
 
 def model_dtype(device: torch.device, name: str) -> torch.dtype:
@@ -309,8 +325,11 @@ def _compiled(fn: Callable, mode: str, what: str) -> Callable:
 def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projection: nn.Module,
                alphas_cumprod: torch.Tensor, *, variant: str, source: str, device: torch.device | str,
                dtype: torch.dtype, clip_size: int | None = None, clip_mean=CLIP_MEAN, clip_std=CLIP_STD,
-               channels_last: bool = False, compile: str = "none") -> Zero123Model:
+               channels_last: bool = False, compile: str = "none", vae_attention: str = "sdpa") -> Zero123Model:
     """Move the networks to ``device``/``dtype``, freeze them all and wrap them.
+
+    ``vae_attention`` (``VAE_ATTENTIONS``) chooses how the VAE's attention is computed; the values are
+    the same either way, within rounding.
 
     On CUDA with ``channels_last`` the convolutional networks (UNet, VAE) keep their weights in the
     NHWC layout that cuDNN's tensor-core convolutions run in natively, and cuDNN picks its fastest
@@ -324,6 +343,7 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
     once per crop, or on a single token.
     """
     check_compile_mode(compile)
+    check_vae_attention(vae_attention)
     device = torch.device(device)
     if compile != "none":
         _check_compiler_toolchain(device)
@@ -333,6 +353,10 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
             m.to(dtype)
         m.requires_grad_(False)
         m.eval()
+    if vae_attention == "matmul":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        vae.set_attn_processor(AttnProcessor())
     channels_last = channels_last and device.type == "cuda"
     if channels_last:
         unet.to(memory_format=torch.channels_last)
@@ -346,7 +370,8 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
     return Zero123Model(unet=unet, vae=vae, image_encoder=image_encoder, projection=projection,
                         alphas_cumprod=alphas_cumprod.detach().float().to(device), variant=variant, source=source,
                         device=device, dtype=dtype, clip_size=size, clip_mean=tuple(clip_mean), clip_std=tuple(clip_std),
-                        channels_last=channels_last, compile=compile, unet_forward=unet_forward, posterior=posterior)
+                        channels_last=channels_last, compile=compile, vae_attention=vae_attention,
+                        unet_forward=unet_forward, posterior=posterior)
 
 
 def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tuple]:
@@ -362,12 +387,13 @@ def _clip_preprocessing(folder: Path, default_size: int) -> tuple[int, tuple, tu
 
 def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloat16", variant: str = "auto",
                  *, allow_download: bool | None = None, channels_last: bool = False,
-                 compile: str = "none") -> Zero123Model:
+                 compile: str = "none", vae_attention: str = "sdpa") -> Zero123Model:
     """Load a Zero123-family model from a local folder or hub id (see ``resolve_model``), frozen; with
     ``compile`` its UNet and VAE encoder run compiled (``from_parts``). An unknown ``compile`` mode is
     refused before anything is looked for or loaded, and so is a compile mode this machine has no compiler
     for."""
     check_compile_mode(compile)
+    check_vae_attention(vae_attention)
     if compile != "none":  # before gigabytes of weights are read, not after (from_parts checks it again)
         _check_compiler_toolchain(torch.device(device))
     folder = resolve_model(spec, allow_download=allow_download)
@@ -398,7 +424,8 @@ def load_zero123(spec: str, device: torch.device | str, dtype_name: str = "bfloa
     size, mean, std = _clip_preprocessing(folder, int(encoder.config.image_size))
     return from_parts(unet, vae, encoder, projection, scheduler.alphas_cumprod,
                       variant=detect_variant(spec, variant), source=str(spec), device=device, dtype=dtype,
-                      clip_size=size, clip_mean=mean, clip_std=std, channels_last=channels_last, compile=compile)
+                      clip_size=size, clip_mean=mean, clip_std=std, channels_last=channels_last, compile=compile,
+                      vae_attention=vae_attention)
 
 
 def save_zero123(folder: str | Path, unet, vae, image_encoder, projection, scheduler) -> Path:
