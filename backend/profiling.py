@@ -61,3 +61,15 @@ def kernel_table_md(kernels: list[dict]) -> list[str]:
             "|---|---|---|---|",
             *(f"| `{k['kernel']}` | {k['device_ms']} | {k['calls_per_step']} | {100 * k['share']:.1f} % |"
               for k in kernels)]
+
+
+def top_host_ops(profiler, steps: int, n: int = 15) -> list[dict]:
+    """The ``n`` host operations with the most self time per step: where a step whose wall time exceeds
+    its kernel time spends its host time (Python-side overhead shows as the gaps between them)."""
+    from torch.autograd import DeviceType
+
+    ops = [e for e in profiler.key_averages() if e.device_type == DeviceType.CPU
+           and float(getattr(e, "self_cpu_time_total", 0.0) or 0.0) > 0]
+    ops.sort(key=lambda e: -float(e.self_cpu_time_total))
+    return [{"op": e.key[:120], "host_ms": round(float(e.self_cpu_time_total) / 1000 / steps, 3),
+             "calls_per_step": round(e.count / steps, 2)} for e in ops[:n]]

@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         step()
         sync(device)
         times.append((time.perf_counter() - t) * 1000)
-    kernels, launches, busy_ms = [], None, None
+    kernels, launches, busy_ms, host_ops = [], None, None, []
     if args.profile_steps:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
@@ -204,6 +204,7 @@ def main(argv=None) -> int:
                 step()
             sync(device)
         kernels, launches, busy_ms = profiling.top_kernels(prof, args.profile_steps)
+        host_ops = profiling.top_host_ops(prof, args.profile_steps)
     # the UNet alone (both CFG branches), to show how the step splits
     unet_ms = []
     with torch.no_grad():
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
         "build_s": round(build_s, 2),
         "profiled_steps": args.profile_steps, "top_kernels": kernels, "kernel_launches_per_step": launches,
-        "kernel_ms_per_step": busy_ms,
+        "kernel_ms_per_step": busy_ms, "top_host_ops": host_ops,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
@@ -259,6 +260,8 @@ def main(argv=None) -> int:
     md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     if args.profile_steps:
         md += "\n" + "\n".join(profiling.kernel_table_md(kernels)) + "\n"
+        md += ("\n| host op (most self time first) | host ms / step | calls / step |\n|---|---|---|\n"
+               + "".join(f"| `{o['op']}` | {o['host_ms']} | {o['calls_per_step']} |\n" for o in host_ops))
     (args.out / "guidance_bench.md").write_text(md)
     print(md)
     return 0

@@ -21,8 +21,12 @@ def test_the_step_benchmark_reports_its_figures_and_a_kernel_table_when_asked(tm
     # a CPU run has no device kernels: the table is there, and empty
     assert r["profiled_steps"] == 1 and r["top_kernels"] == [] and r["kernel_launches_per_step"] == 0
     assert r["kernel_ms_per_step"] == 0 and r["vae_attention"] == "sdpa"
+    # the host's side is there: the profiled step ran convolutions on the CPU
+    assert r["top_host_ops"] and any("conv" in o["op"] for o in r["top_host_ops"])
+    assert all(o["host_ms"] > 0 for o in r["top_host_ops"])
     md = (out / "guidance_bench.md").read_text()
     assert "| device kernel launches per step | 0.0 |" in md and "| kernel (most device time first)" in md
+    assert "| host op (most self time first)" in md
 
 
 def test_without_profiling_the_report_has_no_kernel_table(tmp_path):
