@@ -120,7 +120,7 @@ def main(argv=None) -> int:
                     help="the UNet and VAE in the NHWC layout with cuDNN autotuning (GuidanceConfig.channels_last)")
     ap.add_argument("--compile", default="none", choices=Z.COMPILE_MODES,
                     help="torch.compile mode of the UNet and the VAE encoder path (GuidanceConfig.compile)")
-    ap.add_argument("--vae_attention", default="sdpa", choices=Z.VAE_ATTENTIONS,
+    ap.add_argument("--vae_attention", default=GuidanceConfig().vae_attention, choices=Z.VAE_ATTENTIONS,
                     help="how the VAE's attention is computed (GuidanceConfig.vae_attention)")
     ap.add_argument("--cudnn_benchmark", default="auto", choices=["auto", "on", "off"],
                     help="cuDNN's per-shape algorithm search: auto leaves it as from_parts sets it (on with "

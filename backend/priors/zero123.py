@@ -329,7 +329,8 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
     """Move the networks to ``device``/``dtype``, freeze them all and wrap them.
 
     ``vae_attention`` (``VAE_ATTENTIONS``) chooses how the VAE's attention is computed; the values are
-    the same either way, within rounding.
+    the same either way, within rounding. "sdpa" leaves the VAE as diffusers built it; a run passes
+    ``GuidanceConfig.vae_attention``.
 
     On CUDA with ``channels_last`` the convolutional networks (UNet, VAE) keep their weights in the
     NHWC layout that cuDNN's tensor-core convolutions run in natively, and cuDNN picks its fastest
