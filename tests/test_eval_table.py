@@ -49,6 +49,14 @@ def test_the_table_says_which_runs_meet_the_targets_and_by_how_much_the_others_f
     assert "| good | 27.00 |" in text and "short: PSNR 25.50, 002 0.835" in text
     assert "1 of 2 runs meet every target." in text
     assert text == capsys.readouterr().out
+    # across the two runs: PSNR (27.0 + 25.5) / 2, 002's IoU (0.89 + 0.835) / 2 short of 0.85
+    across = json.loads((tmp_path / "sweep.json").read_text())["across_runs"]
+    assert across["runs"] == 2 and np.isclose(across["psnr"]["mean"], 26.25)
+    assert np.isclose(across["psnr"]["se"], 0.75) and np.isclose(across["psnr"]["min"], 25.5)
+    assert np.isclose(across["iou"]["002"]["mean"], 0.8625) and np.isclose(across["iou"]["002"]["min"], 0.835)
+    assert across["means_meet_targets"]
+    assert "| mean | 26.25 | 0.880 / 0.862 |" in text and "| lowest | 25.50 | 0.880 / 0.835 |" in text
+    assert "The means meet every target." in text
 
 
 def test_a_run_without_withheld_frames_is_refused_for_the_holdout_split_naming_the_file(tmp_path, capsys):
@@ -65,3 +73,16 @@ def test_an_undefined_figure_does_not_meet_a_target(tmp_path):
     path = _write(tmp_path / "nan_eval.json", frames)
     rows = eval_table.summarise([path], "holdout", 26.0, 0.85)
     assert not rows[0]["meets_targets"] and rows[0]["short"] == ["002 -"]
+
+
+def test_means_below_a_target_say_so_and_a_single_run_has_no_summary(tmp_path):
+    a = _write(tmp_path / "a_eval.json", [_frame(0, False, 28.0, (0.9, 0.9)), _frame(1, True, 26.5, (0.9, 0.86))])
+    b = _write(tmp_path / "b_eval.json", [_frame(0, False, 28.0, (0.9, 0.9)), _frame(1, True, 26.5, (0.9, 0.82))])
+    rows = eval_table.summarise([a, b], "holdout", 26.0, 0.85)
+    across = eval_table.across_runs(rows, 26.0, 0.85)
+    assert np.isclose(across["iou"]["002"]["mean"], 0.84) and not across["means_meet_targets"]
+    assert "The means do not meet every target." in eval_table.markdown(rows, "holdout", 26.0, 0.85)
+    assert "across the" not in eval_table.markdown(rows[:1], "holdout", 26.0, 0.85)
+    nan = _write(tmp_path / "nan_eval.json", [_frame(0, False, 28.0, (0.9, 0.9)), _frame(1, True, 27.0, (0.9, float("nan")))])
+    undefined = eval_table.across_runs(eval_table.summarise([a, nan], "holdout", 26.0, 0.85), 26.0, 0.85)
+    assert undefined["iou"]["002"]["mean"] is None and not undefined["means_meet_targets"]
