@@ -88,3 +88,31 @@ def test_the_host_generator_state_determines_the_device_draws():
     g.generator.set_state(state)  # a resumed run
     g.frame_loss(table, FRAMES, lambda offsets: images * 1.0, step_ratio=0.3)
     assert torch.equal(g.last.noise, first.noise) and torch.equal(g.last.camera, first.camera)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_both_vae_attentions_give_the_same_compiled_step_on_cuda(dtype, no_tf32):
+    """sds.vae_attention "matmul" (the default) against torch's fused SDPA, compiled as a run compiles them:
+    the same loss and image gradient, to float32 rounding, and in bf16 to its precision."""
+    import copy
+
+    unet, vae, enc, proj, sched = tiny_parts()
+    results = []
+    for how in ("sdpa", "matmul"):
+        model = Z.from_parts(unet, copy.deepcopy(vae), enc, proj, sched.alphas_cumprod, variant="zero123-xl",
+                             source="tiny", device=CUDA, dtype=dtype, compile="default", vae_attention=how)
+        g = Z.Zero123Guidance(model, cfg(stage2_views=2), seed=4)
+        table = g.condition(crops(3))
+        images = _images()
+        loss = g.frame_loss(table, FRAMES, lambda offsets: images * 1.0, step_ratio=0.3)
+        loss.backward()
+        results.append((loss.detach().float(), images.grad.float()))
+    (loss_s, grad_s), (loss_m, grad_m) = results
+    assert grad_s.abs().max() > 0
+    if dtype == torch.float32:
+        torch.testing.assert_close(loss_m, loss_s, rtol=1e-4, atol=0)
+        torch.testing.assert_close(grad_m, grad_s, rtol=1e-3, atol=1e-4 * float(grad_s.abs().max()))
+    else:
+        torch.testing.assert_close(loss_m, loss_s, rtol=2e-2, atol=0)
+        cos = torch.nn.functional.cosine_similarity(grad_m.flatten(), grad_s.flatten(), dim=0)
+        assert cos > 0.99, float(cos)
