@@ -1,4 +1,5 @@
-"""Named spans of a fit step, a per-step hook and a profiler's kernel table, for the benchmarks.
+"""Named spans of a fit step, a per-step hook, and a profile's kernel and host-operation tables, for
+the benchmarks.
 
 The fit code marks what each part of a step is (deformation, rendering, losses, backward, guidance
 UNet and VAE, optimizer) with ``span``; a profiler, when one is running, attributes host and device
@@ -35,7 +36,8 @@ def top_kernels(profiler, steps: int, n: int = 25) -> tuple[list[dict], float, f
     """The ``n`` device kernels with the most device time per step (all spans, backward included), with
     their share of all kernel time: what a custom kernel would have to replace to pay; the kernel
     launches per step (a launch-bound step pays for each); and the kernel milliseconds per step (the
-    device's busy time: a step's wall time beyond it is the device waiting on the host).
+    device's busy time as the profile names it: a step's wall time beyond it is the device waiting on
+    the host, or busy with work the profile does not attribute to a kernel).
 
     ``profiler``: a finished ``torch.profiler.profile`` (anything with ``key_averages()``) that recorded
     ``steps`` steps. Annotated ranges (the spans, an optimizer's step) carry device time too; they are
@@ -61,6 +63,12 @@ def kernel_table_md(kernels: list[dict]) -> list[str]:
             "|---|---|---|---|",
             *(f"| `{k['kernel']}` | {k['device_ms']} | {k['calls_per_step']} | {100 * k['share']:.1f} % |"
               for k in kernels)]
+
+
+def host_table_md(ops: list[dict]) -> list[str]:
+    """``top_host_ops``' rows as markdown table lines."""
+    return ["| host op (most self time first) | host ms / step | calls / step |", "|---|---|---|",
+            *(f"| `{o['op']}` | {o['host_ms']} | {o['calls_per_step']} |" for o in ops)]
 
 
 def top_host_ops(profiler, steps: int, n: int = 15) -> list[dict]:

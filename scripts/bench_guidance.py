@@ -13,8 +13,9 @@ counted by torch's FlopCounterMode), the achieved TFLOP/s against the device's d
 the peak memory; writes JSON and a markdown table into ``--out``.
 
 ``--profile_steps N`` profiles N more steps after the timed ones and adds the table of the kernels with
-the most device time per step (forward and backward) and the launches per step: where a layout or a
-fused kernel would have to win.
+the most device time per step (forward and backward), the launches and kernel time per step, and the
+host operations with the most self time: where a layout or a fused kernel would have to win, and
+whether the device or the host sets the pace.
 
 ``--compile MODE`` runs the UNet and the VAE encoder path compiled by torch.compile
 (``GuidanceConfig.compile``). The first step compiles them; it is timed on its own (``first_step_s``)
@@ -259,9 +260,7 @@ def main(argv=None) -> int:
         rows += [("device kernel launches per step", launches), ("device kernel time per step (ms)", busy_ms)]
     md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     if args.profile_steps:
-        md += "\n" + "\n".join(profiling.kernel_table_md(kernels)) + "\n"
-        md += ("\n| host op (most self time first) | host ms / step | calls / step |\n|---|---|---|\n"
-               + "".join(f"| `{o['op']}` | {o['host_ms']} | {o['calls_per_step']} |\n" for o in host_ops))
+        md += "\n" + "\n".join(profiling.kernel_table_md(kernels) + [""] + profiling.host_table_md(host_ops)) + "\n"
     (args.out / "guidance_bench.md").write_text(md)
     print(md)
     return 0

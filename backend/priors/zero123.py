@@ -187,6 +187,7 @@ VAE_ATTENTIONS = ("sdpa", "matmul")
 
 
 def check_vae_attention(name: str) -> str:
+    """``name`` if it is one of ``VAE_ATTENTIONS``; InputError otherwise (checked before any work)."""
     if name not in VAE_ATTENTIONS:
         raise InputError(f"sds.vae_attention {name!r} is unknown",
                          f"use one of {', '.join(VAE_ATTENTIONS)} (e.g. --set sds.vae_attention=matmul)")
@@ -329,7 +330,7 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
     """Move the networks to ``device``/``dtype``, freeze them all and wrap them.
 
     ``vae_attention`` (``VAE_ATTENTIONS``) chooses how the VAE's attention is computed; the values are
-    the same either way, within rounding. "sdpa" leaves the VAE as diffusers built it; a run passes
+    the same either way, within rounding. "sdpa" is what diffusers builds; a run passes
     ``GuidanceConfig.vae_attention``.
 
     On CUDA with ``channels_last`` the convolutional networks (UNet, VAE) keep their weights in the
@@ -354,10 +355,9 @@ def from_parts(unet: nn.Module, vae: nn.Module, image_encoder: nn.Module, projec
             m.to(dtype)
         m.requires_grad_(False)
         m.eval()
-    if vae_attention == "matmul":
-        from diffusers.models.attention_processor import AttnProcessor
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-        vae.set_attn_processor(AttnProcessor())
+    vae.set_attn_processor(AttnProcessor() if vae_attention == "matmul" else AttnProcessor2_0())
     channels_last = channels_last and device.type == "cuda"
     if channels_last:
         unet.to(memory_format=torch.channels_last)
