@@ -11,18 +11,20 @@ Reported (JSON and a markdown table in ``--out``):
 - wall time per pipeline stage (validate, init, objects, fit, bake, write) for this shortened run;
 - stage-2 seconds per iteration (median over the timed steps, after ``--warmup_steps``) and
   iterations per second, and the whole ``--lite`` fit extrapolated from them;
-- the split of a stage-2 step by the fit's named spans (``backend/profiling.py``): host time and
-  device time per span, from torch's profiler over ``--profile_steps`` steps. Backward passes run on
-  autograd's own thread, so their device time shows in the step total rather than in a span;
+- the split of a stage-2 step by the fit's named spans (``backend/profiling.py``): per span its host
+  time, the kernel time it launches and its extent on the device timeline, from torch's profiler over
+  ``--profile_steps`` steps. Backward passes run on autograd's own thread, so their kernels show in
+  the step total rather than in a span;
 - the FLOPs torch counts in one step (aten operations: the guidance networks and the deformation
   MLPs; gsplat's kernels are not counted; a ``--disable_guidance`` run shows how little the MLPs add),
-  and the guidance path's achieved TFLOP/s, those FLOPs over the device time of the guidance spans,
+  and the guidance path's achieved TFLOP/s, those FLOPs over the kernel time of the guidance spans,
   against the device's dense bf16 peak. The spans hold the forward passes only (the VAE backward runs
   on autograd's thread), so that figure is an upper bound; with ``--baseline_s_per_iter`` (the same
   clip's stage-2 s per iteration with ``--disable_guidance``) the FLOPs are also divided by the wall
   time that guidance adds to a step, a lower bound;
 - the device kernels with the most time per step (backward included) and their share of all kernel
-  time: what a custom kernel in ``backend/kernels`` would have to replace to pay;
+  time: what a custom kernel in ``backend/kernels`` would have to replace to pay; and the host
+  operations with the most self time (where a host-bound step spends it);
 - the peak GPU memory.
 
 ``--compile MODE`` runs the guidance UNet and VAE encoder path compiled (``GuidanceConfig.compile``);
@@ -106,19 +108,30 @@ def guidance_model(args, device: torch.device, folder: Path) -> tuple[str, str]:
     return str(folder), ("tiny random model" if args.tiny else "Zero123-XL shapes, random weights")
 
 
-def span_split(profiler: torch.profiler.profile, steps: int) -> dict[str, dict[str, float]]:
-    """Per named span: host and device milliseconds per step; ``step total`` is all device kernels."""
+def span_split(profiler: torch.profiler.profile, steps: int, kernel_ms: float) -> dict[str, dict[str, float]]:
+    """Per named span and step: host milliseconds (the span's range on the host), device milliseconds
+    (the kernels launched inside it) and, on a GPU, its extent on the device timeline (first to last of
+    its work, gaps included). ``step total`` is all kernel time, ``kernel_ms`` (``profiling.top_kernels``).
+
+    A span shows up twice on a GPU, as a host range and as a device-side annotation of the same name;
+    each contributes its own figures.
+    """
+    from torch.autograd import DeviceType
+
     out: dict[str, dict[str, float]] = {}
-    total_dev = 0.0
     for e in profiler.key_averages():
-        dev_self = float(getattr(e, "self_device_time_total", 0.0) or 0.0)
-        total_dev += dev_self
-        if e.key.startswith(profiling.PREFIX):
-            name = e.key[len(profiling.PREFIX):]
-            out[name] = {"host_ms": round(e.cpu_time_total / 1000 / steps, 3),
-                         "device_ms": round(float(getattr(e, "device_time_total", 0.0) or 0.0) / 1000 / steps, 3),
-                         "calls_per_step": round(e.count / steps, 2)}
-    out["step total"] = {"host_ms": float("nan"), "device_ms": round(total_dev / 1000 / steps, 3),
+        if not e.key.startswith(profiling.PREFIX):
+            continue
+        row = out.setdefault(e.key[len(profiling.PREFIX):], {"host_ms": 0.0, "device_ms": 0.0,
+                                                              "device_extent_ms": None, "calls_per_step": 0.0})
+        device_total = float(getattr(e, "device_time_total", 0.0) or 0.0) / 1000 / steps
+        if e.device_type == DeviceType.CPU:
+            row["host_ms"] = round(e.cpu_time_total / 1000 / steps, 3)
+            row["device_ms"] = round(device_total, 3)
+            row["calls_per_step"] = round(e.count / steps, 2)
+        else:
+            row["device_extent_ms"] = round(device_total, 3)
+    out["step total"] = {"host_ms": float("nan"), "device_ms": kernel_ms, "device_extent_ms": None,
                          "calls_per_step": 1.0}
     return out
 
@@ -214,8 +227,9 @@ def main(argv=None) -> int:
     # the steps after the profiled ones and the FLOP-counted one (--iters leaves at least one)
     timed = [probe.times[s] - probe.times[s - 1] for s in sorted(probe.times) if s > probe.flop_step]
     s_per_iter = statistics.median(timed)
-    split = span_split(probe.profiler, args.profile_steps)
     kernels, launches, busy_ms = profiling.top_kernels(probe.profiler, args.profile_steps)
+    split = span_split(probe.profiler, args.profile_steps, busy_ms)
+    host_ops = profiling.top_host_ops(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
     guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -254,7 +268,7 @@ def main(argv=None) -> int:
         "whole_run_extrapolated_s": round(sum(v for k, v in stages.items() if k not in ("fit", "objects"))
                                           + objects_full + full_iters * s_per_iter, 1),
         "timed_steps": len(timed), "step_split_ms": split, "top_kernels": kernels,
-        "kernel_launches_per_step": launches, "kernel_ms_per_step": busy_ms,
+        "kernel_launches_per_step": launches, "kernel_ms_per_step": busy_ms, "top_host_ops": host_ops,
         "flops_per_step": flops,
         "guidance_device_ms_per_step": round(guidance_dev_ms, 3),
         "guidance_achieved_tflops": round(achieved, 3) if achieved else None, "bf16_peak_tflops": peak_tf,
@@ -286,9 +300,11 @@ def main(argv=None) -> int:
             ("device kernel time per step (ms)", busy_ms),
             ("peak memory (GiB)", result["peak_memory_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
-          "| span | host ms / step | device ms / step | calls / step |", "|---|---|---|---|",
-          *(f"| {k} | {v['host_ms']} | {v['device_ms']} | {v['calls_per_step']} |" for k, v in split.items()),
-          "", *profiling.kernel_table_md(kernels)]
+          "| span | host ms / step | kernel ms / step | extent on the device, ms / step | calls / step |",
+          "|---|---|---|---|---|",
+          *(f"| {k} | {v['host_ms']} | {v['device_ms']} | {'-' if v['device_extent_ms'] is None else v['device_extent_ms']} "
+            f"| {v['calls_per_step']} |" for k, v in split.items()),
+          "", *profiling.kernel_table_md(kernels), "", *profiling.host_table_md(host_ops)]
     (args.out / "pipeline_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -48,8 +48,9 @@ def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path
     assert r["peak_memory_gib"] is None and r["guidance_achieved_tflops"] is None  # no device time on a CPU
     assert r["top_kernels"] == [] and r["kernel_launches_per_step"] == 0  # and no device kernels
     assert r["kernel_ms_per_step"] == 0
+    assert r["top_host_ops"] and all(o["host_ms"] > 0 for o in r["top_host_ops"])
     md = (tmp_path / "b" / "pipeline_bench.md").read_text()
-    assert "| guidance_unet |" in md and "s per iteration" in md
+    assert "| guidance_unet |" in md and "s per iteration" in md and "| host op (most self time first)" in md
     assert profiling.STEP_HOOKS == []  # the probe is removed again
 
 
@@ -93,3 +94,27 @@ def test_a_baseline_that_is_not_positive_is_refused_before_the_run(sample_clip_m
 def test_spans_are_named():
     with pytest.raises(ValueError, match="unknown span"):
         profiling.span("rendering")
+
+
+def test_the_span_split_takes_host_time_from_the_host_range_and_kernel_time_from_its_kernels():
+    """On a GPU each span is a host range (its host time, and the kernels it launched) and a device-side
+    annotation of the same name (its extent on the device timeline): neither may overwrite the other."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    bench = load_script("bench_pipeline")
+
+    def ev(key, device, cpu_us, dev_us, count):
+        return SimpleNamespace(key=key, device_type=device, cpu_time_total=cpu_us, device_time_total=dev_us,
+                               count=count)
+
+    events = [ev(profiling.PREFIX + "render", DeviceType.CPU, 4000.0, 3000.0, 2),
+              ev(profiling.PREFIX + "render", DeviceType.CUDA, 0.0, 5000.0, 2),
+              ev(profiling.PREFIX + "losses", DeviceType.CUDA, 0.0, 800.0, 2),  # the device side listed first
+              ev(profiling.PREFIX + "losses", DeviceType.CPU, 1000.0, 600.0, 2),
+              ev("aten::mul", DeviceType.CPU, 9000.0, 9000.0, 50)]
+    split = bench.span_split(SimpleNamespace(key_averages=lambda: events), steps=2, kernel_ms=7.5)
+    assert split["render"] == {"host_ms": 2.0, "device_ms": 1.5, "device_extent_ms": 2.5, "calls_per_step": 1.0}
+    assert split["losses"] == {"host_ms": 0.5, "device_ms": 0.3, "device_extent_ms": 0.4, "calls_per_step": 1.0}
+    assert split["step total"]["device_ms"] == 7.5 and set(split) == {"render", "losses", "step total"}
