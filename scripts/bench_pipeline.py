@@ -17,7 +17,7 @@ Reported (JSON and a markdown table in ``--out``):
   the step total rather than in a span;
 - the FLOPs torch counts in one step (aten operations: the guidance networks and the deformation
   MLPs; gsplat's kernels are not counted; a ``--disable_guidance`` run shows how little the MLPs add),
-  and the guidance path's achieved TFLOP/s, those FLOPs over the kernel time of the guidance spans,
+  and the guidance path's achieved TFLOP/s, those FLOPs over the guidance spans' extent on the device,
   against the device's dense bf16 peak. The spans hold the forward passes only (the VAE backward runs
   on autograd's thread), so that figure is an upper bound; with ``--baseline_s_per_iter`` (the same
   clip's stage-2 s per iteration with ``--disable_guidance``) the FLOPs are also divided by the wall
@@ -231,7 +231,8 @@ def main(argv=None) -> int:
     split = span_split(probe.profiler, args.profile_steps, busy_ms)
     host_ops = profiling.top_host_ops(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
-    guidance_dev_ms = sum(v["device_ms"] for k, v in split.items() if k.startswith("guidance"))
+    # the guidance spans' extent on the device timeline (first to last of their work): forward passes only
+    guidance_dev_ms = sum(v["device_extent_ms"] or 0.0 for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak_tf = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
     achieved = flops / (guidance_dev_ms / 1000) / 1e12 if guidance_dev_ms > 0 and not args.disable_guidance else None
