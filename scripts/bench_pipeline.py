@@ -292,7 +292,7 @@ def main(argv=None) -> int:
             (f"whole {cfg.preset} fit ({full_iters} iterations), extrapolated (s)", result["full_fit_extrapolated_s"]),
             ("whole run at the preset's counts, extrapolated (s)", result["whole_run_extrapolated_s"]),
             ("FLOP per step (torch-counted)", f"{flops / 1e12:.4g} T"),
-            ("guidance spans, device ms per step", result["guidance_device_ms_per_step"]),
+            ("guidance spans, extent on the device, ms per step", result["guidance_device_ms_per_step"]),
             ("guidance TFLOP/s over its forward spans (upper bound)", result["guidance_achieved_tflops"]),
             ("fraction of bf16 peak", result["guidance_fraction_of_peak"]),
             ("guidance TFLOP/s over the wall time it adds (lower bound)", result["guidance_wall_tflops"]),
