@@ -53,7 +53,7 @@ from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
 from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, check_vae_attention, frame_crops,
-                             load_zero123, resolve_model)
+                             load_zero123, persistent_compile_cache, resolve_model)
 from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
@@ -429,6 +429,9 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     guidance = None
     if prep.guidance_folder is not None:
         t0 = time.monotonic()
+        if cfg.sds.compile != "none":
+            reporter.log(f"guidance: compiled graphs are cached in {persistent_compile_cache()} "
+                         f"(the first run on this machine compiles them)")
         model = load_zero123(cfg.sds.model, prep.device, cfg.sds.dtype, cfg.sds.variant,
                              channels_last=cfg.sds.channels_last, compile=cfg.sds.compile,
                              vae_attention=cfg.sds.vae_attention)

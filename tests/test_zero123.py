@@ -5,7 +5,9 @@ a step's draws are made (CPU, tiny random models)."""
 import io
 import json
 import math
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -543,3 +545,23 @@ def test_a_run_refuses_an_unknown_vae_attention_before_touching_anything(tmp_pat
     with pytest.raises(InputError, match="sds.vae_attention 'flash'"):
         pipeline.prepare(req, config)
     assert not (tmp_path / "out").exists()
+
+
+def test_compiled_graphs_go_to_a_cache_that_outlives_the_process(tmp_path, monkeypatch):
+    """Inductor's cache folder: the user's own choice is kept; otherwise the user's cache folder, not the
+    temporary one that many systems empty at boot."""
+    monkeypatch.setenv(Z.COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    assert Z.persistent_compile_cache() == tmp_path / "mine"
+    assert os.environ[Z.COMPILE_CACHE_ENV] == str(tmp_path / "mine")
+    monkeypatch.delenv(Z.COMPILE_CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Z.persistent_compile_cache() == tmp_path / "xdg" / "genmojo" / "torchinductor"
+    assert os.environ[Z.COMPILE_CACHE_ENV] == str(tmp_path / "xdg" / "genmojo" / "torchinductor")
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    assert Path(cache_dir()) == tmp_path / "xdg" / "genmojo" / "torchinductor"  # what Inductor itself reads
+    monkeypatch.delenv(Z.COMPILE_CACHE_ENV)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("LOCALAPPDATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Z.persistent_compile_cache() == tmp_path / "home" / ".cache" / "genmojo" / "torchinductor"
