@@ -351,8 +351,35 @@ def test_frame_crops_never_zoom_in_and_fill_hidden_frames():
 # the compiled networks and where a step's tensors are made
 
 
+def guidance_step(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One stage-2 guidance call (frames 2, 0, 1 × 2 views, seed 4) rendering ``images``: its loss and
+    their gradient; what the parity tests compare between two ways of running the networks."""
+    g = Z.Zero123Guidance(model, cfg(stage2_views=2), seed=4)
+    table = g.condition(crops(3))
+    loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
+    loss.backward()
+    return loss.detach(), images.grad
+
+
+def _cpu_images() -> torch.Tensor:
+    return torch.rand(6, 40, 40, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+
+
+def _prepare_refuses(tmp_path, sds: dict, match: str) -> None:
+    """A cpu-tiny run with guidance and these ``sds`` settings is refused while validating, before the clip
+    or the output folder is touched."""
+    from backend import pipeline
+
+    req = pipeline.RunRequest(data_dir=tmp_path / "no clip", mask_dir=tmp_path / "no masks",
+                              out_dir=tmp_path / "out", save_name="r", device="cpu")
+    config = replace(with_overrides(get_preset("cpu-tiny"), sds=sds), guidance=True)
+    with pytest.raises(InputError, match=match):
+        pipeline.prepare(req, config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_compile_mode_is_refused_before_any_work(tmp_path, monkeypatch):
-    from backend import pipeline  # imported before the patch below: it binds resolve_model by name
+    import backend.pipeline  # noqa: F401  imported before the patch below: it binds resolve_model by name
 
     def no_lookup(*args, **kwargs):
         raise AssertionError("the model was looked for before the compile mode was checked")
@@ -366,13 +393,7 @@ def test_an_unknown_compile_mode_is_refused_before_any_work(tmp_path, monkeypatc
         Z.from_parts(*(torch.nn.Identity(),) * 4, torch.ones(3), variant="zero123-xl", source="x", device="cpu",
                      dtype=torch.float32, compile="fast")
     assert GuidanceConfig().compile == "none" and "reduce-overhead" not in Z.COMPILE_MODES
-    # a run refuses it while validating, before the clip or the output folder is touched
-    req = pipeline.RunRequest(data_dir=tmp_path / "no clip", mask_dir=tmp_path / "no masks",
-                              out_dir=tmp_path / "out", save_name="r", device="cpu")
-    config = replace(with_overrides(get_preset("cpu-tiny"), sds={"compile": "fast"}), guidance=True)
-    with pytest.raises(InputError, match="sds.compile 'fast'"):
-        pipeline.prepare(req, config)
-    assert not (tmp_path / "out").exists()
+    _prepare_refuses(tmp_path, {"compile": "fast"}, "sds.compile 'fast'")
 
 
 def test_a_missing_compiler_is_refused_before_the_model_is_looked_for(tmp_path, monkeypatch):
@@ -433,12 +454,7 @@ def test_compiled_guidance_matches_eager(tmp_path):
     results = []
     graphs_before = counters["stats"]["unique_graphs"]
     for m in (eager, compiled):
-        g = Z.Zero123Guidance(m, cfg(stage2_views=2), seed=4)
-        table = g.condition(crops(3))
-        images = torch.rand(6, 40, 40, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-        loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
-        loss.backward()
-        results.append((loss.detach(), images.grad))
+        results.append(guidance_step(m, _cpu_images()))
     assert counters["stats"]["unique_graphs"] - graphs_before == 2  # the UNet and the VAE path, one graph each
     (loss_e, grad_e), (loss_c, grad_c) = results
     assert grad_e.abs().max() > 0
@@ -521,12 +537,7 @@ def test_both_ways_of_computing_the_vae_attention_give_the_same_step():
         processors = {type(p).__name__ for p in m.vae.attn_processors.values()}
         assert processors == {"AttnProcessor" if how == "matmul" else "AttnProcessor2_0"}
         assert m.describe().endswith(f"VAE attention {how})")
-        g = Z.Zero123Guidance(m, cfg(stage2_views=2), seed=4)
-        table = g.condition(crops(3))
-        images = torch.rand(6, 40, 40, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-        loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
-        loss.backward()
-        results.append((loss.detach(), images.grad))
+        results.append(guidance_step(m, _cpu_images()))
     (loss_s, grad_s), (loss_m, grad_m) = results
     assert grad_s.abs().max() > 0
     torch.testing.assert_close(loss_m, loss_s, rtol=1e-5, atol=0)
@@ -537,14 +548,7 @@ def test_both_ways_of_computing_the_vae_attention_give_the_same_step():
 
 
 def test_a_run_refuses_an_unknown_vae_attention_before_touching_anything(tmp_path):
-    from backend import pipeline
-
-    req = pipeline.RunRequest(data_dir=tmp_path / "no clip", mask_dir=tmp_path / "no masks",
-                              out_dir=tmp_path / "out", save_name="r", device="cpu")
-    config = replace(with_overrides(get_preset("cpu-tiny"), sds={"vae_attention": "flash"}), guidance=True)
-    with pytest.raises(InputError, match="sds.vae_attention 'flash'"):
-        pipeline.prepare(req, config)
-    assert not (tmp_path / "out").exists()
+    _prepare_refuses(tmp_path, {"vae_attention": "flash"}, "sds.vae_attention 'flash'")
 
 
 def test_compiled_graphs_go_to_a_cache_that_outlives_the_process(tmp_path, monkeypatch):
