@@ -242,6 +242,11 @@ class GuidanceConfig:
     # softmax, bmm) or "sdpa" (torch's fused kernels, whose backward for its one 512-channel head took 6.1 ms
     # of a 110.5 ms compiled 32-image guidance step on an H100; 104.7 ms with "matmul", docs/performance.md)
     vae_attention: str = "matmul"
+    # on CUDA, each guidance call (VAE encoder forward, the UNet's two branches, the encoder's backward into
+    # the images) is captured once per batch shape as a CUDA graph and replayed: one launch instead of about
+    # 1 200, so the host prepares the next object's renders while the device runs it (priors/cuda_graph.py).
+    # Each captured shape keeps the memory of one call's activations. No effect on the CPU
+    cuda_graph: bool = False
     image_size: int = 256  # renders and conditioning crops are resized to this for the VAE
     guidance_scale: float = 5.0  # classifier-free guidance; unconditional = zero CLIP token, zero latent
     weight: float = 1.0  # λ_zero123; the loss is weight · SDS sum / number of images
@@ -384,12 +389,13 @@ PRESETS: dict[str, Config] = {
                            stage2_render_sizes=(48, 48, 48)),
         background=BackgroundConfig(iterations=80, frames_per_step=2),
     ),
-    # the GPU presets compile the guidance networks: on an H100 a stage-2 step with guidance took 0.935 s
-    # against 1.114 s eager, for about 80 s of compiling on first use (docs/performance.md)
+    # the GPU presets compile the guidance networks (on an H100 a stage-2 step with guidance took 0.935 s
+    # against 1.114 s eager, for about 80 s of compiling on first use) and replay each guidance call from a
+    # CUDA graph (0.785 against 0.815 s per step on one H100; docs/performance.md)
     "lite": Config(preset="lite", fit=FitConfig(iters_per_frame=30), stage2=Stage2Config(iters_per_frame=30),
-                   sds=GuidanceConfig(compile="default")),
+                   sds=GuidanceConfig(compile="default", cuda_graph=True)),
     "full": Config(preset="full", fit=FitConfig(iters_per_frame=40), stage2=Stage2Config(iters_per_frame=40),
-                   sds=GuidanceConfig(compile="default")),
+                   sds=GuidanceConfig(compile="default", cuda_graph=True)),
 }
 
 

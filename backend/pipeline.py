@@ -436,7 +436,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                              channels_last=cfg.sds.channels_last, compile=cfg.sds.compile,
                              vae_attention=cfg.sds.vae_attention)
         guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
-        reporter.log(f"guidance: {model.describe()} loaded in {time.monotonic() - t0:.1f} s")
+        graphs = ", each call replayed from a CUDA graph" if guidance.graphed else ""
+        reporter.log(f"guidance: {model.describe()}{graphs} loaded in {time.monotonic() - t0:.1f} s")
     if cfg.method == "skeleton":
         iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
     else:
@@ -618,6 +619,7 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     state = make_stage2_state(scene, cfg, gen)
     conditioning = None
     if guidance is not None:
+        guidance.release_graphs()  # stage 1's batch shape is not called again
         t0 = time.monotonic()
         conditioning = stage2_conditioning(guidance, prep, cfg, sides)
         reporter.log(f"guidance: stage-2 conditioning of {K} objects x {clip.num_frames} frames "

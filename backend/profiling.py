@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 
 PREFIX = "genmojo/"
-SPANS = ("deformation", "render", "losses", "backward", "guidance_render", "guidance_vae", "guidance_unet",
-         "guidance_backward", "optimizer")
+SPANS = ("deformation", "render", "losses", "backward", "guidance_render", "guidance_sds", "guidance_backward",
+         "optimizer")
 
 STEP_HOOKS: list[Callable[[int], None]] = []  # called with the finished step's number
 

@@ -17,6 +17,9 @@ the most device time per step (forward and backward), the launches and kernel ti
 host operations with the most self time: where a layout or a fused kernel would have to win, and
 whether the device or the host sets the pace.
 
+``--cuda_graph`` replays each call from a CUDA graph (``GuidanceConfig.cuda_graph``), captured in the
+first step; FLOPs are then counted on a direct call (a replay issues no operators to count).
+
 ``--compile MODE`` runs the UNet and the VAE encoder path compiled by torch.compile
 (``GuidanceConfig.compile``). The first step compiles them; it is timed on its own (``first_step_s``)
 and followed by ``--warmup`` untimed steps, so the timed steps never include compilation. FLOPs are
@@ -123,6 +126,8 @@ def main(argv=None) -> int:
                     help="torch.compile mode of the UNet and the VAE encoder path (GuidanceConfig.compile)")
     ap.add_argument("--vae_attention", default=GuidanceConfig().vae_attention, choices=Z.VAE_ATTENTIONS,
                     help="how the VAE's attention is computed (GuidanceConfig.vae_attention)")
+    ap.add_argument("--cuda_graph", action="store_true",
+                    help="replay each guidance call from a CUDA graph (GuidanceConfig.cuda_graph)")
     ap.add_argument("--cudnn_benchmark", default="auto", choices=["auto", "on", "off"],
                     help="cuDNN's per-shape algorithm search: auto leaves it as from_parts sets it (on with "
                          "--channels_last)")
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in
               (("unet", unet), ("vae", vae), ("image_encoder", enc), ("projection", proj))}
     size = 32 if args.tiny else 256
-    cfg = GuidanceConfig(image_size=size, stage2_views=args.views)
+    cfg = GuidanceConfig(image_size=size, stage2_views=args.views, cuda_graph=args.cuda_graph)
     guidance = Z.Zero123Guidance(model, cfg, seed=0)
     B = args.frames
     crops = torch.rand(B, size, size, 3)
@@ -168,9 +173,13 @@ def main(argv=None) -> int:
     from torch._dynamo.utils import counters
 
     graphs_before = counters["stats"]["unique_graphs"]
+    if device.type == "cuda":
+        # from the first step on: a CUDA graph's memory pool is allocated while it is captured there, and a
+        # replay allocates nothing the allocator would count
+        torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     t = time.perf_counter()
-    step()  # with --compile, the UNet and the VAE path compile here (forward and backward)
+    step()  # with --compile, the UNet and the VAE path compile here; with --cuda_graph, the call is captured
     sync(device)
     first_step_s = time.perf_counter() - t
     t = time.perf_counter()
@@ -186,8 +195,6 @@ def main(argv=None) -> int:
     with eager, FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(args.steps):
         sync(device)
@@ -230,7 +237,8 @@ def main(argv=None) -> int:
         "device": name, "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
         "model": "tiny" if args.tiny else "Zero123-XL shapes, random weights", "params": params,
         "layout": "NHWC (channels_last)" if model.channels_last else "NCHW", "compile": model.compile,
-        "vae_attention": model.vae_attention, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "vae_attention": model.vae_attention, "cuda_graph": guidance.graphed,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "first_step_s": round(first_step_s, 3), "warmup_steps": args.warmup, "warmup_s": round(warmup_s, 3),
         "compiled_graphs": compiled_graphs,
         "images_per_step": B * args.views, "frames": B, "views": args.views, "render_size": args.render_size,
@@ -239,6 +247,7 @@ def main(argv=None) -> int:
         "achieved_tflops": round(achieved, 3), "bf16_peak_tflops": peak,
         "fraction_of_peak": round(achieved / peak, 4) if peak else None,
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None,
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / 2**30, 3) if device.type == "cuda" else None,
         "build_s": round(build_s, 2),
         "profiled_steps": args.profile_steps, "top_kernels": kernels, "kernel_launches_per_step": launches,
         "kernel_ms_per_step": busy_ms, "top_host_ops": host_ops,
@@ -247,6 +256,7 @@ def main(argv=None) -> int:
     (args.out / "guidance_bench.json").write_text(json.dumps(result, indent=2))
     rows = [("device", name), ("dtype", result["dtype"]), ("model", result["model"]), ("layout", result["layout"]),
             ("compile", result["compile"]), ("VAE attention", result["vae_attention"]),
+            ("replayed from a CUDA graph", result["cuda_graph"]),
             ("cuDNN benchmark", result["cudnn_benchmark"]), ("images per step", result["images_per_step"]),
             ("first step, s (compiles with --compile; not timed below)", result["first_step_s"]),
             (f"warm-up steps after it ({args.warmup}), s", result["warmup_s"]),
@@ -255,7 +265,8 @@ def main(argv=None) -> int:
             ("UNet, both CFG branches (ms)", result["unet_ms_both_branches"]),
             ("TFLOP per step (fwd+bwd)", round(flops / 1e12, 4)), ("achieved TFLOP/s", result["achieved_tflops"]),
             ("bf16 peak TFLOP/s", peak if peak else "unknown (pass --peak_tflops)"),
-            ("fraction of peak", result["fraction_of_peak"]), ("peak memory (GiB)", result["peak_memory_gib"])]
+            ("fraction of peak", result["fraction_of_peak"]), ("peak memory (GiB)", result["peak_memory_gib"]),
+            ("peak reserved by the allocator (GiB)", result["peak_reserved_gib"])]
     if args.profile_steps:
         rows += [("device kernel launches per step", launches), ("device kernel time per step (ms)", busy_ms)]
     md = "| what | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)

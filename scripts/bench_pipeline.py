@@ -215,6 +215,7 @@ def main(argv=None) -> int:
         finally:
             profiling.STEP_HOOKS.remove(probe)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        reserved = torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
 
     stages = {}
     object_ends = []  # (global stage-1 step, elapsed s) at the end of each object's fit
@@ -278,6 +279,7 @@ def main(argv=None) -> int:
         "guidance_wall_tflops": round(wall_tflops, 3) if wall_tflops else None,
         "guidance_wall_fraction_of_peak": round(wall_tflops / peak_tf, 4) if wall_tflops and peak_tf else None,
         "peak_memory_gib": round(peak, 3) if peak is not None else None,
+        "peak_reserved_gib": round(reserved, 3) if reserved is not None else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pipeline_bench.json").write_text(json.dumps(result, indent=2))
@@ -299,7 +301,8 @@ def main(argv=None) -> int:
             ("fraction of bf16 peak", result["guidance_wall_fraction_of_peak"]),
             ("device kernel launches per step", launches),
             ("device kernel time per step (ms)", busy_ms),
-            ("peak memory (GiB)", result["peak_memory_gib"])]
+            ("peak memory (GiB)", result["peak_memory_gib"]),
+            ("peak reserved by the allocator (GiB)", result["peak_reserved_gib"])]
     md = ["| what | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
           "| span | host ms / step | kernel ms / step | extent on the device, ms / step | calls / step |",
           "|---|---|---|---|---|",

@@ -40,7 +40,7 @@ def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path
         r["stages_s"]["objects"] + (60 - 8) * 3 * r["stage1_s_per_iter"], abs=0.1)
     for name in profiling.SPANS:  # each part of the step was reached and timed on the host
         assert r["step_split_ms"][name]["host_ms"] > 0, name
-    assert r["step_split_ms"]["guidance_unet"]["calls_per_step"] == 3  # once per object
+    assert r["step_split_ms"]["guidance_sds"]["calls_per_step"] == 3  # once per object
     assert r["flops_per_step"] > 0
     # over the wall time guidance adds to a step: the step's time less the no-guidance baseline
     assert r["guidance_wall_tflops"] == pytest.approx(
@@ -50,7 +50,7 @@ def test_the_benchmark_reports_every_stage_and_span(sample_clip_master, tmp_path
     assert r["kernel_ms_per_step"] == 0
     assert r["top_host_ops"] and all(o["host_ms"] > 0 for o in r["top_host_ops"])
     md = (tmp_path / "b" / "pipeline_bench.md").read_text()
-    assert "| guidance_unet |" in md and "s per iteration" in md and "| host op (most self time first)" in md
+    assert "| guidance_sds |" in md and "s per iteration" in md and "| host op (most self time first)" in md
     assert profiling.STEP_HOOKS == []  # the probe is removed again
 
 

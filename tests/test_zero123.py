@@ -207,6 +207,41 @@ def test_sds_gradient_on_the_rendered_image_is_the_reference_formula(model):
     assert step.weight == pytest.approx(1 - float(model.alphas_cumprod[600]))
 
 
+def _graph_nodes(t: torch.Tensor) -> set[str]:
+    """The names of the autograd nodes behind ``t``."""
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        n = todo.pop()
+        if n is None or n in seen:
+            continue
+        seen.add(n)
+        names.add(n.name())
+        todo += [f for f, _ in n.next_functions]
+    return names
+
+
+def test_the_loss_hands_on_its_precomputed_gradient_times_the_incoming_scale(model):
+    """The image gradient is computed inside the call (the VAE's backward runs there); the loss's own
+    backward only scales it: a loss weighted by 2.5 gives 2.5 times the unit loss's gradient, and the
+    VAE encoder's activations are not kept with the loss."""
+    g = Z.Zero123Guidance(model, cfg(), seed=5)
+    cond = g.condition(crops(2))
+    base = torch.rand(3, 40, 40, 3, generator=torch.Generator().manual_seed(2))
+    index, deltas = torch.tensor([1, 0, 1]), torch.tensor([[10.0, 30.0, 0.2], [-20.0, -150.0, -0.1], [0, 90.0, 0]])
+    grads = []
+    for scale in (1.0, 2.5):
+        images = base.clone().requires_grad_(True)
+        g.generator.manual_seed(9)  # the same draws both times
+        step = g.sds(images, cond, index, deltas, t=600)
+        assert step.loss.grad_fn.name() == "PrecomputedGradientBackward"
+        assert step.loss.grad_fn.next_functions[0][0] is not None  # ... which leads on into the images
+        assert not any("Convolution" in n for n in _graph_nodes(step.loss))  # and holds no VAE layer
+        (scale * step.loss).backward()
+        grads.append(images.grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], 2.5 * grads[0], rtol=1e-5, atol=1e-6 * float(grads[0].abs().max()))
+
+
 def test_no_model_weight_receives_a_gradient(model):
     before = {id(p): p.detach().clone() for m in model.modules() for p in m.parameters()}
     g = Z.Zero123Guidance(model, cfg(stage1_views=3), seed=0)
@@ -351,13 +386,16 @@ def test_frame_crops_never_zoom_in_and_fill_hidden_frames():
 # the compiled networks and where a step's tensors are made
 
 
-def guidance_step(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One stage-2 guidance call (frames 2, 0, 1 × 2 views, seed 4) rendering ``images``: its loss and
-    their gradient; what the parity tests compare between two ways of running the networks."""
-    g = Z.Zero123Guidance(model, cfg(stage2_views=2), seed=4)
+def guidance_step(model, images: torch.Tensor, calls: int = 1, **sds) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last of ``calls`` stage-2 guidance calls (frames 2, 0, 1 × 2 views, seed 4, GuidanceConfig
+    overrides ``sds``) rendering ``images``: its loss and their gradient; what the parity tests compare
+    between two ways of running the networks."""
+    g = Z.Zero123Guidance(model, cfg(stage2_views=2, **sds), seed=4)
     table = g.condition(crops(3))
-    loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
-    loss.backward()
+    for _ in range(calls):
+        images.grad = None
+        loss = g.frame_loss(table, torch.tensor([2, 0, 1]), lambda offsets: images * 1.0, step_ratio=0.3)
+        loss.backward()
     return loss.detach(), images.grad
 
 

@@ -1,7 +1,7 @@
-"""Zero123 guidance on CUDA (scripts/gpu_check.sh): the compiled networks give the eager step's loss and
-image gradient, a guidance step queues its work without making the host wait for the GPU, and the host
-generator's state (what checkpoints keep) determines the draws made on the device (tiny random models
-of test_zero123)."""
+"""Zero123 guidance on CUDA (scripts/gpu_check.sh): the compiled networks and the CUDA-graph replay give
+the eager step's loss and image gradient, a guidance step queues its work without making the host wait
+for the GPU, and the host generator's state (what checkpoints keep) determines the draws made on the
+device (tiny random models of test_zero123)."""
 
 import pytest
 import torch
@@ -51,10 +51,25 @@ def test_compiled_guidance_matches_eager_on_cuda(mode, no_tf32):
 
 
 @pytest.mark.parametrize("mode", ["none", "default"])
-def test_a_guidance_step_never_waits_for_the_gpu(mode):
+def test_a_guidance_call_replayed_from_a_cuda_graph_matches_the_direct_one(mode, no_tf32):
+    """sds.cuda_graph: the third call (the first captures, after warm-up calls) against the same call
+    made directly, on the same draws: the same loss and image gradient."""
+    parts = tiny_parts()
+    model = _model(parts, torch.float32, mode)
+    direct = guidance_step(model, _images(), calls=3)
+    graphed = guidance_step(model, _images(), calls=3, cuda_graph=True)
+    assert direct[1].abs().max() > 0
+    torch.testing.assert_close(graphed[0], direct[0], rtol=1e-4, atol=0)
+    torch.testing.assert_close(graphed[1], direct[1], rtol=1e-4, atol=1e-4 * float(direct[1].abs().max()))
+
+
+@pytest.mark.parametrize("mode,graph", [("none", False), ("default", False), ("default", True)])
+def test_a_guidance_step_never_waits_for_the_gpu(mode, graph):
     """CUDA's sync debug mode turns any synchronising call (a pageable host-to-device copy, ``.item()``,
     reading a device value into Python) into an error; the step's forward pass must make none."""
-    g = Z.Zero123Guidance(_model(tiny_parts(), torch.bfloat16, mode), cfg(stage2_views=2), seed=0)
+    g = Z.Zero123Guidance(_model(tiny_parts(), torch.bfloat16, mode), cfg(stage2_views=2, cuda_graph=graph),
+                          seed=0)
+    assert g.graphed == graph
     assert g.noise_generator.device.type == "cuda" and g.generator.device.type == "cpu"
     table = g.condition(crops(3))
     images = _images()

@@ -35,12 +35,17 @@ def timestep(step_ratio: float, t_range: tuple[float, float], num_train_timestep
     return int(min(max(t, lo), hi))
 
 
+def weight_at(abar: torch.Tensor) -> torch.Tensor:
+    """w(τ) = 1 − ᾱ_τ: noisier levels get more weight (their scores are smaller)."""
+    return 1.0 - abar
+
+
 def sds_weight(alphas_cumprod: torch.Tensor, t: int) -> float:
-    """w(τ) = 1 − ᾱ_τ: noisier levels get more weight (their scores are smaller).
+    """w(τ) as a number, for logs and records.
 
     Reads one value into Python: pass a host copy of the schedule, since reading a CUDA tensor makes the
     host wait for every queued kernel."""
-    return float(1.0 - alphas_cumprod[t])
+    return float(weight_at(alphas_cumprod[t]))
 
 
 def orbit_to_zero123(offsets: torch.Tensor) -> torch.Tensor:
@@ -68,9 +73,10 @@ def camera_embedding(deltas: torch.Tensor, variant: str, reference_polar_deg: fl
     return torch.stack([polar, torch.sin(az), torch.cos(az), last], -1).float()
 
 
-def add_noise(latents: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, t: int) -> torch.Tensor:
-    """The forward process q(z_τ | z): ``sqrt(ᾱ)·z + sqrt(1 − ᾱ)·ε`` (DDPM/DDIM's add_noise)."""
-    a = alphas_cumprod[t].to(latents.dtype)
+def add_noise(latents: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """The forward process q(z_τ | z): ``sqrt(ᾱ_τ)·z + sqrt(1 − ᾱ_τ)·ε`` (DDPM/DDIM's add_noise), with ``abar``
+    the 0-dim ``ᾱ_τ`` where the latents are (a tensor, so that a replayed CUDA graph reads this call's)."""
+    a = abar.to(latents.dtype)
     return a.sqrt() * latents + (1 - a).sqrt() * noise
 
 
@@ -79,7 +85,7 @@ def classifier_free(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: flo
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def sds_gradient(eps_hat: torch.Tensor, noise: torch.Tensor, weight: float) -> torch.Tensor:
+def sds_gradient(eps_hat: torch.Tensor, noise: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
     """g = w·(ε̂ − ε) in float32, NaNs (and infinities) set to 0."""
     g = weight * (eps_hat.float() - noise.float())
     return torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)

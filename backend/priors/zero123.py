@@ -47,6 +47,7 @@ from ..config import GuidanceConfig
 from ..errors import InputError
 from ..profiling import span
 from . import sds as S
+from .cuda_graph import GraphedCall
 
 SUBFOLDERS = ("unet", "vae", "image_encoder", "clip_camera_projection", "scheduler")
 OPTIONAL_SUBFOLDERS = ("feature_extractor",)
@@ -256,6 +257,12 @@ class Zero123Model:
         memory, which would otherwise carry that layout into the convolutions (and a compiled network
         specialises on its input's strides)."""
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def latent_shape(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """The shape of the VAE latents of images ``x`` (B,3,H,W): each encoder level but the last halves
+        the side."""
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (x.shape[0], int(self.vae.config.latent_channels), x.shape[-2] // f, x.shape[-1] // f)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -514,6 +521,56 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
+def sds_core(m: Zero123Model, guidance_scale: float, x: torch.Tensor, xi: torch.Tensor, noise: torch.Tensor,
+             hidden: torch.Tensor, image_latent: torch.Tensor, ts: torch.Tensor, abar: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SDS evaluation from tensors alone: the loss, its gradient on the VAE's input ``x``, the latents
+    and the guided noise prediction.
+
+    ``x`` (B,3,s,s) the images in the VAE's range, dtype and layout; ``xi`` the posterior sample's standard
+    normal and ``noise`` ε (B,4,h,w); ``hidden`` (2B,1,D) and ``image_latent`` (2B,4,h,w) the conditional
+    then unconditional branch's token and image latent; ``ts`` (2B,) τ; ``abar`` the 0-dim ᾱ_τ.
+
+    The loss is ``sds_loss`` (0.5·Σ (z − stopgrad(z − g))², g = w(τ)·(ε̂ − ε)), and its gradient reaches
+    ``x`` through the VAE encoder's backward here, not later: the encoder's activations are freed before
+    the call returns, and the whole evaluation (forward, UNet, backward) is one fixed-shape function of
+    its inputs, which ``GraphedCall`` can replay from one CUDA graph.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        post_mean, post_std = m.posterior(x)
+        latents = (post_mean + post_std * xi) * m.scaling_factor
+    with torch.no_grad():
+        noisy = S.add_noise(latents.detach().float(), noise, abar)
+        unet_in = torch.cat([torch.cat([noisy, noisy]).to(m.dtype), image_latent], 1)
+        eps = m.unet_forward(m.layout(unet_in), ts, encoder_hidden_states=hidden).sample.float()
+        eps_cond, eps_uncond = eps.chunk(2)
+        eps_hat = S.classifier_free(eps_cond, eps_uncond, guidance_scale)
+        grad = S.sds_gradient(eps_hat, noise, S.weight_at(abar))
+    with torch.enable_grad():
+        loss = S.sds_loss(latents, grad)
+        # backward(inputs=) rather than autograd.grad: the same gradient, and FlopCounterMode's module
+        # tracking (a benchmark's FLOP count) refuses the latter on a leaf
+        loss.backward(inputs=[x])
+    return loss.detach(), x.grad, latents.detach(), eps_hat
+
+
+class PrecomputedGradient(torch.autograd.Function):
+    """A loss whose gradient on ``x`` is already known: the value passes through, and the backward hands
+    on ``grad`` × the incoming scale, so the rest of the graph (resize, renders, the deformation) gets its
+    gradient from autograd as usual."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, scale: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return (scale * grad.float()).to(grad.dtype), None, None
+
+
 class Zero123Guidance:
     """Score distillation with a frozen Zero123 model; see the module docstring for the conventions.
 
@@ -534,6 +591,9 @@ class Zero123Guidance:
         # w(τ) is read on the host each step; indexing the device copy would wait for the GPU
         self._alphas_cumprod_host = model.alphas_cumprod.detach().cpu()
         self.last: SdsStep | None = None
+        core = functools.partial(sds_core, model, cfg.guidance_scale)
+        # on CUDA with sds.cuda_graph, each batch shape's call is captured once and replayed (cuda_graph.py)
+        self._core = GraphedCall(core) if cfg.cuda_graph and model.device.type == "cuda" else core
 
     # -- conditioning -----------------------------------------------------------------------
 
@@ -583,41 +643,44 @@ class Zero123Guidance:
         """SDS of rendered images (B,H,W,3) in [0,1] (white background), each conditioned on
         ``cond[index[b]]`` at Zero123 offsets ``deltas`` (B,3) (Δpolar°, Δazimuth°, Δradius), at level τ=t.
 
-        The gradient reaches ``images`` through the VAE encoder; no model weight receives one. On CUDA
-        nothing here waits for the GPU: the draws are made on the device, ``index`` and the camera
-        vectors (computed where ``deltas`` are, the host) cross from pinned memory, and w(τ) is read
-        from a host copy of the schedule.
+        The gradient on the images is computed here, through the VAE encoder (``sds_core``), and handed
+        to autograd with the loss (``PrecomputedGradient``): the loss's backward only carries it on into
+        the renders. No model weight receives a gradient. On CUDA nothing here waits for the GPU: the
+        draws are made on the device, ``index`` and the camera vectors (computed where ``deltas`` are, the
+        host) cross from pinned memory, and w(τ) is read from a host copy of the schedule.
         """
         m, c = self.model, self.cfg
         B = images.shape[0]
         draws = self._device_draws()
-        with span("guidance_vae"):
-            x = self._resize(images.permute(0, 3, 1, 2))
-            post_mean, post_std = m.posterior(self._vae_input(x))
-            xi = self._randn(post_mean.shape, draws, post_mean.dtype)
-            latents = (post_mean + post_std * xi) * m.scaling_factor
-        noise = self._randn(latents.shape, draws)
+        x = self._vae_input(self._resize(images.permute(0, 3, 1, 2)))
+        xi = self._randn(m.latent_shape(x), draws, m.dtype)  # the posterior sample's standard normal
+        noise = self._randn(xi.shape, draws)
         index = to_device(index.long(), m.device)
         camera = to_device(S.camera_embedding(deltas, m.variant, c.reference_polar_deg), m.device)
         with torch.no_grad():
-            noisy = S.add_noise(latents.detach().float(), noise, m.alphas_cumprod, t)
             token = torch.cat([cond.clip[index].float(), camera], -1)[:, None, :]
             token = m.projection(token.to(m.dtype))
             hidden = torch.cat([token, torch.zeros_like(token)])  # conditional, then unconditional
-            image_latent = torch.cat([cond.latents[index], torch.zeros_like(cond.latents[index])])
-            unet_in = torch.cat([torch.cat([noisy, noisy]).to(m.dtype), image_latent.to(m.dtype)], 1)
+            image_latent = torch.cat([cond.latents[index], torch.zeros_like(cond.latents[index])]).to(m.dtype)
             ts = torch.full((2 * B,), t, device=m.device, dtype=torch.long)
-            with span("guidance_unet"):
-                eps = m.unet_forward(m.layout(unet_in), ts, encoder_hidden_states=hidden).sample.float()
-            eps_cond, eps_uncond = eps.chunk(2)
-            eps_hat = S.classifier_free(eps_cond, eps_uncond, c.guidance_scale)
-            w = S.sds_weight(self._alphas_cumprod_host, t)
-            grad = S.sds_gradient(eps_hat, noise, w)
-        loss = S.sds_loss(latents, grad)
-        step = SdsStep(loss=loss, timestep=t, weight=w, noise=noise, latents=latents.detach(), eps_hat=eps_hat,
-                       camera=camera)
+        with span("guidance_sds"):
+            value, grad_x, latents, eps_hat = self._core(x.detach(), xi, noise, hidden, image_latent, ts,
+                                                         m.alphas_cumprod[t])
+        loss = PrecomputedGradient.apply(x, value, grad_x)
+        step = SdsStep(loss=loss, timestep=t, weight=S.sds_weight(self._alphas_cumprod_host, t), noise=noise,
+                       latents=latents, eps_hat=eps_hat, camera=camera)
         self.last = step
         return step
+
+    @property
+    def graphed(self) -> bool:
+        """Whether each call is replayed from a CUDA graph (``GuidanceConfig.cuda_graph`` on CUDA)."""
+        return isinstance(self._core, GraphedCall)
+
+    def release_graphs(self) -> None:
+        """Free the CUDA graphs of the guidance calls and their memory (stage 1's batch, once it is done)."""
+        if self.graphed:
+            self._core.release()
 
     # -- sampling views -------------------------------------------------------------------------
 
