@@ -26,6 +26,11 @@ Optionally (``GuidanceConfig.compile``) the UNet's forward and the VAE encoder p
 ``torch.compile`` (``from_parts``). A guidance step makes no host synchronisation of its own on CUDA: its
 noise is drawn on the device, and the small camera and index tensors cross from pinned memory without
 the host waiting (the view offsets stay on the host: the renderer builds its cameras there).
+
+A call computes the SDS gradient on the images itself, the VAE encoder's backward included (``sds_core``),
+and returns the loss as a ``PrecomputedGradient`` node: the encoder's activations are freed before the
+call returns, and the call is one fixed-shape function of tensors, which ``GuidanceConfig.cuda_graph``
+replays from a CUDA graph (``cuda_graph.GraphedCall``).
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # torch.compile modes for the guidance networks (GuidanceConfig.compile). "reduce-overhead" is excluded: its
-# CUDA graphs keep outputs in a static pool that the next replay overwrites, while the VAE encoder's
-# activations must live until its backward into the renders (and every batch shape keeps its own pool)
+# CUDA graphs would cover each network's forward on its own; GuidanceConfig.cuda_graph captures the whole
+# call instead, the VAE encoder's backward included (cuda_graph.py)
 COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 DISABLE_HINT = ("pass --guidance_model with a local folder in the diffusers layout (unet, vae, image_encoder, "
                 "clip_camera_projection, scheduler), or --disable_guidance to run without the diffusion prior")
