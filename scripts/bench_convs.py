@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_guidance import bf16_peak, full_parts, tiny_parts  # noqa: E402
+from bench_kernels import timed  # noqa: E402
 
 
 def record_convs(module: nn.Module, run) -> Counter:
@@ -58,27 +57,11 @@ def conv_flops(key) -> int:
     return 2 * n * cout * ho * wo * cin_g * kh * kw
 
 
-def time_ms(fn, device: torch.device, reps: int) -> float:
-    """Median milliseconds of ``fn()`` over ``reps`` runs after two warm-up runs."""
-    fn(), fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+WARMUP = 2  # untimed runs before each timing (the first one runs cuDNN's algorithm search)
 
 
 def time_conv(key, dtype, device, channels_last: bool, input_grad: bool, reps: int) -> dict:
-    """Forward (and with ``input_grad`` the input gradient alone) of one convolution, in ms."""
+    """Median ms of the forward (and with ``input_grad`` the input gradient alone) of one convolution."""
     shape, wshape, stride, padding, groups = key
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt)
@@ -86,12 +69,12 @@ def time_conv(key, dtype, device, channels_last: bool, input_grad: bool, reps: i
     with torch.no_grad():
         y = torch.nn.functional.conv2d(x, w, None, stride, padding, 1, groups)
         gy = torch.randn_like(y)
-        out = {"forward_ms": time_ms(lambda: torch.nn.functional.conv2d(x, w, None, stride, padding, 1, groups),
-                                     device, reps)}
+        out = {"forward_ms": timed(lambda: torch.nn.functional.conv2d(x, w, None, stride, padding, 1, groups),
+                                   device, reps, WARMUP)[0]}
         if input_grad:
-            out["input_grad_ms"] = time_ms(lambda: torch.ops.aten.convolution_backward(
+            out["input_grad_ms"] = timed(lambda: torch.ops.aten.convolution_backward(
                 gy, x, w, None, stride, padding, (1, 1), False, (0, 0), groups, (True, False, False)),
-                device, reps)
+                device, reps, WARMUP)[0]
     return out
 
 
