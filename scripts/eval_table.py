@@ -30,12 +30,16 @@ def run_name(path: Path) -> str:
     return name[: -len("_eval")] if name.endswith("_eval") else name
 
 
-def load_split(path: Path, split: str) -> dict:
-    """The summary of ``split`` in an evaluation file, with a clear error for files that lack it."""
+def load_eval(path: Path) -> dict:
+    """An evaluation file's contents, with a clear error for a file that is not one."""
     try:
-        e = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable evaluation JSON ({err})") from err
+
+
+def split_of(e: dict, path: Path, split: str) -> dict:
+    """The summary of ``split`` in evaluation ``e`` (read from ``path``), with a clear error if it lacks it."""
     if split == "all":
         if "summary" not in e:
             raise ValueError(f"{path}: no 'summary'; is it the output of python -m backend.evaluate --out?")
@@ -51,8 +55,9 @@ def summarise(paths: list[Path], split: str, min_psnr: float, min_iou: float) ->
     """One row per run: its figures on ``split`` and whether they meet the targets."""
     rows = []
     for path in paths:
-        s = load_split(path, split)
-        train = (json.loads(path.read_text()).get("splits") or {}).get("train", {}).get("psnr_masked")
+        e = load_eval(path)
+        s = split_of(e, path, split)
+        train = (e.get("splits") or {}).get("train", {}).get("psnr_masked")
         # an undefined figure (null: e.g. an object with no mask in these frames) cannot meet a target
         short = [] if _at_least(s["psnr_masked"], min_psnr) else [f"PSNR {_f(s['psnr_masked'], 2)}"]
         short += [f"{k} {_f(v, 3)}" for k, v in s["iou"].items() if not _at_least(v, min_iou)]
