@@ -1,8 +1,8 @@
 """Named spans of a fit step, a per-step hook, and a profile's kernel and host-operation tables, for
 the benchmarks.
 
-The fit code marks what each part of a step is (deformation, rendering, losses, backward, guidance
-UNet and VAE, optimizer) with ``span``; a profiler, when one is running, attributes host and device
+The fit code marks what each part of a step is (deformation, rendering, losses, backward, the guidance
+renders, call and backward, optimizer) with ``span``; a profiler, when one is running, attributes host and device
 time to those names, and costs nothing measurable otherwise. ``STEP_HOOKS`` lets a benchmark act
 after every stage-2 step (advance the profiler's schedule, read a clock) without the fit knowing.
 """

@@ -18,8 +18,10 @@ Reported (JSON and a markdown table in ``--out``):
 - the FLOPs torch counts in one step (aten operations: the guidance networks and the deformation
   MLPs; gsplat's kernels are not counted; a ``--disable_guidance`` run shows how little the MLPs add),
   and the guidance path's achieved TFLOP/s, those FLOPs over the guidance spans' extent on the device,
-  against the device's dense bf16 peak. The spans hold the forward passes only (the VAE backward runs
-  on autograd's thread), so that figure is an upper bound; with ``--baseline_s_per_iter`` (the same
+  against the device's dense bf16 peak. The span ``guidance_sds`` holds the whole guidance call, the
+  VAE encoder's backward included (it runs inside the call); the extent counts the gaps between its
+  kernels too. Before that change the spans held the forward passes only and the figure was an upper
+  bound; with ``--baseline_s_per_iter`` (the same
   clip's stage-2 s per iteration with ``--disable_guidance``) the FLOPs are also divided by the wall
   time that guidance adds to a step, a lower bound;
 - the device kernels with the most time per step (backward included) and their share of all kernel
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
     split = span_split(probe.profiler, args.profile_steps, busy_ms)
     host_ops = profiling.top_host_ops(probe.profiler, args.profile_steps)
     flops = int(probe.flops.get_total_flops())
-    # the guidance spans' extent on the device timeline (first to last of their work): forward passes only
+    # the guidance spans' extent on the device timeline (first to last of their work, gaps included)
     guidance_dev_ms = sum(v["device_extent_ms"] or 0.0 for k, v in split.items() if k.startswith("guidance"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     peak_tf = args.peak_tflops or (bf16_peak(name) if device.type == "cuda" else None)
@@ -295,7 +297,7 @@ def main(argv=None) -> int:
             ("whole run at the preset's counts, extrapolated (s)", result["whole_run_extrapolated_s"]),
             ("FLOP per step (torch-counted)", f"{flops / 1e12:.4g} T"),
             ("guidance spans, extent on the device, ms per step", result["guidance_device_ms_per_step"]),
-            ("guidance TFLOP/s over its forward spans (upper bound)", result["guidance_achieved_tflops"]),
+            ("guidance TFLOP/s over its spans' extent on the device", result["guidance_achieved_tflops"]),
             ("fraction of bf16 peak", result["guidance_fraction_of_peak"]),
             ("guidance TFLOP/s over the wall time it adds (lower bound)", result["guidance_wall_tflops"]),
             ("fraction of bf16 peak", result["guidance_wall_fraction_of_peak"]),
