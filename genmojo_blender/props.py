@@ -16,6 +16,7 @@ from bpy.types import PropertyGroup
 
 from . import preferences
 from .core import backend_process as bp
+from .core.clip_source import resolve_clip
 from .core.protocol import RunState
 
 PRESET_ITEMS = (
@@ -55,7 +56,8 @@ class GENMOJO_PG_settings(PropertyGroup):
 
     clip_path: StringProperty(
         name="Clip", subtype="FILE_PATH",
-        description="The footage: a folder of numbered images or a movie file")
+        description=("The footage: a folder of numbered images (or any one of its images, which stands "
+                     "for the whole numbered sequence) or a movie file"))
     mask_dir: StringProperty(
         name="Masks", subtype="DIR_PATH",
         description="Folder of per-object masks (one sub-folder or colour per object, one mask per frame)")
@@ -226,9 +228,9 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
         return os.path.normpath(bpy.path.abspath(p)) if p else ""
 
 
-    clip = ab(settings.clip_path)
-    is_sequence = bool(clip) and os.path.isdir(clip)
-    return bp.RunRequest(data_dir=clip, mask_dir=ab(settings.mask_dir),
+    clip = resolve_clip(ab(settings.clip_path))  # one frame file stands for its folder's sequence
+    is_sequence = clip.is_sequence
+    return bp.RunRequest(data_dir=clip.path, mask_dir=ab(settings.mask_dir),
                          out_dir=output_dir(settings, context), save_name=settings.result_name.strip(),
                          preset=settings.preset, device=settings.device,
                          guidance=settings.use_guidance, cam_path=ab(settings.camera_path),

@@ -67,6 +67,11 @@ def find_imports(bundle_root: str) -> list[bpy.types.Collection]:
     return [c for c in bpy.data.collections if c.get(BUNDLE_PROP) == bundle_root]
 
 
+def scene_imports(scene: bpy.types.Scene) -> list[bpy.types.Collection]:
+    """Collections of imported results linked into ``scene`` (at any depth), in outliner order."""
+    return [c for c in scene.collection.children_recursive if c.get(BUNDLE_PROP)]
+
+
 def _import_ids(collection: bpy.types.Collection) -> set:
     """Every datablock an import created: objects, their data (with shape keys), actions, clips."""
     root = collection.get(BUNDLE_PROP)
@@ -454,5 +459,6 @@ def _attach_plate(plan: ip.ImportPlan, camera, scene) -> list[str]:
     return []
 
 
-__all__ = ["BundleError", "ImportResult", "import_bundle", "find_imports", "remove_import", "BUNDLE_PROP",
+__all__ = ["BundleError", "ImportResult", "import_bundle", "find_imports", "scene_imports", "remove_import",
+           "BUNDLE_PROP",
            "change_representation", "build_object"]

@@ -12,10 +12,18 @@ from bpy.props import BoolProperty, StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ExportHelper
 
-from ..blender import export
+from ..blender import export, importer
 
 
 class _ExportBase(ExportHelper):
+    @classmethod
+    def poll(cls, context):
+        scene = getattr(context, "scene", None)
+        if scene is None or not importer.scene_imports(scene):
+            cls.poll_message_set("Import a GenMOJO result first: there is nothing of GenMOJO's in this scene to export")
+            return False
+        return True
+
     selected_only: BoolProperty(name="Selected Only", default=False,
                                 description="Export only the selected objects")
     rigid: BoolProperty(
