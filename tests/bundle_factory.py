@@ -12,7 +12,7 @@ from genmojo_blender.core import bundle as fmt
 
 def make_bundle(out_dir: Path, *, save_name: str = "result", frames: int = 4, objects: int = 2,
                 gaussians: int = 50, width: int = 64, height: int = 48, fps: float = 12.0,
-                preview: bool = True, seed: int = 0, overwrite: bool = False) -> Path:
+                preview: bool = True, seed: int = 0, overwrite: bool = False, should_stop=None) -> Path:
     """A bundle whose objects translate along +x by 0.1 per frame under a static camera."""
     rng = np.random.default_rng(seed)
     names = [f"{i:05d}.png" for i in range(frames)]
@@ -44,4 +44,4 @@ def make_bundle(out_dir: Path, *, save_name: str = "result", frames: int = 4, ob
     prev = (rng.uniform(size=(frames, height, width, 3)) * 255).astype(np.uint8) if preview else None
     return write_bundle(out_dir, save_name, clip=clip, camera=camera, camera_info=fmt.CameraInfo(),
                         objects=baked, run=run, previews={} if prev is None else {"input_view": prev},
-                        overwrite=overwrite)
+                        overwrite=overwrite, should_stop=should_stop)

@@ -4,6 +4,13 @@ A bundle appears only complete: everything is written into a hidden temporary fo
 target and renamed into place at the end, so a crash, a full disk or a cancel never leaves a
 half-written result where the importer would look, and an existing result is only replaced when the
 caller asks for it.
+
+The swap into place is the single commit point. ``should_stop`` is polled between files and once more
+just before the swap: a stop requested before then raises ``Cancelled`` with the previous result
+untouched and the temporary folder removed; once the swap has started the write finishes. Any error
+while writing (a full disk is an ``OSError``) removes the temporary folder and leaves the previous
+result as it was. The temporary folder's name records the writing host and pid
+(``bundle_staging``), so a later run can tell one left by a dead process from a live one.
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from plyfile import PlyData, PlyElement
 
 from genmojo_blender.core import bundle as fmt
+
+from ..errors import Cancelled
+from .bundle_staging import old_name, partial_prefix
 
 if TYPE_CHECKING:  # typing only: previews imports the model, the writer must not
     from ..previews import Tracks
@@ -130,7 +140,8 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                  camera: fmt.CameraTrack, camera_info: fmt.CameraInfo,
                  objects: list[BakedObject], run: fmt.RunInfo,
                  previews: dict[str, np.ndarray] | None = None, tracks: Tracks | None = None,
-                 overwrite: bool = False, background: BakedBackground | None = None) -> Path:
+                 overwrite: bool = False, background: BakedBackground | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Path:
     """Write a complete bundle to ``out_dir/save_name`` atomically and return its path.
 
     ``previews`` maps a name (``input_view``, ``rotating``, ``trajectories``) to (T', H, W, 3) uint8
@@ -140,7 +151,9 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
     ``background/gaussians.npz`` and ``background/background.ply`` and listed as ``background``.
 
     Raises BundleExistsError if the target exists and ``overwrite`` is False. With ``overwrite``
-    the previous result is moved aside and deleted only after the new one is in place.
+    the previous result is moved aside and deleted only after the new one is in place (and put
+    back if the new one cannot be moved in). Raises Cancelled, with nothing changed, when
+    ``should_stop()`` is true at any check before the swap.
     """
     previews = dict(previews or {})
     _check_previews(previews, tracks, clip.frame_count)
@@ -150,7 +163,15 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
         raise BundleExistsError(f"{target} already exists; choose another --save_name or pass --overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
     T = clip.frame_count
-    tmp = Path(tempfile.mkdtemp(prefix=f".{save_name}.partial-", dir=out_dir))
+    replacing = target.exists()
+
+    def check_stop(before: str) -> None:
+        if should_stop is not None and should_stop():
+            kept = f"{target} is untouched" if replacing else f"nothing was written to {target}"
+            raise Cancelled(f"stopped before {before}; {kept}", "run again to write the result")
+
+    check_stop("writing the result")
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(save_name), dir=out_dir))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
@@ -158,6 +179,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
         np.savez(tmp / camera_info.file, K=camera.K.astype(np.float64), c2w=camera.c2w.astype(np.float64))
         entries = []
         for o in objects:
+            check_stop(f"writing object {o.id}")
             rel = Path("objects") / o.id
             (tmp / rel).mkdir(parents=True)
             write_canonical_ply(tmp / rel / "canonical.ply", o.canonical)
@@ -172,6 +194,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                                           visible=[bool(v) for v in o.visible]))
         bg_info = None
         if background is not None:
+            check_stop("writing the background")
             g = background.gaussians
             (tmp / BACKGROUND_DIR).mkdir()
             np.savez(tmp / BACKGROUND_DIR / "gaussians.npz",
@@ -188,6 +211,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
         if previews or tracks is not None:
             (tmp / PREVIEW_DIR).mkdir()
         for name, frames in previews.items():
+            check_stop(f"writing the {name} preview")
             write_preview(tmp / PREVIEW_DIR / f"{name}.mp4", frames, clip.fps)
             listed[name] = f"{PREVIEW_DIR}/{name}.mp4"
         if tracks is not None:
@@ -205,7 +229,8 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
                 raise fmt.BundleError(f"object {o.id}: frame count differs from the clip")
         opened.load_camera()
         opened.load_background()
-        _publish(tmp, target, overwrite)
+        check_stop("replacing the result" if replacing else "moving the result into place")
+        _publish(tmp, target, overwrite)  # the commit point: no stop is honoured from here on
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -231,12 +256,19 @@ def _check_previews(previews: dict[str, np.ndarray], tracks, T: int) -> None:
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``target``; an existing target is moved aside for the swap and
+    deleted after it (a run killed in between leaves it as ``.<name>.old-<host>-<pid>``, which
+    ``bundle_staging.recover_staging`` puts back or deletes at the next run's start)."""
     if target.exists():
         if not overwrite:
             raise BundleExistsError(f"{target} appeared while writing; not replacing it")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(old_name(target.name))
         os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)  # the new result could not move in: the old one goes back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
