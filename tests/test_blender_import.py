@@ -174,7 +174,7 @@ def test_import_creates_collection_root_points_camera_and_plate(tmp_path):
         assert o["parent"] == "shot_root" and o["in_coll"]
         assert o["verts"] == N and o["polys"] == 0
         assert o["keys"] == ["Basis"] + [f"frame_{f:04d}" for f in range(1, T + 1)]
-        assert o["interp"] == ["CONSTANT"] and o["slot"]
+        assert o["interp"] == ["LINEAR"] and o["slot"]
         assert o["modifiers"] == ["NODES"]
         for i in range(T):
             assert np.abs(np.array(o["raw"][i]) - means[i]).max() < 1e-5

@@ -7,8 +7,10 @@ What gets created, all inside one collection named ``GenMOJO <result>``:
   bundle's raw numbers, so one rotation of the root re-levels the whole result.
 * ``<result>_<object>`` per object, in the representation chosen for it (``POINTS``, ``SPLATS`` or
   ``MESH``, see ``core.import_plan.REPRESENTATIONS``): a mesh whose frame-1 positions are its
-  basis and with one shape key per frame (``frame_0001`` ...) whose weight is keyed (CONSTANT) to
-  1 on its frame only. POINTS and SPLATS have one vertex per Gaussian with the point attributes
+  basis and with one shape key per frame (``frame_0001`` ...) whose weight is keyed to 1 on its
+  frame only, LINEAR, so consecutive frames cross-fade and sub-frames (motion blur, retiming)
+  interpolate the positions; visibility is keyed CONSTANT (a hidden object pops, it never fades).
+  POINTS and SPLATS have one vertex per Gaussian with the point attributes
   ``Color`` (float colour), ``_opacity``, ``_scale`` (mean standard deviation), ``splat_sigma`` (the
   three standard deviations) and ``splat_rotation`` (quaternion), drawn by a Geometry Nodes modifier;
   MESH is a closed surface around the Gaussians with a ``Color`` attribute. The manifest colour
@@ -36,8 +38,9 @@ import bpy
 import numpy as np
 
 from ..core import import_plan as ip
+from ..core import splat_overlap as so
 from ..core.bundle import BundleError
-from . import animation, display
+from . import animation, display, keep
 
 BUNDLE_PROP = "genmojo_bundle"
 OBJECT_ID_PROP = "genmojo_object_id"
@@ -47,6 +50,8 @@ BACKGROUND_PROP = "genmojo_background"
 _ID_COLLECTIONS = ("objects", "meshes", "materials", "node_groups", "cameras", "actions", "movieclips",
                    "collections", "images")
 _PARKED_SUFFIX = "~genmojo-old"
+# Frame shape keys cross-fade between consecutive frames; visibility stays a step (CONSTANT).
+SHAPE_KEY_INTERPOLATION = "LINEAR"
 
 
 @dataclass
@@ -60,6 +65,8 @@ class ImportResult:
     objects: list[bpy.types.Object]
     warnings: list[str] = field(default_factory=list)
     background: bpy.types.Object | None = None  # background mode's static points, if the bundle has them
+    kept: list[str] = field(default_factory=list)  # the artist's edits carried over from the last import
+    notes: list[str] = field(default_factory=list)  # scene settings the import changed, and why
 
 
 def find_imports(bundle_root: str) -> list[bpy.types.Collection]:
@@ -162,21 +169,31 @@ def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_disp
                   set_scene: bool = True, load_plate: bool = True,
                   representation: str = ip.DEFAULT_REPRESENTATION,
                   representations: dict[str, str] | None = None,
-                  surface_resolution: int = 48, surface_threshold: float = 0.5) -> ImportResult:
+                  surface_resolution: int = 48, surface_threshold: float = 0.5,
+                  keep_edits: bool = True) -> ImportResult:
     """Import the bundle at ``path`` (folder or its manifest.json) into ``scene``.
 
     ``representation`` applies to every object unless ``representations`` (object id ->
-    representation) says otherwise. ``point_display=False`` leaves POINTS/SPLATS objects as bare
+    representation) says otherwise. When the same bundle folder was imported before and
+    ``keep_edits`` is on, what the artist changed there (``keep.py``: root transform, object names,
+    materials, visibility, representations, the frame) is carried over and listed in ``kept``;
+    off, the result comes in as a first import would. ``point_display=False`` leaves POINTS/SPLATS objects as bare
     vertices without a display modifier. The bundle is fully read, validated and turned into
     geometry first (BundleError / ImportOptionError leave the scene untouched); a failure while
     Blender data is being created also leaves the scene exactly as it was.
     """
     scene = scene or bpy.context.scene
     plan = ip.plan_import(path)  # raises BundleError before anything is created
+    previous = find_imports(plan.bundle_root)
+    edits = _take_edits(previous[0], scene, plan) if keep_edits and previous else None
     modes = _modes(plan, representation, representations)
+    if edits is not None:  # the representation each object had, unless asked for by id now
+        explicit = set(representations or {})
+        modes.update({oid: rep for oid, rep in edits.representations.items()
+                      if oid in modes and oid not in explicit and rep in ip.REPRESENTATIONS})
     surfaces = {o.id: ip.plan_surface(o, resolution=surface_resolution, threshold=surface_threshold)
                 for o in plan.objects if modes[o.id] == "MESH"}
-    with _transaction(scene, find_imports(plan.bundle_root)):
+    with _transaction(scene, previous):
         coll = bpy.data.collections.new(plan.collection_name)
         coll[BUNDLE_PROP] = plan.bundle_root
         scene.collection.children.link(coll)
@@ -195,21 +212,64 @@ def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_disp
         background = (_build_background(plan, root, coll, point_display) if plan.background is not None
                       else None)
         warnings = list(plan.warnings)
+        notes = []
 
         if set_scene:
             _apply_scene(plan.scene, scene)
             scene.camera = camera
-            if "SPLATS" in modes.values() and hasattr(scene, "cycles"):
-                # overlapping translucent splats need many transparent bounces in Cycles
-                scene.cycles.transparent_max_bounces = max(scene.cycles.transparent_max_bounces, 64)
+        if "SPLATS" in modes.values():
+            notes += ensure_splat_bounces(scene, plan, [o.id for o in plan.objects if modes[o.id] == "SPLATS"])
         if load_plate and plan.plate is not None:
             warnings += _attach_plate(plan, camera, scene)
         elif plan.plate is None:
             warnings.append("the bundle does not say where its footage is; no plate was attached")
-        if set_scene:
+        kept = (keep.apply(edits, root, objects, scene, id_prop=OBJECT_ID_PROP) if edits is not None else [])
+        if edits is not None and edits.frame is not None:
+            scene.frame_set(edits.frame)
+        elif set_scene:
             scene.frame_set(plan.scene.frame_start)
     return ImportResult(bundle_root=plan.bundle_root, collection=coll, root=root, camera=camera,
-                        objects=objects, warnings=warnings, background=background)
+                        objects=objects, warnings=warnings, background=background, kept=kept, notes=notes)
+
+
+def _take_edits(collection: bpy.types.Collection, scene: bpy.types.Scene, plan: ip.ImportPlan) -> keep.ArtistEdits:
+    return keep.take(collection, scene, root_prop=BUNDLE_PROP, id_prop=OBJECT_ID_PROP,
+                     representation_prop=REPRESENTATION_PROP,
+                     default_names={o.id: o.name for o in plan.objects},
+                     default_materials={"MESH": [display.SURFACE_MATERIAL_NAME], "POINTS": [], "SPLATS": []})
+
+
+def ensure_splat_bounces(scene: bpy.types.Scene, plan: ip.ImportPlan, splat_ids: list[str]) -> list[str]:
+    """Raise Cycles' transparent bounces so rays through the layered splats of ``splat_ids`` reach
+    the back (``core/splat_overlap.py``: twice the splats a ray typically crosses, through the
+    import camera on the first, middle and last frame); a higher value already set is kept.
+    Returns the report line, or none when nothing changed."""
+    if not hasattr(scene, "cycles") or not splat_ids:
+        return []
+    need = splat_bounces(plan, splat_ids)
+    have = scene.cycles.transparent_max_bounces
+    if have >= need:
+        return []
+    scene.cycles.transparent_max_bounces = need
+    return [f"Cycles transparent bounces raised from {have} to {need}: a ray crosses up to "
+            f"{need // so.SURFACES_PER_SPLAT} layered splats (each one {so.SURFACES_PER_SPLAT} surfaces)"]
+
+
+def splat_bounces(plan: ip.ImportPlan, splat_ids: list[str]) -> int:
+    """The transparent bounces the splats of ``splat_ids`` need, counted through the plan's camera."""
+    c, s = plan.camera, plan.scene
+    chosen = [o for o in plan.objects if o.id in splat_ids]
+    T = plan.frame_count
+    overlap = 0
+    for t in sorted({0, T // 2, T - 1}):
+        cam = so.Camera(local=c.local_matrices[t], focal_px=float(c.lens[t]) * s.width / c.sensor_width,
+                        cx=s.width / 2 - float(c.shift_x[t]) * s.width,
+                        cy=s.height / 2 + float(c.shift_y[t]) * s.width, width=s.width, height=s.height)
+        pos = np.concatenate([o.positions[t] for o in chosen])
+        sig = np.concatenate([o.sigmas if o.sigmas is not None else np.repeat(o.scale[:, None], 3, 1)
+                              for o in chosen])
+        overlap = max(overlap, so.typical_overlap(so.footprint_counts(pos, sig, cam)))
+    return so.transparent_bounces(overlap)
 
 
 def _modes(plan: ip.ImportPlan, default: str, per_object: dict[str, str] | None) -> dict[str, str]:
@@ -364,7 +424,11 @@ def _surface_mesh(name: str, s: ip.SurfacePlan):
 
 
 def _key_frames(obj, frames: np.ndarray) -> None:
-    """Basis = frame 1; one shape key per frame whose weight is 1 on its own frame only."""
+    """Basis = frame 1; one shape key per frame whose weight is 1 on its own frame only.
+
+    The weights are keyed LINEAR, so between frames i and i+1 key i fades 1 -> 0 while key i+1
+    fades 0 -> 1: the weights sum to 1 and a sub-frame shows the straight blend of the two baked
+    frames (motion blur and retiming move smoothly instead of stepping)."""
     T = frames.shape[0]
     obj.shape_key_add(name="Basis", from_mix=False)
     names = []
@@ -379,7 +443,7 @@ def _key_frames(obj, frames: np.ndarray) -> None:
     for i, kname in enumerate(names):
         keyed, values = zip(*ip.shape_key_weight_keys(i, T))
         animation.key_curve(bag, f'key_blocks["{kname}"].value', keyed, values,
-                            interpolation="CONSTANT")
+                            interpolation=SHAPE_KEY_INTERPOLATION)
 
 
 def _build_background(plan: ip.ImportPlan, root, coll, point_display: bool):

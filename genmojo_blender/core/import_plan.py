@@ -88,12 +88,13 @@ def blender_frame(clip_index: int) -> int:
 
 
 def shape_key_weight_keys(frame_index: int, frame_count: int) -> list[tuple[int, float]]:
-    """(Blender frame, weight) keys, CONSTANT-interpolated, for the shape key of ``frame_index``.
+    """(Blender frame, weight) keys for the shape key of ``frame_index``.
 
-    The weight is 1 exactly on its own frame and 0 on every other frame: a 0 key on the previous
-    frame (if any), 1 on its frame, 0 on the next frame (if any). Constant extrapolation holds the
-    first and last values outside the keyed range, so the first key stays on before frame 1 and the
-    last key stays on after the last frame.
+    The weight is 1 exactly on its own frame and 0 on every other whole frame: a 0 key on the
+    previous frame (if any), 1 on its frame, 0 on the next frame (if any). The importer keys them
+    LINEAR, so between two frames the two keys cross-fade with weights summing to 1. Constant
+    extrapolation holds the first and last values outside the keyed range, so the first key stays
+    on before frame 1 and the last key stays on after the last frame.
     """
     f = blender_frame(frame_index)
     keys = []
