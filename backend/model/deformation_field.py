@@ -61,6 +61,14 @@ def _zero(layer: nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
+@torch.no_grad()
+def _spread_hinges(layer: nn.Linear) -> None:
+    """Biases of the time layer (1 → H) that put unit i's ReLU hinge at the i-th of H times evenly inside
+    (−1, 1), keeping its (random-signed) slope: the bases can then bend anywhere in the clip."""
+    hinges = torch.linspace(-1.0, 1.0, layer.out_features + 2, dtype=layer.weight.dtype)[1:-1]
+    layer.bias.copy_(-layer.weight[:, 0] * hinges.to(layer.weight.device))
+
+
 class DeformationField(nn.Module):
     """Maps canonical object-space centres (N, 3) and frame indices (B,) to a ``DeformationDelta``.
 
@@ -91,7 +99,8 @@ class DeformationField(nn.Module):
         return self.planes.time_resolution
 
     def reset_parameters(self) -> None:
-        """Xavier MLPs with zero biases; output layers zeroed so that the field starts at the identity.
+        """Xavier MLPs with zero biases (the bases' time layer: hinges spread over the clip, see
+        ``DeformationConfig.basis_knots``); output layers zeroed so that the field starts at the identity.
 
         Default: the basis MLP, scale, rotation and colour outputs are zeroed; the coefficient head
         keeps its random init. With all bases zero the coefficients cannot move anything, so the start
@@ -106,6 +115,10 @@ class DeformationField(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.cfg.basis_knots == "spread":
+            _spread_hinges(self.basis_mlp[0])
+        elif self.cfg.basis_knots != "centre":
+            raise ValueError(f"deformation.basis_knots must be 'spread' or 'centre', got {self.cfg.basis_knots!r}")
         _zero(self.scale_head.out)
         _zero(self.rotation_head.out)
         if self.cfg.parity_random_init:
