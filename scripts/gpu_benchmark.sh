@@ -12,7 +12,8 @@
 # still going after $LIMIT seconds (default none) is stopped with SIGTERM, which saves its checkpoint:
 # call again with RESUME=1 to continue those. Results go to $OUT (default /tmp/out): per clip NAME its
 # events, log, evaluation and NAME_status.txt ("ok" or why not); then $OUT/benchmark.md and .json
-# (scripts/benchmark_table.py) over every clip whose results are in $OUT.
+# (scripts/benchmark_table.py) over every clip whose results are in $OUT. The bundles stay in
+# /tmp/genmojo_results/<basename of OUT>/NAME.
 # Expects the wheels installed by scripts/gpu_check.sh's lines (PYTHONPATH set).
 #
 # Usage: [CLIPS="camel parkour"] [LIMIT=540] [RESUME=1] bash scripts/gpu_benchmark.sh [extra backend flags]
@@ -44,6 +45,7 @@ if [ "$gpus" -lt 1 ]; then
     exit 2
 fi
 . scripts/gpu_fit.sh
+GPU_RESULTS=$GPU_RESULTS/$(basename "$out")  # two benchmarks side by side (other OUT, other flags) keep apart
 
 run_clip() {  # run_clip NAME GPU [extra flags]: one clip's fit and evaluations, its status in NAME_status.txt
     local name=$1 gpu=$2
