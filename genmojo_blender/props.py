@@ -1,6 +1,8 @@
 """Scene settings (saved with the .blend) and transient run state (on the WindowManager, not saved).
 
-``Scene.genmojo`` holds what to run: inputs, output, preset, device and options. ``WindowManager.
+``Scene.genmojo`` holds what to run: inputs, output, preset, device and options; ``Scene.
+genmojo_results`` the results imported into the scene and how (so a reopened file's Result panel
+works). ``WindowManager.
 genmojo_run`` mirrors the backend's progress for the panel and the status bar, plus the last error
 and the last result, so nothing about a run in flight is ever written into the user's file.
 """
@@ -10,8 +12,8 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
-                       StringProperty)
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
 from bpy.types import PropertyGroup
 
 from . import preferences
@@ -30,6 +32,12 @@ SURFACE_RESOLUTION = dict(name="Surface Resolution", default=48, min=8, max=256,
 SURFACE_THRESHOLD = dict(name="Surface Threshold", default=0.5, min=0.001, max=10.0, precision=3,
                          description="Opacity level of the Gaussians' density where the Mesh surface lies "
                                      "(lower: fatter)")
+
+# Re-import behaviour, shared by the scene settings (runs, the panel) and the import operator.
+KEEP_EDITS = dict(name="Keep Edits", default=True,
+                  description=("When the same result was imported before: keep what you changed there (root "
+                               "transform, object names, materials, visibility, representations, the frame). "
+                               "Off: reset the result to a fresh import"))
 
 REPRESENTATION_ITEMS = (
     ("POINTS", "Points", "One vertex per Gaussian, drawn as coloured points (light, exports as points)",
@@ -141,6 +149,24 @@ class GENMOJO_PG_settings(PropertyGroup):
         description="Mask datablock whose layers are the objects (one layer per object, in order)")
     surface_resolution: IntProperty(**SURFACE_RESOLUTION)
     surface_threshold: FloatProperty(**SURFACE_THRESHOLD)
+    keep_edits: BoolProperty(**KEEP_EDITS)
+
+
+class GENMOJO_PG_result(PropertyGroup):
+    """One result imported into the scene, saved with the .blend so a reopened file's Result panel
+    lists it: where its bundle is, its collection, and the options it was imported with (which a
+    re-import from the panel uses again). Per-object state lives on the objects themselves (custom
+    properties ``genmojo_object_id``, ``genmojo_name``, ``genmojo_representation``)."""
+
+    bundle_root: StringProperty(name="Result Folder", subtype="DIR_PATH")
+    collection: PointerProperty(name="Collection", type=bpy.types.Collection)
+    representation: EnumProperty(name="Import As", items=REPRESENTATION_ITEMS, default="POINTS")
+    object_representations: StringProperty(name="Per Object")
+    surface_resolution: IntProperty(**SURFACE_RESOLUTION)
+    surface_threshold: FloatProperty(**SURFACE_THRESHOLD)
+    point_display: BoolProperty(name="Display Modifier", default=True)
+    set_scene: BoolProperty(name="Match Scene to Clip", default=True)
+    load_plate: BoolProperty(name="Footage as Background", default=True)
 
 
 class GENMOJO_PG_run(PropertyGroup):
@@ -203,7 +229,7 @@ def output_dir(settings: GENMOJO_PG_settings, context=None) -> str:
 def import_options(settings: GENMOJO_PG_settings) -> dict:
     """The scene's import options as keyword arguments of ``session.import_into_scene``."""
     return dict(representation=settings.representation, surface_resolution=settings.surface_resolution,
-                surface_threshold=settings.surface_threshold)
+                surface_threshold=settings.surface_threshold, keep_edits=settings.keep_edits)
 
 
 def abs_folder(path: str) -> str:
@@ -244,14 +270,16 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          overrides=tuple(bp.split_overrides(settings.overrides)))
 
 
-CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_run)
+CLASSES = (GENMOJO_PG_settings, GENMOJO_PG_result, GENMOJO_PG_run)
 
 
 def register_properties() -> None:
     bpy.types.Scene.genmojo = PointerProperty(type=GENMOJO_PG_settings, name="GenMOJO")
+    bpy.types.Scene.genmojo_results = CollectionProperty(type=GENMOJO_PG_result, name="GenMOJO Results")
     bpy.types.WindowManager.genmojo_run = PointerProperty(type=GENMOJO_PG_run, name="GenMOJO Run")
 
 
 def unregister_properties() -> None:
     del bpy.types.WindowManager.genmojo_run
+    del bpy.types.Scene.genmojo_results
     del bpy.types.Scene.genmojo

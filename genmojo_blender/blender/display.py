@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bpy
 
+from ..core.splat_overlap import SPLAT_EXTENT
+
 NODE_GROUP_NAME = "GenMOJO Points"
 MATERIAL_NAME = "GenMOJO Points"
 MODIFIER_NAME = "GenMOJO Points"
@@ -29,7 +31,7 @@ DETAIL_SOCKET = "Detail"
 # Each splat is an ellipsoid with semi-axes SPLAT_EXTENT standard deviations; the material fades
 # it with the Gaussian's projected profile, so at the ellipsoid's silhouette it has faded to
 # exp(-SPLAT_EXTENT^2 / 2) (4 % at 2.5) of its peak opacity.
-SPLAT_EXTENT = 2.5
+# (core/splat_overlap.py holds the value: the Cycles bounce estimate uses the same ellipsoids)
 SURFACE_MATERIAL_NAME = "GenMOJO Surface"
 
 

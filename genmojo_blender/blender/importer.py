@@ -21,7 +21,9 @@ What gets created, all inside one collection named ``GenMOJO <result>``:
   points with the same attributes and display, never moving (no shape keys).
 
 Scene resolution, frame rate and frame range (1..T) follow the clip. Importing the same bundle
-folder again replaces the previous import and everything it created.
+folder again replaces the previous import and everything it created, but keeps what the artist
+changed there (``keep.py``; ``keep_edits=False`` resets it). Showing splats raises Cycles'
+transparent bounces to what the layered splats need (``core/splat_overlap.py``).
 
 An import is all or nothing: the bundle is read and checked first, the previous import of the same
 folder is only set aside (renamed) while the new one is built, and if anything fails on the way
@@ -288,11 +290,14 @@ def _modes(plan: ip.ImportPlan, default: str, per_object: dict[str, str] | None)
 
 
 def change_representation(obj: bpy.types.Object, representation: str, *, point_display: bool = True,
-                          surface_resolution: int = 48, surface_threshold: float = 0.5) -> bpy.types.Object:
+                          surface_resolution: int = 48, surface_threshold: float = 0.5,
+                          notes: list[str] | None = None) -> bpy.types.Object:
     """Rebuild one imported object in another representation, reading its bundle again.
 
     The new object takes the old one's name, parent, collections, transform and selection; the
-    old object, its data and its actions are deleted. All or nothing, like an import.
+    old object, its data and its actions are deleted. All or nothing, like an import. Switching to
+    splats raises Cycles' transparent bounces as an import does, with the line for the report
+    appended to ``notes``.
     """
     bundle_root, oid = obj.get(BUNDLE_PROP), obj.get(OBJECT_ID_PROP)
     if not bundle_root or not oid:
@@ -332,6 +337,10 @@ def change_representation(obj: bpy.types.Object, representation: str, *, point_d
     new.select_set(selected)
     if was_active:
         bpy.context.view_layer.objects.active = new
+    if representation == "SPLATS":
+        lines = ensure_splat_bounces(scene, plan, [oid])
+        if notes is not None:
+            notes += lines
     return new
 
 

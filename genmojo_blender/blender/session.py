@@ -17,7 +17,7 @@ from .. import preferences, props
 from ..core import backend_process as bp
 from ..core.bundle import BundleError
 from ..core.import_plan import ImportOptionError, parse_representations
-from . import importer, masks
+from . import importer, masks, result_store
 
 _active: bp.BackendRun | None = None
 
@@ -153,9 +153,13 @@ def finish(context, run: bp.BackendRun, *, import_result: bool | None = None) ->
 def import_into_scene(context, path: str, *, point_display: bool = True, set_scene: bool = True,
                       load_plate: bool = True, representation: str = "POINTS",
                       representations: dict[str, str] | str | None = None,
-                      surface_resolution: int = 48, surface_threshold: float = 0.5) -> Finish:
+                      surface_resolution: int = 48, surface_threshold: float = 0.5,
+                      keep_edits: bool = True) -> Finish:
     """Import a bundle and phrase the outcome as reports. A bad bundle, a bad option or any
-    failure while building becomes an ERROR report; the scene is left as it was in every case."""
+    failure while building becomes an ERROR report; the scene is left as it was in every case.
+
+    A successful import is recorded in ``Scene.genmojo_results`` with its options (``result_store``);
+    what a re-import kept of the artist's edits, and scene settings it changed, are INFO reports."""
     state = run_state(context)
     try:
         if isinstance(representations, str):
@@ -164,7 +168,7 @@ def import_into_scene(context, path: str, *, point_display: bool = True, set_sce
                                      set_scene=set_scene, load_plate=load_plate,
                                      representation=representation, representations=representations,
                                      surface_resolution=surface_resolution,
-                                     surface_threshold=surface_threshold)
+                                     surface_threshold=surface_threshold, keep_edits=keep_edits)
     except (BundleError, ImportOptionError) as e:
         state.error, state.hint = f"Cannot import the result: {e}", "Re-run the backend or pick another result"
         return Finish(ok=False, reports=[("ERROR", f"Cannot import the GenMOJO result: {e}")])
@@ -173,7 +177,15 @@ def import_into_scene(context, path: str, *, point_display: bool = True, set_sce
         state.hint = "Please report this with the result folder"
         return Finish(ok=False, reports=[("ERROR", state.error)])
     state.result_path = res.bundle_root
+    result_store.record(context.scene, res.bundle_root, res.collection, representation=representation,
+                        representations=representations, surface_resolution=surface_resolution,
+                        surface_threshold=surface_threshold, point_display=point_display,
+                        set_scene=set_scene, load_plate=load_plate)
     reports = [("WARNING", w) for w in res.warnings]
+    reports += [("INFO", n) for n in res.notes]
+    if res.kept:
+        reports.append(("INFO", "Kept from the previous import: " + "; ".join(res.kept)
+                        + " (import with Keep Edits off to reset them)"))
     reports.append(("INFO", f"Imported {len(res.objects)} object(s) into '{res.collection.name}'"))
     return Finish(ok=True, reports=reports, imported=res)
 

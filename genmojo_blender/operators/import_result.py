@@ -55,6 +55,7 @@ class GENMOJO_OT_import_result(Operator, ImportHelper):
     load_plate: BoolProperty(
         name="Footage as Background", default=True,
         description="Show the source clip behind the imported camera")
+    keep_edits: BoolProperty(**props.KEEP_EDITS)
 
     def invoke(self, context, event):
         if self.filepath:  # dropped on the 3D View (FileHandler) or given by a button: options only
@@ -75,6 +76,7 @@ class GENMOJO_OT_import_result(Operator, ImportHelper):
         layout.prop(self, "point_display")
         layout.prop(self, "set_scene")
         layout.prop(self, "load_plate")
+        layout.prop(self, "keep_edits")
 
     def execute(self, context):
         path = _resolve(self.filepath)
@@ -85,7 +87,7 @@ class GENMOJO_OT_import_result(Operator, ImportHelper):
             context, path, point_display=self.point_display, set_scene=self.set_scene,
             load_plate=self.load_plate, representation=self.representation,
             representations=self.object_representations, surface_resolution=self.surface_resolution,
-            surface_threshold=self.surface_threshold)
+            surface_threshold=self.surface_threshold, keep_edits=self.keep_edits)
         for level, msg in result.reports:
             self.report({level}, msg)
         return {"FINISHED"} if result.ok else {"CANCELLED"}
@@ -130,17 +132,19 @@ class GENMOJO_OT_set_representation(Operator):
         s = getattr(context.scene, "genmojo", None)
         opts = dict(surface_resolution=s.surface_resolution, surface_threshold=s.surface_threshold,
                     point_display=s.point_display) if s is not None else {}
-        changed = 0
+        changed, notes = 0, []
         for ob in targets:
             if ob.get(importer.REPRESENTATION_PROP) == self.representation:
                 continue
             name = ob.name
             try:
-                importer.change_representation(ob, self.representation, **opts)
+                importer.change_representation(ob, self.representation, notes=notes, **opts)
             except (BundleError, ImportOptionError) as e:
                 self.report({"ERROR"}, f"{name}: {e}")
                 return {"CANCELLED"}
             changed += 1
+        for note in notes:
+            self.report({"INFO"}, note)
         self.report({"INFO"}, f"{changed} object(s) now shown as {self.representation.lower()}")
         return {"FINISHED"}
 
