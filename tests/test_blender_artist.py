@@ -104,3 +104,77 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
     assert r["names"] == ["shot_camera", "shot_object_001", "shot_object_002", "shot_root"]
     assert r["mats"] == [] and r["ob2_rep"] == "POINTS" and r["frame"] == 1
     assert not np.allclose(r["root"], out["root_before"], atol=1e-3)
+
+
+def test_a_reopened_file_lists_its_results_and_their_controls_work(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=3, preview=False)
+    blend, glb = tmp_path / "scene.blend", tmp_path / "named.glb"
+    out = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import result_store, session
+    bpy.ops.genmojo.import_result(filepath={str(b)!r}, representation="SPLATS", surface_resolution=24)
+    bpy.data.objects["shot_object_001"].name = "hero"  # what the panel's name field does
+    bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    enable()
+    empty = result_store.rows(bpy.context.scene)
+    bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
+    scene = bpy.context.scene
+    rows = result_store.rows(scene)
+    entry, objects = rows[0]
+    listed = dict(n=len(rows), bundle=entry.bundle_root, coll=entry.collection.name, rep=entry.representation,
+                  res=entry.surface_resolution, objects=[o.name for o in objects])
+    bpy.ops.genmojo.set_representation(representation="MESH", object_name="hero")
+    switched = bpy.data.objects["hero"]["genmojo_representation"]
+    fin = session.import_into_scene(bpy.context, entry.bundle_root, representation=entry.representation,
+                                    surface_resolution=entry.surface_resolution)
+    bpy.ops.genmojo.export_glb(filepath={str(glb)!r})
+    emit(empty=len(empty), listed=listed, switched=switched, reports=fin.reports,
+         after=[o.name for o in result_store.rows(scene)[0][1]],
+         hero_rep=bpy.data.objects["hero"]["genmojo_representation"])
+    """)
+    import json
+    import struct
+
+    assert out["empty"] == 0
+    listed = out["listed"]
+    assert listed["n"] == 1 and listed["bundle"] == str(b.resolve()) and listed["coll"] == "GenMOJO shot"
+    assert (listed["rep"], listed["res"]) == ("SPLATS", 24)
+    assert listed["objects"] == ["hero", "shot_object_002"]
+    assert out["switched"] == "MESH" and out["hero_rep"] == "MESH"  # kept over the entry's SPLATS
+    assert out["after"] == ["hero", "shot_object_002"]
+    kept = [m for level, m in out["reports"] if m.startswith("Kept from the previous import")]
+    assert len(kept) == 1 and "object names (hero)" in kept[0]
+    data = glb.read_bytes()
+    n = struct.unpack_from("<I", data, 12)[0]
+    nodes = [nd.get("name") for nd in json.loads(data[20:20 + n])["nodes"]]
+    assert "hero" in nodes and "shot_object_001" not in nodes
+
+
+def test_splats_raise_cycles_transparent_bounces_from_the_data_and_keep_a_higher_value(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=3, gaussians=400, preview=False)
+    out = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import importer, session
+    from genmojo_blender.core import import_plan as ip
+    scene = bpy.context.scene
+    default = scene.cycles.transparent_max_bounces
+    expected = importer.splat_bounces(ip.plan_import({str(b)!r}), ["001", "002"])
+    fin = session.import_into_scene(bpy.context, {str(b)!r}, representation="SPLATS")
+    got = scene.cycles.transparent_max_bounces
+    scene.cycles.transparent_max_bounces = 900
+    session.import_into_scene(bpy.context, {str(b)!r}, representation="SPLATS")
+    high = scene.cycles.transparent_max_bounces
+    scene.cycles.transparent_max_bounces = 8
+    session.import_into_scene(bpy.context, {str(b)!r}, representation="POINTS", keep_edits=False)
+    points = scene.cycles.transparent_max_bounces
+    bpy.ops.genmojo.set_representation(representation="SPLATS", object_name="shot_object_001")
+    switched = scene.cycles.transparent_max_bounces
+    emit(default=default, expected=expected, got=got, high=high, points=points, switched=switched,
+         reports=[m for _, m in fin.reports])
+    """)
+    assert out["default"] == 8
+    assert out["got"] == out["expected"] > 8  # 400+ Gaussians in a small blob overlap far more than 4 deep
+    assert any(m.startswith(f"Cycles transparent bounces raised from 8 to {out['got']}") for m in out["reports"])
+    assert out["high"] == 900 and out["points"] == 8
+    assert 8 < out["switched"] <= out["expected"]  # one object's splats alone

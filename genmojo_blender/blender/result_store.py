@@ -63,3 +63,8 @@ def objects_of(entry) -> list[bpy.types.Object]:
         return []
     return sorted((o for o in entry.collection.all_objects if o.get(OBJECT_ID_PROP)),
                   key=lambda o: str(o.get(OBJECT_ID_PROP)))
+
+
+def rows(scene: bpy.types.Scene) -> list[tuple[object, list[bpy.types.Object]]]:
+    """What the Result panel draws: each imported result with its objects."""
+    return [(e, objects_of(e)) for e in entries(scene)]

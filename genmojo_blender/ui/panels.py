@@ -12,7 +12,7 @@ import bpy
 from bpy.types import Panel
 
 from .. import preferences, props
-from ..blender import session
+from ..blender import result_store, session
 from ..core import backend_process as bp
 
 
@@ -117,6 +117,7 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         for problem in bp.check_overrides(bp.split_overrides(s.overrides)):
             _wrapped(col, problem, context, icon="ERROR", alert=True)
         col.prop(s, "import_when_done")
+        col.prop(s, "keep_edits")
         col.prop(s, "representation")
         sub = col.column(align=True)
         sub.active = s.representation == "MESH"
@@ -171,7 +172,8 @@ class GENMOJO_PT_run(_GenMojoPanel, Panel):
 
 
 class GENMOJO_PT_result(_GenMojoPanel, Panel):
-    """The last result: import it, import another one, export."""
+    """The last run's result, the results imported into this scene (saved with the file: each with a
+    re-import button and one row per object to rename it or switch its representation), export."""
 
     bl_label = "Result"
     bl_parent_id = "GENMOJO_PT_main"
@@ -188,7 +190,8 @@ class GENMOJO_PT_result(_GenMojoPanel, Panel):
             op.filepath = state.result_path
             op.representation = context.scene.genmojo.representation
         col.operator("genmojo.import_result", text="Import Other Result...", icon="FILEBROWSER")
-        _draw_imported_objects(layout, state.result_path)
+        for entry, objects in result_store.rows(context.scene):
+            _draw_imported_result(layout, entry, objects, context.scene.genmojo.keep_edits)
         row = layout.row(align=True)
         row.operator("genmojo.export_glb", text="Export .glb", icon="EXPORT")
         row.operator("genmojo.export_fbx", text="Export .fbx", icon="EXPORT")
@@ -199,24 +202,25 @@ class GENMOJO_PT_result(_GenMojoPanel, Panel):
         op.rigid = True
 
 
-def _draw_imported_objects(layout, result_path: str) -> None:
-    """One row per object of the imported result: its name and a button per representation
-    (the current one pressed) that rebuilds it."""
-    if not result_path:
-        return
-    import os
-
+def _draw_imported_result(layout, entry, objects, keep_edits: bool) -> None:
+    """One imported result: its collection with a re-import button (the options it was imported
+    with), then one row per object: its name (editable: the name survives re-imports and is what
+    exports write) and a button per representation (the current one pressed) that rebuilds it."""
     from ..blender import importer
     from ..core.import_plan import REPRESENTATIONS
-    root = os.path.realpath(bpy.path.abspath(result_path))
-    colls = importer.find_imports(root)
-    if not colls:
-        return
     box = layout.box()
-    box.label(text="Objects", icon="OUTLINER_COLLECTION")
-    for ob in sorted((o for o in colls[0].all_objects if o.get(importer.OBJECT_ID_PROP)), key=lambda o: o.name):
+    row = box.row(align=True)
+    row.label(text=entry.collection.name, icon="OUTLINER_COLLECTION")
+    row.operator_context = "EXEC_DEFAULT"
+    op = row.operator("genmojo.import_result", text="", icon="FILE_REFRESH")
+    op.filepath = entry.bundle_root
+    for key in ("representation", "object_representations", "surface_resolution", "surface_threshold",
+                "point_display", "set_scene", "load_plate"):
+        setattr(op, key, getattr(entry, key))
+    op.keep_edits = keep_edits
+    for ob in objects:
         row = box.row(align=True)
-        row.label(text=ob.get("genmojo_name", ob.name), icon="MESH_DATA")
+        row.prop(ob, "name", text="", icon="MESH_DATA")
         current = ob.get(importer.REPRESENTATION_PROP, "")
         for rep, icon in zip(REPRESENTATIONS, ("POINTCLOUD_DATA", "SHADING_RENDERED", "MESH_DATA")):
             op = row.operator("genmojo.set_representation", text="", icon=icon, depress=rep == current)
