@@ -66,6 +66,28 @@ class CameraSolveConfig:
 
 
 @dataclass(frozen=True)
+class CameraSolveConfig:
+    """The camera solved from the footage's background (``--camera solve``, backend/priors/camera_solve.py).
+
+    COLMAP (pycolmap) extracts SIFT features outside the object masks (grown by ``mask_grow_px``),
+    matches each frame with its ``overlap`` successors and maps incrementally with one shared camera
+    (``camera_model``) for the clip. Frames it cannot register are interpolated between their registered
+    neighbours; more than ``max_unregistered_fraction`` of them (or fewer than ``min_registered`` registered
+    frames) stops the run. The solve's world is rescaled so that the median depth of the background points
+    it triangulated equals ``CameraConfig.scene_depth``, with frame 0's camera at the origin.
+    """
+
+    camera_model: str = "SIMPLE_PINHOLE"  # or PINHOLE (fx, fy) or SIMPLE_RADIAL (k1 reported, not used by the fit)
+    mask_grow_px: int = 4  # object masks are dilated by this many pixels before features are excluded there
+    max_features: int = 4096  # SIFT features per frame
+    overlap: int = 8  # sequential matching: each frame against this many following frames
+    min_registered: int = 3
+    max_unregistered_fraction: float = 0.25  # above this the run stops instead of interpolating
+    num_threads: int = -1  # COLMAP's threads (-1: all cores)
+    seed: int = 0  # COLMAP's random seed, so a solve repeats
+
+
+@dataclass(frozen=True)
 class InitConfig:
     """Per-object Gaussians lifted from the object's mask in its reference frame."""
 
@@ -371,6 +393,7 @@ class Config:
     preset: str = "lite"
     input: InputConfig = field(default_factory=InputConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    camera_solve: CameraSolveConfig = field(default_factory=CameraSolveConfig)  # used with --camera solve
     camera_solve: CameraSolveConfig = field(default_factory=CameraSolveConfig)  # used with --camera solve
     init: InitConfig = field(default_factory=InitConfig)
     fit: FitConfig = field(default_factory=FitConfig)
