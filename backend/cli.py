@@ -7,6 +7,7 @@ human-readable logs. Exit codes: 0 done, 1 internal error, 2 bad input, 130 canc
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -15,16 +16,16 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from .config import PRESETS, get_preset, parse_assignment, with_overrides
-from .errors import Cancelled, GenmojoError, InputError
-from .pipeline import STAGES, RunRequest, run
+from .config import MAX_FPS, PRESETS, Config, get_preset, parse_assignment, validate, with_overrides
+from .errors import Cancelled, GenmojoError, InputError, storage_error
+from .pipeline import CAMERA_MODES, STAGES, RunRequest, run
 from .progress import Reporter, claim_stdout
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="genmojo",
         description="Reconstruct every masked object of a video as animated 3D Gaussians and write a "
                     "result bundle that the GenMOJO Blender extension imports.",
@@ -53,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "uses its per-frame cameras (intrinsics rescaled to the clip) and initialises "
                          "object depths from its depth maps. Without it a static camera with a 49.1 degree "
                          "vertical field of view (or --focal_px) is used")
+    io.add_argument("--camera", choices=CAMERA_MODES, default="auto",
+                    help="where the camera comes from: virtual (a static camera), megasam (--cam_path), solve "
+                         "(solved from the footage's background with COLMAP, cached in --out_dir), blender "
+                         "(--camera_file written by the extension from Blender's own camera solve); auto "
+                         "(default): megasam with --cam_path, else virtual")
+    io.add_argument("--camera_file", type=Path, default=None,
+                    help="with --camera blender: the camera file (npz) the extension exported from a Movie "
+                         "Clip's solved camera (docs/bundle-format.md, camera files)")
     io.add_argument("--focal_px", type=float, default=None, metavar="F",
                     help="without --cam_path: the static camera's focal length in pixels of the original "
                          "frames (principal point at the image centre) instead of the 49.1 degree field of view")
@@ -125,12 +134,42 @@ class _StopFlag:
         return self.event.is_set()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+class UsageError(Exception):
+    """argparse's refusal of the command line (unknown flag, missing or malformed value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises UsageError instead of exiting, so the refusal becomes a failed event."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """InputError for a numeric flag outside its range (NaN and infinity included), before any work.
+    Flags that set a config field (--seed, --focal_px, --checkpoint_every) are checked with the config."""
+    def bad(flag: str, value, what: str, hint: str) -> InputError:
+        return InputError(f"{flag} {value}: must be {what}", hint)
+
+    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= MAX_FPS):
+        raise bad("--fps", args.fps, f"a frame rate in (0, {MAX_FPS:g}]", "give the image sequence's frame rate, e.g. --fps 24")
+    if args.iters is not None and args.iters < 1:
+        raise bad("--iters", args.iters, "at least 1", "leave --iters out to use the preset's number of steps")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise bad("--checkpoint_every", args.checkpoint_every, "0 or more", "give 0 to checkpoint only when stopped")
+    if not (math.isfinite(args.progress_every_s) and args.progress_every_s >= 0):
+        raise InputError(f"--progress_every_s must be 0 or more, not {args.progress_every_s}",
+                         "give 0 to report every step")
+    if args.holdout < 0 or args.holdout == 1:
+        raise bad("--holdout", args.holdout, "0 (none) or at least 2", "--holdout 4 withholds every 4th frame")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The preset with the flags and the --set overrides applied (not yet validated); InputError for
+    conflicting flags and for --set assignments that name no field or give the wrong type."""
     if args.lite and args.preset not in (None, "lite"):
-        print(f"genmojo: --lite conflicts with --preset {args.preset}", file=sys.stderr)
-        return EXIT_INPUT
+        raise InputError(f"--lite conflicts with --preset {args.preset}", "give one of them")
     cfg = get_preset("lite" if args.lite else (args.preset or "full"))
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
@@ -139,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.focal_px is not None:
         cfg = with_overrides(cfg, camera={"focal_px": args.focal_px})
     if args.checkpoint_every is not None:
-        cfg = with_overrides(cfg, fit={"checkpoint_every": max(0, args.checkpoint_every)})
+        cfg = with_overrides(cfg, fit={"checkpoint_every": args.checkpoint_every})
     if args.guidance_model is not None or args.guidance_variant is not None:
         if args.disable_guidance:
-            print("genmojo: --disable_guidance conflicts with --guidance_model/--guidance_variant", file=sys.stderr)
-            return EXIT_INPUT
+            raise InputError("--disable_guidance conflicts with --guidance_model/--guidance_variant",
+                             "give --disable_guidance or a guidance model, not both")
         sds = {"model": args.guidance_model} if args.guidance_model is not None else {}
         if args.guidance_variant is not None:
             sds["variant"] = args.guidance_variant
@@ -152,23 +191,33 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = parse_assignment(cfg, text)
         except ValueError as e:
-            print(f"genmojo: {e}", file=sys.stderr)
-            return EXIT_INPUT
-    if args.print_config:
-        print(cfg.to_json(), file=sys.stderr)
-    reporter = Reporter(STAGES, out=claim_stdout(), every_s=args.progress_every_s)
+            raise InputError(str(e), "python -m backend --print_config lists every section and field") from e
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:  # every refusal ends with a failed event, so that Blender shows it
+        Reporter(STAGES, out=claim_stdout()).failed(str(e), "input", "python -m backend --help lists the options")
+        return EXIT_INPUT
+    reporter = Reporter(STAGES, out=claim_stdout(), every_s=args.progress_every_s)  # checked before any progress
+    try:
+        check_flags(args)
+        cfg = config_from_args(args)
+        if args.print_config:
+            print(cfg.to_json(), file=sys.stderr)
+        validate(cfg)
+    except InputError as e:
+        reporter.failed(str(e), "input", e.hint)
+        return EXIT_INPUT
     stop = _StopFlag()
     stop.install()
-    if args.iters is not None and args.iters < 1:
-        reporter.failed("--iters must be at least 1", "input", "")
-        return EXIT_INPUT
-    if args.progress_every_s < 0:
-        reporter.failed(f"--progress_every_s must be 0 or more, not {args.progress_every_s}", "input",
-                        "give 0 to report every step")
-        return EXIT_INPUT
     req = RunRequest(data_dir=args.data_dir, mask_dir=args.mask_dir, out_dir=args.out_dir,
                      save_name=args.save_name, device=args.device, fps=args.fps, overwrite=args.overwrite,
                      disable_guidance=args.disable_guidance, cam_path=args.cam_path, bg_path=args.bg_path,
+                     camera=args.camera, camera_file=args.camera_file,
                      iterations=args.iters, holdout=args.holdout, resume=args.resume,
                      command=["genmojo", *argv], depth_dir=args.depth_dir, depth_model=args.depth_model,
                      depth_is_disparity=args.depth_is_disparity)
@@ -187,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         reporter.failed("interrupted", "cancelled", "")
         return EXIT_CANCELLED
     except Exception as e:  # report, with the traceback on stderr, instead of dying silently
+        refusal = storage_error(e, args.out_dir)  # a full disk, a quota, a read-only or foreign folder
+        if refusal is not None:
+            reporter.failed(str(refusal), "input", refusal.hint)
+            return EXIT_INPUT
         traceback.print_exc(file=sys.stderr)
         reporter.failed(f"{type(e).__name__}: {e}", "internal",
                         "this is a bug; the log above has the details")

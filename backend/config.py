@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+
+MAX_FPS = 1000.0  # a frame rate above this is a typo (videos report up to it, backend/io/clip.py)
 
 
 @dataclass(frozen=True)
@@ -41,28 +45,6 @@ class CameraConfig:
     # the static camera's focal length in pixels of the original clip (--focal_px; principal point at
     # the centre); None: from fovy_deg. Not with --cam_path, whose intrinsics are the camera's own
     focal_px: float | None = None
-
-
-@dataclass(frozen=True)
-class CameraSolveConfig:
-    """The camera solved from the footage's background (``--camera solve``, backend/priors/camera_solve.py).
-
-    COLMAP (pycolmap) extracts SIFT features outside the object masks (grown by ``mask_grow_px``),
-    matches each frame with its ``overlap`` successors and maps incrementally with one shared camera
-    (``camera_model``) for the clip. Frames it cannot register are interpolated between their registered
-    neighbours; more than ``max_unregistered_fraction`` of them (or fewer than ``min_registered`` registered
-    frames) stops the run. The solve's world is rescaled so that the median depth of the background points
-    it triangulated equals ``CameraConfig.scene_depth``, with frame 0's camera at the origin.
-    """
-
-    camera_model: str = "SIMPLE_PINHOLE"  # or PINHOLE (fx, fy) or SIMPLE_RADIAL (k1 reported, not used by the fit)
-    mask_grow_px: int = 4  # object masks are dilated by this many pixels before features are excluded there
-    max_features: int = 4096  # SIFT features per frame
-    overlap: int = 8  # sequential matching: each frame against this many following frames
-    min_registered: int = 3
-    max_unregistered_fraction: float = 0.25  # above this the run stops instead of interpolating
-    num_threads: int = -1  # COLMAP's threads (-1: all cores)
-    seed: int = 0  # COLMAP's random seed, so a solve repeats
 
 
 @dataclass(frozen=True)
@@ -394,7 +376,6 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     camera_solve: CameraSolveConfig = field(default_factory=CameraSolveConfig)  # used with --camera solve
-    camera_solve: CameraSolveConfig = field(default_factory=CameraSolveConfig)  # used with --camera solve
     init: InitConfig = field(default_factory=InitConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     losses: LossWeights = field(default_factory=LossWeights)
@@ -507,3 +488,238 @@ def parse_assignment(cfg: Config, text: str) -> Config:
     if not ok:
         raise ValueError(f"--set {key}: expected {type(current).__name__} (like {json.dumps(current)}), got {raw!r}")
     return with_overrides(cfg, **({path[0]: {name: value}} if len(path) == 2 else {name: value}))
+
+
+# ---------------------------------------------------------------------------------------------
+# what every field accepts: checked for presets and overrides alike before any work (validate)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The values one config field accepts. ``validate`` applies it to the field's value, or to each element
+    of a tuple field. Numbers are always finite; ``lo``/``hi`` bound them (inclusive unless ``*_open``)."""
+
+    kind: type  # bool, int, float or str: of the value, or of each element of a tuple
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()  # strings: the allowed values (empty: any non-empty string)
+    extra: tuple[int, ...] = ()  # values accepted outside the range (e.g. -1 for "all cores")
+    optional: bool = False  # None is accepted (the field's "not given")
+    length: int | None = None  # tuples: exactly this many elements, 0 for one or more; None: not a tuple
+    ordered: bool = False  # tuples: elements in non-decreasing order
+    multiple_of: int = 1  # ints: a multiple of this
+    flag: str = ""  # the command-line flag that sets the field, named in the refusal
+
+    def describe(self) -> str:
+        """What the field accepts, in words, for the refusal's message."""
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return f"one of {', '.join(self.choices)}" if self.choices else "a non-empty string"
+        what = "an integer" if self.kind is int else "a finite number"
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is not None and self.hi is not None:
+            what += f" in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            what += f" {'>' if self.lo_open else '>='} {lo}"
+        elif self.hi is not None:
+            what += f" {'<' if self.hi_open else '<='} {hi}"
+        if self.multiple_of > 1:
+            what += f", a multiple of {self.multiple_of}"
+        if self.extra:
+            what += f" (or {', '.join(map(str, self.extra))})"
+        if self.length is not None:
+            count = "one or more" if self.length == 0 else str(self.length)
+            what = f"a list of {count} values, each {what}" + (", in increasing order" if self.ordered else "")
+        if self.optional:
+            what += " (or null)"
+        return what
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is one this field may hold."""
+        if value is None:
+            return self.optional
+        if self.length is not None:
+            if not isinstance(value, tuple) or (len(value) != self.length if self.length else not value):
+                return False
+            if not all(self._accepts_one(v) for v in value):
+                return False
+            return not self.ordered or all(a <= b for a, b in zip(value, value[1:]))
+        return self._accepts_one(value)
+
+    def _accepts_one(self, v: Any) -> bool:
+        if self.kind is bool:
+            return isinstance(v, bool)
+        if self.kind is str:
+            return isinstance(v, str) and (v in self.choices if self.choices else bool(v.strip()))
+        if isinstance(v, bool) or not isinstance(v, int if self.kind is int else (int, float)):
+            return False
+        if not math.isfinite(v):
+            return False
+        if v in self.extra:
+            return True
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return self.kind is not int or v % self.multiple_of == 0
+
+
+def _number(x: float | None) -> str:
+    """A bound as the message shows it: whole numbers in full, others in %g."""
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+COUNT = Check(int, lo=1)  # how many of something: at least one
+NONNEG_INT = Check(int, lo=0)  # pixels, steps between events (0: none/off)
+WEIGHT = Check(float, lo=0)  # loss weights, learning rates, tolerances: 0 switches a term off
+POSITIVE = Check(float, lo=0, lo_open=True)  # sizes, distances, factors that divide or are logged
+FRACTION = Check(float, lo=0, hi=1)  # fractions of the training, probabilities, thresholds on opacity
+OPEN_FRACTION = Check(float, lo=0, hi=1, lo_open=True, hi_open=True)  # opacities whose logit is taken
+SIGNED = Check(float)  # any finite number
+FLAG = Check(bool)
+SEED = Check(int, lo=0, hi=2**32 - 1)
+
+# every config field by section ("" for Config's own); a field missing here gets its default's type with
+# numbers >= 0 (tests/test_bad_input.py asserts that every field is listed)
+FIELD_CHECKS: dict[str, dict[str, Check]] = {
+    "": {"preset": Check(str), "method": Check(str, choices=("genmojo", "skeleton")), "guidance": FLAG,
+         "seed": replace(SEED, flag="--seed"), "kernels": Check(str, choices=("auto", "torch", "triton"))},
+    "input": {"max_side": Check(int, lo=16), "default_fps": Check(float, lo=0, hi=MAX_FPS, lo_open=True),
+              "min_frames": Check(int, lo=2), "max_frames": Check(int, lo=2)},
+    "camera": {"fovy_deg": Check(float, lo=0, hi=180, lo_open=True, hi_open=True), "near": POSITIVE,
+               "far": POSITIVE, "scene_depth": POSITIVE,
+               "focal_px": Check(float, lo=0, lo_open=True, optional=True, flag="--focal_px")},
+    "camera_solve": {"camera_model": Check(str, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL")),
+                     "mask_grow_px": NONNEG_INT, "max_features": COUNT, "overlap": COUNT, "min_registered": COUNT,
+                     "max_unregistered_fraction": FRACTION, "num_threads": Check(int, lo=1, extra=(-1,)),
+                     "seed": SEED},
+    "init": {"gaussians_per_object": COUNT, "thickness": WEIGHT, "opacity": OPEN_FRACTION,
+             "scale_factor": POSITIVE, "depth_spread": WEIGHT},
+    "losses": {"rgb": WEIGHT, "alpha": WEIGHT, "instance": WEIGHT, "motion_smooth": WEIGHT, "scale_reg": WEIGHT},
+    "stage1": {"iterations": COUNT, "crop_size": Check(int, lo=8), "crop_margin": Check(float, lo=0, hi=1, lo_open=True),
+               "camera_radius": POSITIVE, "reference_camera": Check(str, choices=("scene", "centred")),
+               "num_points": COUNT, "init_radius": POSITIVE, "init_opacity": OPEN_FRACTION, "init_color": FRACTION,
+               "w_rgb": WEIGHT, "w_alpha": WEIGHT, "silhouette_band_px": NONNEG_INT, "w_alpha_sharp": WEIGHT,
+               "alpha_sharp_ring_px": NONNEG_INT, "ramp": FLAG, "lr_means": POSITIVE, "lr_means_final": POSITIVE,
+               "lr_means_steps": COUNT, "lr_colors": WEIGHT, "lr_opacity": WEIGHT, "lr_scales": WEIGHT,
+               "lr_quats": WEIGHT, "weight_decay": WEIGHT, "extent": POSITIVE, "densify_every": COUNT,
+               "densify_until": NONNEG_INT, "max_gaussians": COUNT, "grow_grad2d": WEIGHT, "grow_scale3d": WEIGHT,
+               "prune_opacity": FRACTION, "prune_scale3d": WEIGHT, "opacity_reset_every": NONNEG_INT,
+               "final_prune_opacity": FRACTION, "final_prune_scale": WEIGHT},
+    "deformation": {"grid_resolutions": Check(int, lo=1, length=0), "grid_channels": COUNT,
+                    "time_resolution_factor": WEIGHT, "min_time_resolution": COUNT, "bounds": POSITIVE,
+                    "spatial_init": Check(float, length=2, ordered=True), "hidden": COUNT, "num_bases": COUNT,
+                    "basis_hidden": COUNT, "basis_knots": Check(str, choices=("spread", "centre")),
+                    "parity_random_init": FLAG},
+    "stage2": {"iters_per_frame": COUNT, "min_iterations": COUNT, "frames_per_batch": COUNT, "accumulation": COUNT,
+               "crop_margin": Check(float, lo=0, hi=1, lo_open=True), "scale_init": Check(str, choices=("spec", "box")),
+               "lr_mlp": WEIGHT, "lr_grid": WEIGHT, "lr_colors": WEIGHT, "lr_translation": WEIGHT, "lr_depth": WEIGHT,
+               "lr_scale": WEIGHT, "weight_decay": WEIGHT, "grid_weight_decay": WEIGHT, "depth_smooth_sigma": WEIGHT,
+               "depth_smooth_size": COUNT, "depth_rate_limit": POSITIVE, "knn": COUNT, "knn_weight_scale": WEIGHT,
+               "ramp": FLAG, "w_rgb": WEIGHT, "w_alpha": WEIGHT, "silhouette_band_px": NONNEG_INT,
+               "w_alpha_sharp": WEIGHT, "alpha_sharp_ring_px": NONNEG_INT, "w_instance": WEIGHT,
+               "instance_start": FRACTION, "instance_hard_threshold": FRACTION, "parity_instance_object0": FLAG,
+               "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
+               "w_rigid": WEIGHT, "w_time_smooth": WEIGHT, "depth_loss": FLAG, "w_depth": WEIGHT,
+               "parity_scale_first_depth": FLAG, "random_background": FLAG,
+               "flow_preset": Check(str, choices=("ultrafast", "fast", "medium")), "flow_fb_rel": WEIGHT,
+               "flow_fb_abs": WEIGHT},
+    "preview": {"passes": COUNT, "orbit_azimuth_deg": Check(float, lo=0, hi=180),
+                "orbit_elevation_deg": Check(float, lo=-90, hi=90), "orbit_pullback": POSITIVE, "track_grid": COUNT,
+                "track_trace": NONNEG_INT},
+    "sds": {"model": Check(str), "variant": Check(str, choices=("auto", "zero123-xl", "stable-zero123")),
+            "dtype": Check(str, choices=("bfloat16", "float16", "float32")), "channels_last": FLAG,
+            "compile": Check(str, choices=("none", "default", "max-autotune-no-cudagraphs")),
+            "vae_attention": Check(str, choices=("sdpa", "matmul")), "cuda_graph": FLAG,
+            "image_size": Check(int, lo=8, multiple_of=8), "guidance_scale": WEIGHT, "weight": WEIGHT,
+            "reference_polar_deg": Check(float, lo=0, hi=180), "cond_latent": Check(str, choices=("sample", "mode")),
+            "polar_range_deg": Check(int, lo=-180, hi=180, length=2, ordered=True),
+            "azimuth_range_deg": Check(int, lo=-360, hi=360, length=2, ordered=True), "stage1_views": COUNT,
+            "stage1_radius_range": Check(float, length=2, ordered=True),
+            "stage1_t_range": Check(float, lo=0, hi=1, length=2, ordered=True), "stage2_views": COUNT,
+            "stage2_radius_range": Check(float, length=2, ordered=True),
+            "stage2_t_range": Check(float, lo=0, hi=1, length=2, ordered=True),
+            "stage2_render_sizes": Check(int, lo=8, length=3),
+            "stage2_render_steps": Check(float, lo=0, hi=1, length=2, ordered=True)},
+    "depth_prior": {"occlusion_margin": WEIGHT, "occlusion_weight": WEIGHT, "occlusion_min_pixels": WEIGHT,
+                    "model_batch": COUNT, "disparity_floor": OPEN_FRACTION},
+    "background": {"reference_frame": NONNEG_INT, "max_gaussians": COUNT, "scale_factor": POSITIVE,
+                   "init_opacity": OPEN_FRACTION, "depth_fill_grow_px": NONNEG_INT, "depth_fill_radius_px": COUNT,
+                   "mask_erode_px": NONNEG_INT, "iterations": COUNT, "frames_per_step": COUNT, "w_rgb": WEIGHT,
+                   "w_alpha": WEIGHT, "w_depth": WEIGHT, "lr_means": WEIGHT, "lr_colors": WEIGHT, "lr_opacity": WEIGHT,
+                   "lr_scales": WEIGHT},
+    "fit": {"iters_per_frame": COUNT, "min_iterations": COUNT, "frames_per_step": COUNT, "lr_means": WEIGHT,
+            "lr_colors": WEIGHT, "lr_opacity": WEIGHT, "lr_log_scales": WEIGHT, "lr_quats": WEIGHT,
+            "lr_translation": WEIGHT, "lr_rotation": WEIGHT, "lr_final_factor": Check(float, lo=0, hi=1, lo_open=True),
+            "random_background": FLAG, "checkpoint_every": replace(NONNEG_INT, flag="--checkpoint_every")},
+}
+
+
+def _default_check(default: Any) -> Check:
+    """The check of a field that FIELD_CHECKS does not list, from its default: its type, numbers >= 0."""
+    if isinstance(default, tuple):
+        kind = type(default[0]) if default else float
+        return Check(kind, lo=0 if kind in (int, float) else None, length=len(default))
+    if isinstance(default, (bool, str)):
+        return Check(type(default))
+    return Check(int if isinstance(default, int) else float, lo=0, optional=default is None)
+
+
+def field_check(section: str, name: str, default: Any) -> Check:
+    """The check of field ``name`` of ``section`` ("" for Config's own fields)."""
+    check = FIELD_CHECKS.get(section, {}).get(name)
+    return check if check is not None else _default_check(default)
+
+
+def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
+    """(message, hint) for each pair of fields whose values do not go together."""
+    problems = []
+    if not cfg.camera.near < cfg.camera.far:
+        problems.append((f"camera.near {cfg.camera.near!r} must be below camera.far {cfg.camera.far!r}",
+                         "--set camera.near=0.01 --set camera.far=100 are the defaults"))
+    if cfg.input.min_frames > cfg.input.max_frames:
+        problems.append((f"input.min_frames {cfg.input.min_frames} is above input.max_frames {cfg.input.max_frames}",
+                         "lower input.min_frames or raise input.max_frames"))
+    return problems
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg`` itself when every field holds a value it accepts (FIELD_CHECKS); else InputError naming the first
+    field that does not, its value and what it accepts. Cheap: run it before any work, on presets and overrides."""
+    from .errors import InputError
+
+    top = Config()
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            section = f.name
+            defaults = type(value)()
+            items = [(g.name, getattr(value, g.name), getattr(defaults, g.name)) for g in dataclasses.fields(value)]
+        else:
+            section, items = "", [(f.name, value, getattr(top, f.name))]
+        for name, v, default in items:
+            check = field_check(section, name, default)
+            if not check.accepts(v):
+                key = f"{section}.{name}" if section else name
+                given = f"{key} ({check.flag})" if check.flag else key
+                shown = repr(v) if isinstance(v, str) or not _jsonable(v) else json.dumps(list(v) if isinstance(v, tuple) else v)
+                problem = " is unknown" if check.choices and isinstance(v, str) else f": must be {check.describe()}"
+                fix = f"give {check.flag}" if check.flag else f"use --set {key}=VALUE with VALUE"
+                raise InputError(f"{given} {shown}{problem}",
+                                 f"{fix} {check.describe()} (--print_config lists the values in use)")
+    for message, hint in _cross_checks(cfg):
+        raise InputError(message, hint)
+    return cfg
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(list(v) if isinstance(v, tuple) else v, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -32,7 +32,7 @@ from genmojo_blender.core import bundle as fmt
 from .bake import bake_objects
 from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info, remove_checkpoint,
                          save_checkpoint)
-from .config import Config
+from .config import MAX_FPS, Config, validate
 from .errors import Cancelled, InputError
 from .io.background import load_background_image
 from .io.bundle_writer import BakedBackground, write_bundle
@@ -176,7 +176,13 @@ def _check_output(out_dir: Path, save_name: str, overwrite: bool) -> Path:
 
 def prepare(req: RunRequest, cfg: Config) -> Prepared:
     """Validate options, output and inputs; load the clip and track the objects. No optimisation."""
+    validate(cfg)  # every field in its range (config.FIELD_CHECKS), whether from a preset or an override
+    if req.fps is not None and (isinstance(req.fps, bool) or not isinstance(req.fps, (int, float))
+                                or not math.isfinite(req.fps) or not 0 < req.fps <= MAX_FPS):
+        raise InputError(f"--fps {req.fps}: must be a frame rate in (0, {MAX_FPS:g}]",
+                         "give the image sequence's frame rate, e.g. --fps 24")
     if cfg.method not in METHODS:
+
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
