@@ -35,6 +35,7 @@ from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info
 from .config import MAX_FPS, Config, validate
 from .errors import Cancelled, InputError
 from .io.background import load_background_image
+from .io.bundle_staging import recover_staging
 from .io.bundle_writer import BakedBackground, write_bundle
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
@@ -182,7 +183,6 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         raise InputError(f"--fps {req.fps}: must be a frame rate in (0, {MAX_FPS:g}]",
                          "give the image sequence's frame rate, e.g. --fps 24")
     if cfg.method not in METHODS:
-
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
@@ -417,6 +417,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                    out_dir=str(req.out_dir), device=req.device, preset=cfg.preset)
 
     reporter.begin("validate")
+    for line in recover_staging(req.out_dir, req.save_name):  # an earlier run killed while writing
+        reporter.log(line)
     prep = prepare(req, cfg)
     clip = prep.clip
     for w in clip.warnings:
@@ -464,9 +466,11 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
         model, final, guidance_info = _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt,
                                                     reporter, should_stop)
 
+    _stop_point(should_stop, "baking", prep.target, ckpt.folder)
     reporter.begin("bake")
     cameras = cameras.to(prep.device)
     baked = bake_objects(model, visibility(prep), prep.device)
+    _stop_point(should_stop, "rendering the previews", prep.target, ckpt.folder)
     bg_baked = None
     if background is not None:
         bg_baked = BakedBackground(gaussians=fmt.StaticGaussians(**background.arrays()),
@@ -478,6 +482,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                                      static=bg_baked.gaussians if bg_baked is not None else None)
     reporter.end("bake")
 
+    _stop_point(should_stop, "writing the result", prep.target, ckpt.folder)
     reporter.begin("write")
     track, cam_info = cameras.to_bundle(clip.width, clip.height)
     info = fmt.ClipInfo(width=clip.width, height=clip.height, fps=clip.fps, frame_names=clip.frame_names,
@@ -486,13 +491,30 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                            iterations=iterations, guidance=guidance_info, depth_source=depth_source,
                            duration_s=round(time.monotonic() - t_start, 2), final_losses=final,
                            config=cfg.to_dict(), command=req.command, holdout_frames=held)
-    path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
-                        objects=baked, run=run_info, previews=previews, tracks=tracks, overwrite=req.overwrite,
-                        background=bg_baked)
+    try:
+        path = write_bundle(req.out_dir, req.save_name, clip=info, camera=track, camera_info=cam_info,
+                            objects=baked, run=run_info, previews=previews, tracks=tracks, overwrite=req.overwrite,
+                            background=bg_baked, should_stop=should_stop)
+    except Cancelled as e:
+        raise Cancelled(str(e), _after_fit_hint(ckpt.folder)) from e
+    # the result is committed: a stop that arrives from here on no longer undoes it, the run is done
     remove_checkpoint(ckpt.folder)
     reporter.end("write")
     reporter.done(str(path.resolve()))
     return path
+
+
+def _after_fit_hint(ckpt_folder: Path) -> str:
+    if read_info(ckpt_folder) is not None:
+        return f"run the same command with --resume to continue from the checkpoint in {ckpt_folder}"
+    return "run again to start over"
+
+
+def _stop_point(should_stop: Callable[[], bool], before: str, target: Path, ckpt_folder: Path) -> None:
+    """Honour a stop between the fit and the bundle's commit: raise Cancelled, the previous result untouched."""
+    if should_stop():
+        kept = f"{target} is untouched" if target.exists() else f"nothing was written to {target}"
+        raise Cancelled(f"stopped before {before}; {kept}", _after_fit_hint(ckpt_folder))
 
 
 def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,
