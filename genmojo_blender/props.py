@@ -20,6 +20,7 @@ from . import preferences
 from .core import backend_process as bp
 from .core.clip_source import resolve_clip
 from .core.protocol import RunState
+from .core.run_progress import RunProgress
 
 PRESET_ITEMS = (
     ("cpu-tiny", "CPU Tiny", "A few iterations at low resolution: checks the set-up on any machine"),
@@ -195,15 +196,17 @@ class GENMOJO_PG_run(PropertyGroup):
         self.status, self.error, self.hint, self.log_tail = "Starting the backend", "", "", ""
         self.exit_status = 0
 
-    def show_state(self, state: RunState) -> None:
-        """Copy the folded protocol state into the UI properties."""
-        self.fraction = state.fraction
+    def show_state(self, state: RunState, progress: RunProgress | None = None) -> None:
+        """Copy the folded protocol state into the UI properties; with ``progress`` the bar and the
+        ETA are the whole run's, weighted by the stages' planned work (``core/run_progress.py``)."""
+        self.fraction = progress.fraction if progress is not None else state.fraction
         self.stage = state.stage
         self.stage_index = state.stage_index
         self.stage_count = len(state.stages)
         self.step, self.total = state.step, state.total
-        self.eta_s = -1.0 if state.eta_s is None else float(state.eta_s)
-        self.status = bp.describe_progress(state)
+        eta = progress.eta_s if progress is not None else state.eta_s
+        self.eta_s = -1.0 if eta is None else float(eta)
+        self.status = bp.describe_progress(state, progress)
 
     def show_failure(self, error: str, hint: str = "", tail: list[str] | None = None,
                      exit_status: int = bp.EXIT_INTERNAL) -> None:

@@ -116,7 +116,7 @@ def update(context, run: bp.BackendRun, on_log=None) -> list:
     """Pump the run's events into the WindowManager state; returns the new events."""
     events = run.pump(on_log)
     if events:
-        run_state(context).show_state(run.state)
+        run_state(context).show_state(run.state, run.progress)
     return events
 
 
@@ -127,7 +127,7 @@ def finish(context, run: bp.BackendRun, *, import_result: bool | None = None) ->
         _active = None
     outcome = run.outcome
     state = run_state(context)
-    state.show_state(run.state)
+    state.show_state(run.state, run.progress)
     state.running = state.cancelling = False
     state.exit_status = outcome.exit_status()
     if outcome.status == "cancelled":

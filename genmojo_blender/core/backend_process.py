@@ -35,6 +35,7 @@ from typing import Callable
 
 from .bundle import RESULT_NAME
 from .protocol import Event, ProtocolError, RunState, decode_event
+from .run_progress import RunProgress
 
 DEFAULT_BACKEND_MODULE = "backend"
 # Developer/test override of the module run with ``-m`` (the real backend is the ``backend`` package).
@@ -597,6 +598,7 @@ class BackendRun:
     def __init__(self, process: BackendProcess):
         self.process = process
         self.state = RunState()
+        self.progress = RunProgress()  # the overall fraction and time left, weighted by the backend's plan
         self.outcome: RunOutcome | None = None
         self._done_event: Event | None = None
         self._failed_event: Event | None = None
@@ -632,6 +634,7 @@ class BackendRun:
 
     def _apply(self, ev: Event, on_event=None) -> None:
         self.state.apply(ev)
+        self.progress.apply(ev)
         if ev.type == "done":
             self._done_event = ev
         elif ev.type == "failed":
@@ -687,8 +690,10 @@ def format_duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
-def describe_progress(state: RunState) -> str:
-    """One status line: stage (k/n), step/total, percent and ETA where known."""
+def describe_progress(state: RunState, progress: RunProgress | None = None) -> str:
+    """One status line: stage (k/n), step/total, percent and ETA where known. With ``progress`` the
+    percent and the ETA are the whole run's, weighted by the backend's work plan; without, the
+    percent gives every stage the same share and the ETA is the current stage's."""
     parts = []
     if state.stage:
         n = len(state.stages)
@@ -697,8 +702,8 @@ def describe_progress(state: RunState) -> str:
         parts.append("starting")
     if state.total:
         parts.append(f"step {state.step}/{state.total}")
-    parts.append(f"{100.0 * state.fraction:.0f}%")
-    eta = format_duration(state.eta_s)
+    parts.append(f"{100.0 * (progress.fraction if progress is not None else state.fraction):.0f}%")
+    eta = format_duration(progress.eta_s if progress is not None else state.eta_s)
     if eta:
         parts.append(f"ETA {eta}")
     return " · ".join(parts)

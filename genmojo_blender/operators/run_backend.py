@@ -109,12 +109,12 @@ class GENMOJO_OT_run_backend(Operator):
         last = {"line": "", "t": 0.0}
 
         def on_event(ev, state):
-            line = bp.describe_progress(state)
+            line = bp.describe_progress(state, run.progress)
             now = time.monotonic()
             if ev.type in ("stage", "done", "failed") or (line != last["line"] and now - last["t"] >= 2.0):
                 print(f"{_LOG_PREFIX} {line}", flush=True)
                 last.update(line=line, t=now)
-            session.run_state(context).show_state(state)
+            session.run_state(context).show_state(state, run.progress)
 
         def on_log(line):
             print(f"[backend] {line}", file=sys.stderr, flush=True)
