@@ -20,6 +20,13 @@ every imported GenMOJO object is replaced by a stand-in with the same name that 
 geometry without shape keys and one location/rotation key per frame, the least-squares rigid
 motion of its per-frame shapes (``core/rigid.py``, weighted by the Gaussians' opacities). The
 stand-ins are deleted and the originals restored afterwards, whatever happens.
+
+USD and Alembic (``export_usd``, ``export_alembic``): baked caches through Blender's own exporters,
+with the point/splat display modifiers off for the duration so each GenMOJO object is written as
+its vertices at every frame (the section below says why they had none before). Both refuse to
+replace an existing file unless ``overwrite`` is set and write through a temporary sibling.
+The splat formats (3DGS PLY sequences, glTF ``KHR_gaussian_splatting``, USD particle fields) are
+in ``splat_export.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ import json
 import os
 import struct
 from contextlib import contextmanager
+from pathlib import Path
 
 import bpy
 import numpy as np
 
+from ..core import export_files
 from ..core import rigid as rigid_fit
 from ..core.camera import decompose_rigid
 from . import animation, display
@@ -271,3 +280,109 @@ def _rigid_stand_ins(enabled: bool, selected_only: bool, warnings: list[str] | N
         for ob in layer.objects:
             ob.select_set(ob in selection)
         layer.objects.active = active
+
+
+# --------------------------------------------------------------------------------------------
+# Baked caches through Blender's own USD and Alembic exporters
+#
+# Why Blender's Alembic export of an imported result had 0 vertices: the point and splat looks are
+# Geometry Nodes modifiers whose output is a point cloud (Mesh to Points) or instanced ellipsoids.
+# The exporters write the *evaluated* object, and Alembic has no writer for Blender's point-cloud
+# geometry, so it wrote the evaluated mesh, which the modifier had emptied (its Gaussians live in
+# the point cloud). For the duration of these exports the display modifiers are switched off, so
+# the evaluated object is the vertex-per-Gaussian mesh with the frame's shape keys applied, and
+# both exporters write its vertices at every frame. USD is asked for evaluated geometry per frame
+# (``export_shapekeys=False``) rather than UsdSkel blend shapes, so every frame's points are time
+# samples any USD reader plays; surfaces (the MESH representation) have no display modifier and
+# export as they are.
+
+USD_EXTENSIONS = (".usd", ".usda", ".usdc")
+
+
+def _is_display_modifier(mod) -> bool:
+    group = getattr(mod, "node_group", None)
+    return (mod.type == "NODES" and group is not None
+            and group.name.split(".")[0] in (display.NODE_GROUP_NAME, display.SPLATS_NAME))
+
+
+@contextmanager
+def display_modifiers_off(objects):
+    """Switch the point/splat display modifiers of ``objects`` off (viewport and render) while the
+    body runs, and back to what they were afterwards, whatever happens."""
+    saved = []
+    try:
+        for ob in objects:
+            for mod in getattr(ob, "modifiers", ()):
+                if _is_display_modifier(mod):
+                    saved.append((mod, mod.show_viewport, mod.show_render))
+                    mod.show_viewport = mod.show_render = False
+        yield
+    finally:
+        for mod, viewport, render in saved:
+            mod.show_viewport, mod.show_render = viewport, render
+
+
+def _cache_target(path: str, extensions: tuple[str, ...], overwrite: bool) -> Path:
+    target = Path(os.path.abspath(bpy.path.abspath(path)))
+    if target.suffix.lower() not in extensions:
+        raise export_files.ExportError(f"{target.name}: give a name ending in {' or '.join(extensions)}")
+    export_files.check_targets([target], overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _export_to_temp_then_rename(target, run) -> str:
+    """Let a Blender exporter write a hidden sibling of ``target``, then rename it into place."""
+    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+    try:
+        result = run(str(tmp))
+        if "FINISHED" not in result or not tmp.is_file():
+            raise RuntimeError(f"Blender's exporter did not write {target}")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(target)
+
+
+def _scope(context, selected_only: bool) -> list:
+    layer = context.view_layer
+    return [ob for ob in layer.objects if ob.select_get()] if selected_only else list(layer.objects)
+
+
+def usd_settings(path: str, *, selected_only: bool = False) -> dict:
+    """Keyword arguments for ``bpy.ops.wm.usd_export``: animation baked per frame, no UsdSkel."""
+    return dict(filepath=path, selected_objects_only=selected_only, export_animation=True,
+                export_shapekeys=False, export_armatures=False, export_meshes=True, export_points=True,
+                export_cameras=True, export_lights=True, export_mesh_colors=True, export_materials=True,
+                export_custom_properties=True, evaluation_mode="RENDER", use_instancing=False)
+
+
+def export_usd(path: str, context=None, *, selected_only: bool = False, overwrite: bool = False) -> str:
+    """The scene (or the selection) as a USD cache: every object's evaluated geometry at every
+    frame of the scene's range, GenMOJO points as their vertices; returns the written path."""
+    context = context or bpy.context
+    target = _cache_target(path, USD_EXTENSIONS, overwrite)
+    op = bpy.ops.wm.usd_export
+    with display_modifiers_off(_scope(context, selected_only)):
+        return _export_to_temp_then_rename(
+            target, lambda p: op(**supported_settings(op, usd_settings(p, selected_only=selected_only))))
+
+
+def alembic_settings(path: str, scene, *, selected_only: bool = False) -> dict:
+    """Keyword arguments for ``bpy.ops.wm.alembic_export`` over the scene's frame range."""
+    return dict(filepath=path, start=scene.frame_start, end=scene.frame_end, selected=selected_only,
+                vcolors=True, uvs=True, normals=True, export_custom_properties=True,
+                evaluation_mode="RENDER", use_instancing=False, init_scene_frame_range=False)
+
+
+def export_alembic(path: str, context=None, *, selected_only: bool = False, overwrite: bool = False) -> str:
+    """The scene (or the selection) as an Alembic cache of the scene's frame range, GenMOJO points
+    as their vertices at every frame; returns the written path."""
+    context = context or bpy.context
+    target = _cache_target(path, (".abc",), overwrite)
+    op = bpy.ops.wm.alembic_export
+    scene = context.scene
+    with display_modifiers_off(_scope(context, selected_only)):
+        return _export_to_temp_then_rename(
+            target, lambda p: op(**supported_settings(op, alembic_settings(p, scene, selected_only=selected_only))))

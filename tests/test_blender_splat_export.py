@@ -1,0 +1,245 @@
+"""The exports artists asked for (#22), run in Blender on an imported result whose root the user has
+moved and scaled: 3DGS PLY sequences (read back with plyfile), glTF KHR_gaussian_splatting files
+per frame, USD splats and the USD cache (opened with OpenUSD), and the Alembic cache re-imported
+into Blender with its vertices at two frames. One Blender run does every export; the tests check
+its files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundle_factory import make_bundle
+from genmojo_blender.core import gltf_splats, splats
+from genmojo_blender.core.camera import OPENCV_WORLD_TO_BLENDER
+from test_blender_import import run_bpy
+
+pytestmark = pytest.mark.blender
+
+T, FPS = 3, 12
+# what the test does to the result's root in Blender: move it and scale it 2x
+ROOT_LOCATION = np.array([1.0, -2.0, 0.5])
+ROOT_SCALE = 2.0
+
+SCRIPT = """
+import os
+enable()
+from genmojo_blender.blender import importer, export
+from genmojo_blender.core.export_files import ExportError
+scene = bpy.context.scene
+polls_empty = {n: getattr(bpy.ops.genmojo, n).poll() for n in
+               ("export_ply_sequence", "export_gltf_splats", "export_usd_splats", "export_usd", "export_alembic")}
+importer.import_bundle(BUNDLE)
+root = bpy.data.objects["shot_root"]
+root.location = ROOT_LOCATION
+root.scale = (ROOT_SCALE,) * 3
+polls = {n: getattr(bpy.ops.genmojo, n).poll() for n in polls_empty}
+scene.frame_set(2)
+ops = bpy.ops.genmojo
+ops.export_ply_sequence(directory=OUT + "/ply", merged=True)
+ops.export_ply_sequence(directory=OUT + "/ply_bundle", space="BUNDLE", sh_degree="3")
+ops.export_gltf_splats(filepath=OUT + "/glb/shot.glb")
+ops.export_usd_splats(filepath=OUT + "/shot_splats.usda")
+ops.export_usd(filepath=OUT + "/shot_cache.usdc")
+ops.export_alembic(filepath=OUT + "/shot_cache.abc")
+frame_after = scene.frame_current
+mods_after = [(m.show_viewport, m.show_render) for o in bpy.data.objects for m in getattr(o, "modifiers", [])]
+# a second export to the same place is refused and leaves the files alone ...
+before = {p: os.path.getmtime(p) for p in (OUT + "/shot_cache.abc", OUT + "/ply/shot_object_001/shot_object_001_0001.ply")}
+refusals = []
+for call in (lambda: ops.export_alembic(filepath=OUT + "/shot_cache.abc"),
+             lambda: ops.export_ply_sequence(directory=OUT + "/ply")):
+    try:
+        call()
+        refusals.append("")
+    except RuntimeError as e:
+        refusals.append(str(e))
+unchanged = all(os.path.getmtime(p) == t for p, t in before.items())
+# ... and allowed with Overwrite
+overwritten = "FINISHED" in ops.export_alembic(filepath=OUT + "/shot_cache.abc", overwrite=True)
+leftovers = sorted(n for n in os.listdir(OUT) if n.startswith("."))
+
+# the Alembic cache, read back by Blender
+bpy.ops.wm.read_factory_settings(use_empty=True)
+scene = bpy.context.scene
+scene.render.fps = FPS
+scene.frame_start, scene.frame_end = 1, T
+bpy.ops.wm.alembic_import(filepath=OUT + "/shot_cache.abc")
+abc = {}
+for f in (1, T):
+    scene.frame_set(f)
+    dg = bpy.context.evaluated_depsgraph_get()
+    for ob in bpy.data.objects:
+        if ob.type == "MESH":
+            me = ob.evaluated_get(dg).to_mesh()
+            co = np.empty(len(me.vertices) * 3, np.float32)
+            me.vertices.foreach_get("co", co)
+            M = np.array(ob.matrix_world)
+            abc.setdefault(ob.name, []).append((co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]).tolist())
+            ob.evaluated_get(dg).to_mesh_clear()
+emit(polls_empty=polls_empty, polls=polls, frame_after=frame_after, mods_after=mods_after,
+     refusals=refusals, unchanged=unchanged, overwritten=overwritten, leftovers=leftovers, abc=abc)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("splat_export")
+    b = make_bundle(tmp, save_name="shot", frames=T, objects=2, gaussians=30, fps=FPS, preview=False)
+    # give the Gaussians varied orientations and sizes, so the conversions are really exercised
+    rng = np.random.default_rng(1)
+    for oid in ("001", "002"):
+        path = b / "objects" / oid / "frames.npz"
+        with np.load(path) as z:
+            arrays = dict(z)
+        q = rng.normal(size=arrays["quats"].shape)
+        arrays["quats"] = (q / np.linalg.norm(q, axis=-1, keepdims=True)).astype(np.float32)
+        arrays["log_scales"] = (arrays["log_scales"] + rng.normal(size=arrays["log_scales"].shape) * 0.2).astype(np.float32)
+        np.savez(path, **arrays)
+    out = tmp / "out"
+    out.mkdir()
+    res = run_bpy(f"BUNDLE = {str(b)!r}\nOUT = {str(out)!r}\nT = {T}\nFPS = {FPS}\n"
+                  f"ROOT_LOCATION = {tuple(ROOT_LOCATION)}\nROOT_SCALE = {ROOT_SCALE}\n" + SCRIPT, timeout=300)
+    return b, out, res
+
+
+def _bundle(b, oid):
+    with np.load(b / "objects" / oid / "frames.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _scene_matrix() -> np.ndarray:
+    """Bundle world -> Blender world for the moved, scaled root."""
+    M = np.eye(4)
+    M[:3, :3] = ROOT_SCALE * np.eye(3)
+    M[:3, 3] = ROOT_LOCATION
+    return M @ OPENCV_WORLD_TO_BLENDER
+
+
+def _blender_points(means: np.ndarray) -> np.ndarray:
+    M = _scene_matrix()
+    return means.astype(np.float64) @ M[:3, :3].T + M[:3, 3]
+
+
+def _read_ply(path):
+    from plyfile import PlyData
+
+    v = PlyData.read(str(path))["vertex"]
+    return {p.name: np.asarray(v[p.name]) for p in v.properties}
+
+
+def test_exports_need_an_imported_result_and_leave_the_scene_as_it_was(exported):
+    _, _, res = exported
+    assert not any(res["polls_empty"].values())
+    assert all(res["polls"].values())
+    assert res["frame_after"] == 2  # the exports step through frames and come back
+    assert res["mods_after"] and all(v == [True, True] for v in res["mods_after"])  # display back on
+
+
+def test_ply_sequences_in_blender_space_and_in_the_bundles_own(exported):
+    b, out, _ = exported
+    names = {"001": "shot_object_001", "002": "shot_object_002"}
+    total = {f: 0 for f in range(1, T + 1)}
+    for oid, name in names.items():
+        arrays = _bundle(b, oid)
+        files = sorted(p.name for p in (out / "ply" / name).iterdir())
+        assert files == [f"{name}_{f:04d}.ply" for f in range(1, T + 1)]
+        for i in range(T):
+            f = i + 1
+            own = _read_ply(out / "ply_bundle" / name / f"{name}_{f:04d}.ply")
+            assert len([k for k in own if k.startswith("f_rest_")]) == 45
+            # the bundle's space: its numbers, exactly
+            assert np.array_equal(np.stack([own["x"], own["y"], own["z"]], 1), arrays["means"][i])
+            assert np.array_equal(np.stack([own[f"rot_{j}"] for j in range(4)], 1), arrays["quats"][i])
+            assert np.array_equal(np.stack([own[f"scale_{j}"] for j in range(3)], 1), arrays["log_scales"][i])
+            assert np.array_equal(np.stack([own[f"f_dc_{j}"] for j in range(3)], 1), splats.sh_dc(arrays["colors"][i]))
+            assert np.array_equal(own["opacity"], splats.logit(arrays["opacities"][i]))
+            # Blender's space: where the scene shows them, sizes scaled with the root
+            ply = _read_ply(out / "ply" / name / f"{name}_{f:04d}.ply")
+            assert "f_rest_0" not in ply
+            xyz = np.stack([ply["x"], ply["y"], ply["z"]], 1)
+            assert np.allclose(xyz, _blender_points(arrays["means"][i]), atol=1e-5)
+            logs = np.stack([ply[f"scale_{j}"] for j in range(3)], 1)
+            assert np.allclose(logs, arrays["log_scales"][i] + np.log(ROOT_SCALE), atol=1e-6)
+            total[f] += len(xyz)
+    for f, n in total.items():
+        merged = _read_ply(out / "ply" / "all_objects" / f"all_objects_{f:04d}.ply")
+        assert len(merged["x"]) == n
+
+
+def test_gltf_splat_file_per_frame_in_gltf_axes(exported):
+    b, out, _ = exported
+    assert sorted(p.name for p in (out / "glb").iterdir()) == [f"shot_{f:04d}.glb" for f in range(1, T + 1)]
+    for i in range(T):
+        doc, binary = gltf_splats.read_glb((out / "glb" / f"shot_{i + 1:04d}.glb").read_bytes())
+        assert doc["extensionsUsed"] == ["KHR_gaussian_splatting"] and doc["asset"]["extras"]["frame"] == i + 1
+        assert [n["name"] for n in doc["nodes"]] == ["shot_object_001", "shot_object_002"]
+        for node, oid in zip(doc["nodes"], ("001", "002")):
+            prim = doc["meshes"][node["mesh"]]["primitives"][0]
+            pos = gltf_splats.accessor_array(doc, binary, prim["attributes"]["POSITION"])
+            blender = _blender_points(_bundle(b, oid)["means"][i])
+            assert np.allclose(pos, blender @ splats.BLENDER_TO_GLTF[:3, :3].T, atol=1e-5)  # Y up
+            acc = doc["accessors"][prim["attributes"]["POSITION"]]
+            assert np.allclose(acc["min"], pos.min(0)) and np.allclose(acc["max"], pos.max(0))
+
+
+def test_usd_splats_play_the_clip_in_openusd(exported):
+    pytest.importorskip("pxr")
+    from pxr import Usd, UsdGeom, UsdVol
+
+    b, out, _ = exported
+    stage = Usd.Stage.Open(str(out / "shot_splats.usda"))
+    assert UsdGeom.GetStageUpAxis(stage) == "Z" and stage.GetTimeCodesPerSecond() == FPS
+    assert (stage.GetStartTimeCode(), stage.GetEndTimeCode()) == (1, T)
+    for oid in ("001", "002"):
+        prim = stage.GetPrimAtPath(f"/shot/shot_object_{oid}")
+        assert prim.IsA(UsdVol.ParticleField3DGaussianSplat)
+        arrays = _bundle(b, oid)
+        for t in (1, T):
+            pos = np.array(prim.GetAttribute("positions").Get(t))
+            assert np.allclose(pos, _blender_points(arrays["means"][t - 1]), atol=1e-5)
+            scales = np.array(prim.GetAttribute("scales").Get(t))
+            assert np.allclose(np.sort(scales, 1), np.sort(ROOT_SCALE * np.exp(arrays["log_scales"][t - 1]), 1), rtol=1e-5)
+
+
+def test_usd_cache_has_the_points_at_every_frame(exported):
+    pytest.importorskip("pxr")
+    from pxr import Usd, UsdGeom
+
+    b, out, _ = exported
+    stage = Usd.Stage.Open(str(out / "shot_cache.usdc"))
+    meshes = {p.GetName(): UsdGeom.Mesh(p) for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)}
+    assert sorted(meshes) == ["shot_object_001", "shot_object_002"]
+    for oid in ("001", "002"):
+        mesh = meshes[f"shot_object_{oid}"]
+        attr = mesh.GetPointsAttr()
+        assert attr.GetTimeSamples() == [float(f) for f in range(1, T + 1)]
+        cache = UsdGeom.XformCache()
+        arrays = _bundle(b, oid)
+        for t in (1, T):
+            cache.SetTime(t)
+            M = np.array(cache.GetLocalToWorldTransform(mesh.GetPrim())).T  # USD matrices are row-vector
+            local = np.array(attr.Get(t), np.float64)
+            world = local @ M[:3, :3].T + M[:3, 3]
+            assert len(local) == arrays["means"].shape[1] > 0
+            assert np.allclose(world, _blender_points(arrays["means"][t - 1]), atol=1e-4)
+
+
+def test_alembic_cache_reimports_with_vertices_that_move(exported):
+    b, _, res = exported
+    abc = res["abc"]
+    assert sorted(abc) == ["shot_object_001", "shot_object_002"]
+    for oid in ("001", "002"):
+        first, last = (np.array(p) for p in abc[f"shot_object_{oid}"])
+        means = _bundle(b, oid)["means"]
+        assert len(first) == len(last) == means.shape[1] > 0
+        assert not np.allclose(first, last)
+        assert np.allclose(first, _blender_points(means[0]), atol=1e-4)
+        assert np.allclose(last, _blender_points(means[T - 1]), atol=1e-4)
+
+
+def test_existing_files_are_refused_without_overwrite(exported):
+    _, _, res = exported
+    assert all("already exist" in r and "Overwrite" in r for r in res["refusals"]), res["refusals"]
+    assert res["unchanged"] and res["overwritten"]
+    assert res["leftovers"] == []  # no temporary files left behind
