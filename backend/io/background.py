@@ -2,8 +2,8 @@
 
 The image is the clip's reference frame (frame 0 by default) with the objects painted out, made by
 any inpainting tool. It may be at any resolution with the clip's aspect ratio; it is resampled to the
-fitting size. Every problem is an InputError naming the file and the fix, raised before any
-optimisation starts.
+fitting size. Every problem (a missing, empty, truncated or undecodable file, another aspect ratio) is an
+InputError naming the file and the fix, raised before any optimisation starts.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import InputError
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same frame
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"  # a JPEG's first bytes and its end-of-image marker
+JPEG_TAIL = 4096  # the end marker must lie within this many bytes of the file's end (some tools append data)
 
 
 def load_background_image(path: str | Path, clip_size: tuple[int, int], work_size: tuple[int, int]) -> np.ndarray:
@@ -27,9 +29,15 @@ def load_background_image(path: str | Path, clip_size: tuple[int, int], work_siz
             "the frames), or run without --bg_path")
     if not path.is_file():
         raise InputError(f"{path}: background image not found", hint)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = np.fromfile(str(path), dtype=np.uint8)
+    if data.size == 0:
+        raise InputError(f"{path}: the background image is empty (0 bytes)", hint)
+    if data[:3].tobytes() == JPEG_START and JPEG_END not in data[-JPEG_TAIL:].tobytes():
+        # OpenCV decodes a cut-off JPEG without complaint, filling the missing rows with grey
+        raise InputError(f"{path}: the JPEG is truncated (it has no end-of-image marker)", hint)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
-        raise InputError(f"{path}: not a readable image", hint)
+        raise InputError(f"{path}: not a readable image, or truncated", hint)
     h, w = img.shape[:2]
     cw, ch = clip_size
     if abs((w / h) / (cw / ch) - 1) > ASPECT_TOLERANCE:

@@ -2,7 +2,8 @@
 
 MegaSAM writes an npz with ``images`` (T,H,W,3) uint8, ``depths`` (T,H,W), ``intrinsic`` (3,3) at
 its own processing resolution, and ``cam_c2w`` (T,4,4) camera-to-world with OpenCV camera axes.
-Everything is validated (keys, shapes, finiteness, frame count) before it is used.
+Everything is validated (a readable, complete npz; keys; floating-point arrays, not integers, complex numbers
+or strings; shapes; finiteness; frame count) before it is used.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..errors import InputError
 from .npz import read_arrays
 
 REQUIRED_KEYS = ("depths", "intrinsic", "cam_c2w")
+MIN_DEPTH_SIDE = 2  # pixels: a smaller depth map cannot carry MegaSAM's intrinsics to the clip
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ def load_megasam(path: str | Path, num_frames: int, width: int, height: int) -> 
         raise InputError(f"{path}: intrinsic has shape {K.shape}, expected (3, 3)", hint)
     if c2w.ndim != 3 or c2w.shape[1:] != (4, 4):
         raise InputError(f"{path}: cam_c2w has shape {c2w.shape}, expected (T, 4, 4)", hint)
-    if depths.ndim != 3:
-        raise InputError(f"{path}: depths has shape {depths.shape}, expected (T, H, W)", hint)
+    if depths.ndim != 3 or min(depths.shape[1:]) < MIN_DEPTH_SIDE:
+        raise InputError(f"{path}: depths has shape {depths.shape}, expected (T, H, W) with H and W at least "
+                         f"{MIN_DEPTH_SIDE}", hint)
     for name, a in (("intrinsic", K), ("cam_c2w", c2w), ("depths", depths)):
         if not np.isfinite(a).all():
             raise InputError(f"{path}: {name} contains NaN or infinity", hint)

@@ -4,8 +4,9 @@ Stage 2 needs one number per object and frame: the camera distance of the object
 ``(K, T)``. It is the masked median of a depth map where one exists, in this order of preference:
 
 1. ``--depth_dir``: a folder of per-frame depth maps named like the frames (trailing frame number):
-   16-bit PNG/TIFF, ``.npy`` or ``.exr`` (OpenCV). Values are depth, or disparity with
-   ``--depth_is_disparity``; 0, negative and non-finite values mean "unknown".
+   16-bit PNG/TIFF, ``.npy`` or ``.exr`` (OpenCV), with the frames' aspect ratio. Values are depth, or
+   disparity with ``--depth_is_disparity``; 0, negative and non-finite values mean "unknown" (a map with
+   no known value at all is refused). Empty, truncated, complex, boolean or text maps are refused.
 2. ``--depth_model``: a local depth-estimation model in the transformers layout (config.json,
    preprocessor_config.json, weights), run on every frame. Relative models (Depth Anything, DPT)
    predict disparity, which is inverted; models whose config says ``depth_estimation_type: metric``
@@ -47,6 +48,7 @@ import torch
 from ..errors import InputError
 
 DEPTH_EXTS = (".png", ".tif", ".tiff", ".npy", ".exr")
+ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the frame's own
 _NUMBERED = re.compile(r"(\d+)$")
 
 
@@ -68,11 +70,15 @@ def read_depth_file(path: Path) -> np.ndarray:
     path = Path(path)
     hint = "save depth maps as 16-bit PNG, float .npy (h, w) or single-channel EXR"
     ext = path.suffix.lower()
+    if not path.is_file():
+        raise InputError(f"{path}: depth map not found", hint)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the depth map is empty (0 bytes)", hint)
     if ext == ".npy":
         try:
             d = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: not a readable npy file ({e})", hint) from e
+        except (OSError, ValueError, EOFError) as e:
+            raise InputError(f"{path}: not a readable npy file, or truncated ({e})", hint) from e
     else:
         if ext == ".exr":
             os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # OpenCV reads EXR only when asked to
@@ -83,8 +89,9 @@ def read_depth_file(path: Path) -> np.ndarray:
     d = np.asarray(d)
     if d.ndim == 3:
         d = d[..., 0]  # single value replicated over channels; take the first
-    if d.ndim != 2 or d.size == 0 or not (np.issubdtype(d.dtype, np.number)):
-        raise InputError(f"{path}: a depth map must be one number per pixel, got shape {d.shape} {d.dtype}", hint)
+    if d.ndim != 2 or d.size == 0 or d.dtype.kind not in "uif":  # not complex, bool, strings or objects
+        raise InputError(f"{path}: a depth map must be one real number per pixel, got shape {d.shape} {d.dtype}",
+                         hint)
     return d.astype(np.float32)
 
 
@@ -123,6 +130,12 @@ def load_depth_folder(folder: str | Path, frame_numbers: list[int], width: int, 
     for n in frame_numbers:
         d = read_depth_file(files[n])
         kinds.add(files[n].suffix.lower())
+        hd, wd = d.shape
+        # the working size is rounded from the clip's, so its aspect ratio is off by up to a pixel's worth
+        tolerance = ASPECT_TOLERANCE + 1.0 / min(width, height, wd, hd)
+        if abs((wd / hd) / (width / height) - 1) > tolerance:
+            raise InputError(f"{files[n]}: the depth map is {wd}x{hd}, the clip {width}x{height} at its working "
+                             "size (another aspect ratio)", "give depth maps of this clip's frames, uncropped")
         d = np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
         if not (d > 0).any():
             raise InputError(f"{files[n]}: the depth map has no positive value", "check the file's contents")

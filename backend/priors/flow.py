@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +171,11 @@ def cached_flow(
 ) -> tuple[FlowPairs, bool]:
     """``estimate_flow`` through an on-disk cache in ``cache_dir``; returns (flow, whether it was cached).
 
-    One ``flow-<key>.npz`` per clip and settings (``flow_cache_key``). A missing, unreadable or
-    mismatching entry is recomputed; an entry that cannot be written is reported through ``warn`` and
-    the run goes on. Writes are atomic (a temporary file renamed into place).
+    One ``flow-<key>.npz`` per clip and settings (``flow_cache_key``). A missing entry is computed; one that
+    is empty, truncated, damaged or holds arrays of the wrong shape or dtype is reported through ``warn``,
+    recomputed and replaced; an entry that cannot be written is reported through ``warn`` and the run goes
+    on. Writes are atomic (a temporary file renamed into place), so a run killed while writing leaves no
+    partial entry.
     """
     frames = _check_frames(frames)
     pair_arr = _check_pairs(pairs, frames.shape[0])
@@ -182,15 +186,10 @@ def cached_flow(
     key = flow_cache_key(frames, pair_arr, estimator.name, fb_rel, fb_abs)
     path = Path(cache_dir) / f"flow-{key}.npz"
     if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                cached = FlowPairs(pairs=z["pairs"], flow=z["flow"], valid=z["valid"], method=str(z["method"]))
-            T, H, W = frames.shape[:3]
-            if (np.array_equal(cached.pairs, pair_arr) and cached.flow.shape == (len(pair_arr), H, W, 2)
-                    and cached.valid.shape == (len(pair_arr), H, W)):
-                return cached, True
-        except (OSError, ValueError, KeyError) as e:
-            warn(f"warning: ignoring the unreadable flow cache {path} ({e})")
+        cached, problem = _read_cache_entry(path, pair_arr, frames.shape[1:3])
+        if cached is not None:
+            return cached, True
+        warn(f"warning: ignoring the unreadable flow cache {path}: it {problem}; recomputing it")
     result = estimate_flow(frames, pair_arr, fb_rel=fb_rel, fb_abs=fb_abs, estimator=estimator)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +204,39 @@ def cached_flow(
     except OSError as e:
         warn(f"warning: could not cache the optical flow in {path.parent} ({e}); the run continues")
     return result, False
+
+
+# what np.load raises for an empty, truncated or foreign file, or a damaged member
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_cache_entry(path: Path, pairs: np.ndarray, size: tuple[int, int]) -> tuple[FlowPairs | None, str]:
+    """The cached flow at ``path`` if it is complete and matches the request: (flow, "") or (None, what is wrong).
+
+    An entry may be cut short by a full disk or a killed process of an older version, or damaged later;
+    whatever it holds, it is only used when every array has the expected shape and dtype and finite values."""
+    H, W = size
+    P = len(pairs)
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            return None, "is not an npz archive"
+        with z:
+            arrays = {k: z[k] for k in ("pairs", "flow", "valid", "method")}
+    except _UNREADABLE as e:
+        return None, f"cannot be read ({type(e).__name__}: {e})"
+    flow, valid, cached_pairs, method = arrays["flow"], arrays["valid"], arrays["pairs"], arrays["method"]
+    if flow.dtype != np.float32 or flow.shape != (P, H, W, 2):
+        return None, f"holds flow of {flow.dtype} {flow.shape}, expected float32 {(P, H, W, 2)}"
+    if valid.dtype != bool or valid.shape != (P, H, W):
+        return None, f"holds a validity mask of {valid.dtype} {valid.shape}, expected bool {(P, H, W)}"
+    if cached_pairs.dtype.kind not in "iu" or not np.array_equal(cached_pairs, pairs):
+        return None, "is for other frame pairs"
+    if method.dtype.kind != "U" or method.shape != ():
+        return None, f"names its estimator with {method.dtype} {method.shape}, expected a string"
+    if not np.isfinite(flow).all():
+        return None, "holds non-finite flow"
+    return FlowPairs(pairs=pairs, flow=flow, valid=valid, method=str(method)), ""
 
 
 def consistency_mask(forward: np.ndarray, backward: np.ndarray, *, rel: float, abs_tol: float) -> np.ndarray:
