@@ -10,7 +10,7 @@ import bpy
 
 from . import preferences, props
 from .blender import session
-from .operators import export_result, import_result, run_backend
+from .operators import export_result, import_result, run_backend, scene_setup
 from .ui import panels
 
 # Order matters: property groups before the types that point to them, panels after operators.
@@ -20,6 +20,7 @@ CLASSES = (
     *run_backend.CLASSES,
     *import_result.CLASSES,
     *export_result.CLASSES,
+    *scene_setup.CLASSES,
     *panels.CLASSES,
 )
 

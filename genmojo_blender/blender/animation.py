@@ -54,3 +54,12 @@ def actions_of(id_data) -> list[bpy.types.Action]:
     """The action assigned to an ID (empty list if none), for clean removal on re-import."""
     anim = getattr(id_data, "animation_data", None)
     return [anim.action] if anim is not None and anim.action is not None else []
+
+
+def fcurve_of(id_data, data_path: str, index: int = 0):
+    """The F-curve animating ``data_path[index]`` of an ID through its assigned action, or None."""
+    anim = getattr(id_data, "animation_data", None)
+    if anim is None or anim.action is None or anim.action_slot is None:
+        return None
+    bag = anim_utils.action_get_channelbag_for_slot(anim.action, anim.action_slot)
+    return None if bag is None else bag.fcurves.find(data_path, index=index)
