@@ -14,7 +14,9 @@ ARGS::
     [--depth_dir DIR [--depth_is_disparity] | --depth_model DIR]
     [--representation points|splats|mesh] [--surface_resolution N] [--surface_threshold T]
     [--backend_python PATH] [--backend_path DIR]
-    [--blend OUT.blend] [--glb OUT.glb] [--fbx OUT.fbx]
+    [--blend OUT.blend] [--glb OUT.glb] [--fbx OUT.fbx] [--usd OUT.usdc] [--abc OUT.abc]
+    [--ply_dir DIR [--ply_space blender|bundle] [--ply_merged]] [--gltf_splats NAME.glb]
+    [--usd_splats NAME.usda] [--overwrite_exports]
     [--import_only BUNDLE]
 
 The extension is loaded from this repository (not from an installed copy) and enabled like an add-on,
@@ -91,6 +93,20 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--blend", default="", help="save the scene to this .blend file")
     ap.add_argument("--glb", default="", help="export the scene to this .glb file")
     ap.add_argument("--fbx", default="", help="export the scene to this .fbx file")
+    ap.add_argument("--usd", default="", help="export a USD cache (.usd/.usda/.usdc): points as vertices per frame")
+    ap.add_argument("--abc", default="", help="export an Alembic cache (.abc): points as vertices per frame")
+    ap.add_argument("--ply_dir", default="",
+                    help="export one 3DGS PLY per object and frame into this folder (<object>/<object>_0001.ply)")
+    ap.add_argument("--ply_space", default="blender", type=str.lower, choices=("blender", "bundle"),
+                    help="coordinates of --ply_dir: the Blender scene's (default) or the result's own world")
+    ap.add_argument("--ply_merged", action="store_true",
+                    help="with --ply_dir, also write every object in one file per frame (all_objects/)")
+    ap.add_argument("--gltf_splats", default="", metavar="NAME.glb",
+                    help="export KHR_gaussian_splatting glTF files, one per frame: NAME_0001.glb, ...")
+    ap.add_argument("--usd_splats", default="", metavar="NAME.usda",
+                    help="export the Gaussians as an animated USD splat layer (ParticleField3DGaussianSplat)")
+    ap.add_argument("--overwrite_exports", action="store_true",
+                    help="let the exports replace existing files (by default they refuse)")
     ap.add_argument("--import_only", default="", metavar="BUNDLE",
                     help="skip the backend and import an existing result folder")
     ap.add_argument("--no_points", action="store_true", help="no point-display modifier on import")
@@ -105,6 +121,17 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         ap.error("--surface_resolution must be between 8 and 256")
     if not 0.001 <= ns.surface_threshold <= 10.0:
         ap.error("--surface_threshold must be between 0.001 and 10")
+    for flag, exts in (("usd", (".usd", ".usda", ".usdc")), ("abc", (".abc",)), ("usd_splats", (".usda",)),
+                       ("gltf_splats", (".glb",))):
+        target = getattr(ns, flag)
+        if target and not target.lower().endswith(exts):
+            ap.error(f"--{flag} {target}: the name must end in {' or '.join(exts)}")
+        # single-file exports are checked before any work; sequences when their names are known
+        if target and flag != "gltf_splats" and os.path.exists(target) and not ns.overwrite_exports:
+            ap.error(f"--{flag} {os.path.abspath(target)} already exists; choose another name or add "
+                     "--overwrite_exports")
+    if ns.ply_dir and os.path.isfile(ns.ply_dir):
+        ap.error(f"--ply_dir {os.path.abspath(ns.ply_dir)} is a file; give a folder")
     if not ns.import_only:
         missing = [f"--{k}" for k in ("data_dir", "mask_dir", "out_dir") if not getattr(ns, k)]
         if missing:
@@ -228,6 +255,38 @@ def run(ns: argparse.Namespace) -> int:
             except RuntimeError as e:
                 return fail(f"export to {path} failed: {e}", 1)
             print(f"[GenMOJO] exported {path}", flush=True)
+    return run_exports(ns)
+
+
+def export_calls(ns: argparse.Namespace) -> list[tuple[str, str, dict]]:
+    """(operator name, target, options) for each export flag given, in a fixed order."""
+    keep = dict(overwrite=ns.overwrite_exports)
+    calls = []
+    if ns.usd:
+        calls.append(("export_usd", ns.usd, dict(filepath=os.path.abspath(ns.usd), **keep)))
+    if ns.abc:
+        calls.append(("export_alembic", ns.abc, dict(filepath=os.path.abspath(ns.abc), **keep)))
+    if ns.ply_dir:
+        calls.append(("export_ply_sequence", ns.ply_dir,
+                      dict(directory=os.path.abspath(ns.ply_dir), space=ns.ply_space.upper(),
+                           merged=ns.ply_merged, **keep)))
+    if ns.gltf_splats:
+        calls.append(("export_gltf_splats", ns.gltf_splats, dict(filepath=os.path.abspath(ns.gltf_splats), **keep)))
+    if ns.usd_splats:
+        calls.append(("export_usd_splats", ns.usd_splats, dict(filepath=os.path.abspath(ns.usd_splats), **keep)))
+    return calls
+
+
+def run_exports(ns: argparse.Namespace) -> int:
+    """The cache and splat exports; a refusal (a file in the way) or failure stops with status 1."""
+    import bpy
+
+    for name, target, options in export_calls(ns):
+        try:
+            getattr(bpy.ops.genmojo, name)(**options)
+        except RuntimeError as e:
+            return fail(f"export to {os.path.abspath(target)} failed: {e}", 1)
+        print(f"[GenMOJO] exported {os.path.abspath(target)}", flush=True)
     return 0
 
 

@@ -175,3 +175,28 @@ def test_bad_arguments_and_bad_bundles_exit_2(tmp_path):
     assert cp.returncode == 2
     assert f"Guidance model folder not found: {tmp_path / 'no model'}" in cp.stderr
     assert f"Depth maps folder not found: {tmp_path / 'no d'}" in cp.stderr
+
+
+def test_import_only_with_the_cache_and_splat_exports(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=2, objects=1, gaussians=20, preview=False)
+    o = tmp_path / "o"
+    flags = ["--usd", str(o / "shot.usdc"), "--abc", str(o / "shot.abc"), "--ply_dir", str(o / "ply"),
+             "--ply_merged", "--gltf_splats", str(o / "glb" / "shot.glb"), "--usd_splats", str(o / "shot.usda")]
+    cp = headless("--import_only", str(b), *flags)
+    assert cp.returncode == 0, cp.stderr
+    for rel in ("shot.usdc", "shot.abc", "shot.usda", "ply/shot_object_001/shot_object_001_0001.ply",
+                "ply/shot_object_001/shot_object_001_0002.ply", "ply/all_objects/all_objects_0002.ply",
+                "glb/shot_0001.glb", "glb/shot_0002.glb"):
+        assert (o / rel).is_file() and (o / rel).stat().st_size > 0, rel
+    before = (o / "shot.abc").stat().st_mtime_ns
+    # a single-file target in the way is refused while the arguments are read (before any work) ...
+    cp = headless("--import_only", str(b), "--abc", str(o / "shot.abc"))
+    assert cp.returncode == 2 and "already exists" in cp.stderr and "--overwrite_exports" in cp.stderr
+    # ... a sequence in the way when its file names are known; neither touches the files
+    cp = headless("--import_only", str(b), "--ply_dir", str(o / "ply"))
+    assert cp.returncode == 1 and "already exist" in cp.stderr and "Overwrite" in cp.stderr
+    assert (o / "shot.abc").stat().st_mtime_ns == before
+    cp = headless("--import_only", str(b), "--abc", str(o / "shot.abc"), "--overwrite_exports")
+    assert cp.returncode == 0, cp.stderr
+    cp = headless("--import_only", str(b), "--usd_splats", str(o / "x.usd"))
+    assert cp.returncode == 2 and "must end in .usda" in cp.stderr
