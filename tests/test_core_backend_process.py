@@ -3,7 +3,8 @@
 The fake backend (written to a temporary folder by ``write_fake_backend``) accepts exactly the
 backend's documented command line, prints protocol events on stdout and logs on stderr, and behaves
 according to $FAKE_MODE: ok (writes a real bundle with tests/bundle_factory.py), fail, crash, noise,
-hang (ignores SIGTERM and leaves a grandchild running).
+hang (ignores SIGTERM and leaves a grandchild running), linger-done / linger (writes the bundle, with or
+without its done event, then ignores SIGTERM until killed).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ from bundle_factory import make_bundle  # noqa: E402
 
 bundle = make_bundle(Path(args.out_dir), save_name=args.save_name, frames=int(os.environ.get("FAKE_FRAMES", "4")),
                      objects=2, gaussians=30, preview=False, overwrite=args.overwrite)
+if mode.startswith("linger"):  # the result is in place; then the process is slow to exit and ignores SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "linger-done":
+        emit("done", bundle=str(bundle), elapsed_s=1.0)
+    Path(os.environ["FAKE_READY_FILE"]).write_text("1")
+    while True:
+        time.sleep(0.05)
 emit("done", bundle=str(bundle), elapsed_s=1.0)
 '''
 
@@ -152,7 +160,7 @@ def make_request(tmp_path: Path, **kw) -> bp.RunRequest:
 def test_argv_defaults_disable_guidance_and_keep_documented_order():
     req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
     argv = bp.build_argv("/py", req, module="backend")
-    assert argv == ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+    assert argv == ["/py", "-c", bp.BOOTSTRAP, "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
                     "--out_dir", "/o", "--preset", "lite", "--device", "auto", "--disable_guidance"]
 
 
@@ -198,7 +206,7 @@ def test_argv_omits_unset_optional_flags():
 
 def test_argv_guidance_model_and_variant_exact():
     base = dict(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
-    head = ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+    head = ["/py", "-c", bp.BOOTSTRAP, "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
             "--out_dir", "/o", "--preset", "lite", "--device", "auto"]
     req = bp.RunRequest(**base, guidance=True, guidance_model="/models/zero 123", guidance_variant="stable-zero123")
     assert bp.build_argv("/py", req, module="backend") == head + [
@@ -216,7 +224,7 @@ def test_argv_guidance_model_and_variant_exact():
 
 def test_argv_depth_options_exact():
     base = dict(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s", cam_path="/c.npz", fps=24.0)
-    head = ["/py", "-m", "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
+    head = ["/py", "-c", bp.BOOTSTRAP, "backend", "--data_dir", "/d", "--mask_dir", "/m", "--save_name", "s",
             "--out_dir", "/o", "--preset", "lite", "--device", "auto", "--disable_guidance",
             "--cam_path", "/c.npz"]
     req = bp.RunRequest(**base, depth_dir="/depth maps", depth_is_disparity=True)
@@ -233,9 +241,9 @@ def test_argv_depth_options_exact():
 def test_backend_module_override(monkeypatch):
     req = bp.RunRequest(data_dir="/d", mask_dir="/m", out_dir="/o", save_name="s")
     monkeypatch.delenv(bp.BACKEND_MODULE_ENV, raising=False)
-    assert bp.build_argv("/py", req)[2] == "backend"
+    assert bp.build_argv("/py", req)[3] == "backend"
     monkeypatch.setenv(bp.BACKEND_MODULE_ENV, "other_backend")
-    assert bp.build_argv("/py", req)[2] == "other_backend"
+    assert bp.build_argv("/py", req)[3] == "other_backend"
 
 
 def test_env_prepends_backend_path_and_drops_blender_python_vars():
@@ -421,7 +429,7 @@ def test_argv_reaches_the_backend_unchanged(tmp_path, fake):
     _pump_until_done(run)
     assert run.outcome.ok
     got = json.loads(argv_file.read_text())
-    assert got == bp.build_argv("x", req)[3:]
+    assert got == bp.backend_arguments(bp.build_argv("x", req))
 
 
 def _alive(pid: int) -> bool:
@@ -574,8 +582,120 @@ def test_the_real_backend_parses_every_flag_the_extension_builds():
                         guidance=True, cam_path="/c.npz", bg_path="/bg.png", fps=30.0, overwrite=True, resume=True,
                         guidance_model="owner/model", guidance_variant="stable-zero123", depth_dir="/depth",
                         depth_is_disparity=True, overrides=("sds.compile=none", "kernels=torch"))
-    args = build_parser().parse_args(bp.build_argv("/py", req, module="backend")[3:])
+    args = build_parser().parse_args(bp.backend_arguments(bp.build_argv("/py", req, module="backend")))
     assert (args.preset, args.device, args.guidance_model, args.guidance_variant) == (
         "full", "cuda", "owner/model", "stable-zero123")
     assert str(args.depth_dir) == "/depth" and args.depth_is_disparity and args.overwrite and args.resume
     assert args.set == ["sds.compile=none", "kernels=torch"]
+
+
+# --------------------------------------------------------------------------------------------
+# the working folder is never on the backend's import path
+
+PLANTED = '''from pathlib import Path
+Path({marker!r}).write_text(__file__)
+raise SystemExit("planted module ran")
+'''
+
+
+def plant(folder: Path, names: list[str], marker: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.py").write_text(PLANTED.format(marker=str(marker)))
+
+
+def test_modules_planted_in_the_output_and_working_folders_never_run(tmp_path, fake, monkeypatch):
+    """The fake backend imports plyfile (through bundle_factory and the bundle writer), so a plyfile.py in
+    the output folder or in the caller's working folder would run if either were on its import path."""
+    path = fake("ok")
+    marker = tmp_path / "planted-ran"
+    names = ["plyfile", FAKE_MODULE, "runpy", "backend", "numpy"]
+    req = make_request(tmp_path)
+    plant(Path(req.out_dir), names, marker)
+    plant(tmp_path / "cwd", names, marker)
+    monkeypatch.chdir(tmp_path / "cwd")
+    run = bp.BackendRun.start(sys.executable, req, backend_path=path)
+    workdir = Path(run.process.cwd)
+    assert workdir.is_dir() and list(workdir.iterdir()) == []  # its own empty folder
+    _pump_until_done(run)
+    assert run.outcome.ok, run.outcome.message()
+    assert not marker.exists(), marker.read_text()
+    assert not workdir.exists()  # removed once the process has gone
+
+
+def test_relative_paths_reach_the_backend_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    req = bp.absolute_request(bp.RunRequest(data_dir="clip", mask_dir="./m", out_dir="out", save_name="s",
+                                            guidance_model="owner/model", depth_dir="", cam_path="cams/c.npz"))
+    assert (req.data_dir, req.mask_dir, req.out_dir, req.cam_path) == (
+        str(tmp_path / "clip"), str(tmp_path / "m"), str(tmp_path / "out"), str(tmp_path / "cams" / "c.npz"))
+    assert req.guidance_model == "owner/model" and req.depth_dir == "" and req.save_name == "s"
+
+
+def test_the_real_backend_ignores_a_planted_backend_and_plyfile(tmp_path, monkeypatch):
+    """The real backend (torch and all) started as Blender starts it, with planted modules in its output
+    folder and the caller's folder: it runs and refuses the missing clip itself."""
+    monkeypatch.delenv(bp.BACKEND_MODULE_ENV, raising=False)
+    marker = tmp_path / "planted-ran"
+    req = bp.RunRequest(data_dir=str(tmp_path / "no-clip"), mask_dir=str(tmp_path / "no-masks"),
+                        out_dir=str(tmp_path / "out"), save_name="shot", preset="cpu-tiny", device="cpu")
+    plant(Path(req.out_dir), ["plyfile", "backend", "torch", "runpy"], marker)
+    plant(tmp_path / "cwd", ["plyfile", "backend", "torch", "runpy"], marker)
+    monkeypatch.chdir(tmp_path / "cwd")
+    run = bp.BackendRun.start(sys.executable, req, backend_path=str(ROOT), module="backend")
+    outcome = bp.run_blocking(run, poll_interval_s=0.05)
+    assert not marker.exists(), marker.read_text()
+    assert outcome.status == "failed" and outcome.kind == "input" and "no-clip" in outcome.error, outcome.message()
+
+
+def test_probe_does_not_find_a_module_planted_in_the_working_folder(tmp_path, monkeypatch):
+    marker = tmp_path / "planted-ran"
+    plant(tmp_path / "cwd", ["genmojo_planted_only"], marker)
+    monkeypatch.chdir(tmp_path / "cwd")
+    probe = bp.probe_backend(sys.executable, "", module="genmojo_planted_only")
+    assert not probe.ok and "not importable" in probe.message
+
+
+# --------------------------------------------------------------------------------------------
+# cancel: the outcome says what happened to the result
+
+
+def _wait_for(path: Path, run: bp.BackendRun) -> None:
+    for _ in range(3000):
+        run.pump()
+        if path.exists():
+            return
+        time.sleep(0.01)
+    run.process.kill()
+    raise AssertionError(f"{path} never appeared")
+
+
+@pytest.mark.parametrize("mode", ["linger-done", "linger"])
+def test_a_cancel_after_the_result_was_replaced_is_reported_done(tmp_path, fake, mode):
+    """Killed after the swap, with or without its done event: the new result is there, so the run is done."""
+    ready = tmp_path / "ready"
+    path = fake(mode, FAKE_READY_FILE=str(ready))
+    req = make_request(tmp_path, overwrite=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bundle_factory import make_bundle
+    old = make_bundle(Path(req.out_dir), save_name="shot", frames=4, objects=1, gaussians=5, preview=False)
+    run = bp.BackendRun.start(sys.executable, req, backend_path=path, cancel_grace_s=0.3)
+    _wait_for(ready, run)
+    assert run.process.cancel() == -signal.SIGKILL
+    _pump_until_done(run)
+    assert run.outcome.status == "done", run.outcome
+    assert Path(run.outcome.bundle) == old and len(json.loads((old / "manifest.json").read_text())["objects"]) == 2
+
+
+def test_a_cancel_that_leaves_the_old_result_is_reported_cancelled(tmp_path, fake):
+    child_file = tmp_path / "child.pid"
+    path = fake("hang", FAKE_CHILD_PID_FILE=str(child_file))
+    req = make_request(tmp_path, overwrite=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from bundle_factory import make_bundle
+    make_bundle(Path(req.out_dir), save_name="shot", frames=4, objects=1, gaussians=5, preview=False)
+    run = bp.BackendRun.start(sys.executable, req, backend_path=path, cancel_grace_s=0.3)
+    _wait_for(child_file, run)
+    run.process.cancel()
+    _pump_until_done(run)
+    assert run.outcome.status == "cancelled"

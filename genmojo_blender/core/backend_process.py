@@ -1,7 +1,8 @@
 """Running the GenMOJO backend as a child process: command line, environment, progress and cancel.
 
-Blender never imports torch. The backend runs in its own Python (chosen in the preferences) as
-``<python> -m backend ...``; it prints one JSON progress event per line on stdout (see
+Blender never imports torch. The backend runs in its own Python (chosen in the preferences), started
+through ``BOOTSTRAP`` (what ``<python> -m backend ...`` does, minus the working folder on the import
+path) in a private, empty working folder; it prints one JSON progress event per line on stdout (see
 ``protocol.py``) and human logs on stderr. This module is ``bpy``-free so the same code drives the
 interactive modal operator, the blocking headless path and plain tests:
 
@@ -24,20 +25,32 @@ import collections
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from .bundle import RESULT_NAME
+from .bundle import MANIFEST_NAME, RESULT_NAME
 from .protocol import Event, ProtocolError, RunState, decode_event
 from .run_progress import RunProgress
 
 DEFAULT_BACKEND_MODULE = "backend"
+# How the backend module is started, on any Python 3. ``python -m`` puts the working folder first on
+# sys.path, so a module planted there (plyfile.py, backend.py, runpy.py) would run instead of the real
+# one. This drops the working folder before anything is imported (``sys`` is built in, ``os`` loaded
+# at start-up), then runs the module named in argv[1] as ``-m`` would, with the remaining arguments.
+DROP_WORKDIR = ("import sys; sys.path[:] = [p for p in sys.path if p]; import os; "
+                "cwd = os.path.realpath(os.getcwd()); "
+                "sys.path[:] = [p for p in sys.path if os.path.realpath(p) != cwd]; ")
+BOOTSTRAP = DROP_WORKDIR + ("import runpy; module = sys.argv.pop(1); "
+                            "runpy.run_module(module, run_name='__main__', alter_sys=True)")
+WORKDIR_PREFIX = "genmojo-backend-"  # the private, empty working folder of one run (removed after it)
 # Developer/test override of the module run with ``-m`` (the real backend is the ``backend`` package).
 BACKEND_MODULE_ENV = "GENMOJO_BACKEND_MODULE"
 
@@ -266,13 +279,15 @@ def backend_module() -> str:
 def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[str]:
     """The backend command line as a list, in the order of the backend's documented interface.
 
+    The interpreter runs ``BOOTSTRAP`` with the module name and then the backend's arguments
+    (``backend_arguments`` gives those back), so the working folder is never on its import path.
     Guidance is off unless requested: ``--disable_guidance`` is passed by default because the
     guidance prior (a Zero123 model of several GB) is not shipped with the extension. With guidance
     on, ``--guidance_model`` and ``--guidance_variant`` are passed when set (the backend refuses them
     together with ``--disable_guidance``, so they are dropped when guidance is off). The depth
     options follow the camera; ``--depth_is_disparity`` only goes with ``--depth_dir``.
     """
-    argv = [python, "-m", module or backend_module(),
+    argv = [python, "-c", BOOTSTRAP, module or backend_module(),
             "--data_dir", req.data_dir, "--mask_dir", req.mask_dir,
             "--save_name", req.save_name, "--out_dir", req.out_dir,
             "--preset", req.preset, "--device", req.device]
@@ -304,6 +319,25 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
     for o in req.overrides:
         argv += ["--set", o]
     return argv
+
+
+def backend_arguments(argv: list[str]) -> list[str]:
+    """The backend's own arguments in a command line from ``build_argv`` (what its argparse sees)."""
+    return argv[4:]
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path)) if path else ""
+
+
+def absolute_request(req: RunRequest) -> RunRequest:
+    """``req`` with every path absolute (relative ones from this process's working folder), as the
+    backend needs them: it runs in a working folder of its own. A hub id stays as it is."""
+    model = req.guidance_model.strip()
+    return replace(req, data_dir=_absolute(req.data_dir), mask_dir=_absolute(req.mask_dir),
+                   out_dir=_absolute(req.out_dir), cam_path=_absolute(req.cam_path), bg_path=_absolute(req.bg_path),
+                   depth_dir=_absolute(req.depth_dir), depth_model=_absolute(req.depth_model),
+                   guidance_model=model if not model or is_hub_id(model) else _absolute(model))
 
 
 def build_env(backend_path: str = "", base: dict[str, str] | None = None) -> dict[str, str]:
@@ -347,12 +381,14 @@ class BackendProcess:
     """
 
     def __init__(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, tail_lines: int = STDERR_TAIL_LINES):
+                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S, tail_lines: int = STDERR_TAIL_LINES,
+                 remove_cwd: bool = False):
         if not argv:
             raise ValueError("empty command line")
         self.argv = [str(a) for a in argv]
         self.env = env
         self.cwd = cwd
+        self.remove_cwd = remove_cwd  # ``cwd`` is the run's private folder: delete it once the process is gone
         self.cancel_grace_s = cancel_grace_s
         self._queue: queue.Queue = queue.Queue()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
@@ -381,6 +417,7 @@ class BackendProcess:
                                           encoding="utf-8", errors="replace",
                                           env=self.env, cwd=self.cwd, **kwargs)
         except (OSError, ValueError) as e:
+            self._remove_workdir()
             raise BackendStartError(f"Could not start the backend ({self.argv[0]}): {e}") from e
         _LIVE.add(self)
         for name, stream, handler in (("stdout", self._proc.stdout, self._on_stdout),
@@ -414,8 +451,13 @@ class BackendProcess:
             return False
         if self._exited_at is None:
             self._exited_at = time.monotonic()
+            self._remove_workdir()
         # A grandchild that inherited the pipes can keep them open; give readers 2 s after exit.
         return self._eof >= 2 or time.monotonic() - self._exited_at > 2.0
+
+    def _remove_workdir(self) -> None:
+        if self.remove_cwd and self.cwd:
+            shutil.rmtree(self.cwd, ignore_errors=True)
 
     # ---- reading
 
@@ -521,6 +563,7 @@ class BackendProcess:
         self._signal_group(signal.SIGKILL)
         self._killed = True
         rc = self._proc.wait()
+        self._remove_workdir()
         self._join_readers(1.0)
         _LIVE.discard(self)
         return rc
@@ -534,6 +577,8 @@ class BackendProcess:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+            else:
+                self._remove_workdir()
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for exit and for the output readers; returns the exit code (None on timeout)."""
@@ -543,6 +588,7 @@ class BackendProcess:
             rc = self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._remove_workdir()
         self._join_readers(2.0)
         return rc
 
@@ -595,8 +641,12 @@ class BackendRun:
     has finished; it is derived from the last ``done``/``failed`` event and the exit code.
     """
 
-    def __init__(self, process: BackendProcess):
+    def __init__(self, process: BackendProcess, result_dir: str | os.PathLike | None = None):
         self.process = process
+        # where the result will be published, and which folder was there when the run started: a run
+        # killed after its result was swapped in is a finished run, not a cancelled one
+        self.result_dir = Path(result_dir) if result_dir is not None else None
+        self._result_before = _folder_identity(self.result_dir)
         self.state = RunState()
         self.progress = RunProgress()  # the overall fraction and time left, weighted by the backend's plan
         self.outcome: RunOutcome | None = None
@@ -612,10 +662,14 @@ class BackendRun:
             raise BackendStartError(problem)
         if backend_path and not os.path.isdir(backend_path):
             raise BackendStartError(f"Backend source folder not found: {backend_path}")
+        req = absolute_request(req)
         argv = build_argv(python, req, module)
-        cwd = req.out_dir if os.path.isdir(req.out_dir) else None
-        proc = BackendProcess(argv, env=build_env(backend_path), cwd=cwd, cancel_grace_s=cancel_grace_s)
-        return cls(proc.start())
+        workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # private and empty: nothing there to import or run
+        proc = BackendProcess(argv, env=build_env(backend_path), cwd=workdir, cancel_grace_s=cancel_grace_s,
+                              remove_cwd=True)
+        run = cls(proc, req.result_dir)  # notes the result folder that is there before the backend starts
+        proc.start()
+        return run
 
     def pump(self, on_log: Callable[[str], None] | None = None,
              on_event: Callable[[Event, RunState], None] | None = None) -> list[Event]:
@@ -650,6 +704,10 @@ class BackendRun:
         rc = self.process.returncode
         tail = self.process.stderr_tail(20)
         cancelled = self.process.cancel_requested
+        if self._done_event is not None and (rc == EXIT_OK or cancelled):
+            # the result was committed: a cancel that came later (or a kill after it) does not undo it
+            return RunOutcome(status="done", bundle=str(self._done_event.get("bundle")), exit_code=rc,
+                              stderr_tail=tail)
         if self._failed_event is not None:
             ev = self._failed_event
             kind = str(ev.get("kind") or "")
@@ -657,10 +715,11 @@ class BackendRun:
             return RunOutcome(status=status, error=str(ev.get("error") or "Backend failed"),
                               hint=str(ev.get("hint") or ""), kind=kind, exit_code=rc, stderr_tail=tail)
         if cancelled:
+            now = _folder_identity(self.result_dir)
+            if now is not None and now != self._result_before and (self.result_dir / MANIFEST_NAME).is_file():
+                return RunOutcome(status="done", bundle=str(self.result_dir), exit_code=rc, stderr_tail=tail,
+                                  hint="the backend was stopped after it had put the new result in place")
             return RunOutcome(status="cancelled", error="Cancelled", kind="cancelled", exit_code=rc,
-                              stderr_tail=tail)
-        if self._done_event is not None and rc == EXIT_OK:
-            return RunOutcome(status="done", bundle=str(self._done_event.get("bundle")), exit_code=rc,
                               stderr_tail=tail)
         if rc is not None and rc < 0:
             try:
@@ -676,6 +735,17 @@ class BackendRun:
         kind = "input" if rc == EXIT_BAD_INPUT else "internal"
         return RunOutcome(status="crashed", error=error, hint=hint, kind=kind, exit_code=rc,
                           stderr_tail=tail)
+
+
+def _folder_identity(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a folder, or None when there is none: a result swapped in is a new folder."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -730,7 +800,7 @@ def run_blocking(run: BackendRun, *, on_event: Callable[[Event, RunState], None]
 
 
 
-_PROBE_CODE = """
+_PROBE_CODE = DROP_WORKDIR + """
 import importlib.util, json, sys
 def where(name):
     try:
