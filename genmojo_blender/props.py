@@ -23,6 +23,8 @@ from .core.protocol import RunState
 from .core.run_progress import RunProgress
 
 PRESET_ITEMS = (
+    ("auto", "Auto", "Lite when the backend's PyTorch has CUDA, CPU Tiny when it has not (found out when the "
+     "run starts, or now with Check Backend); a Device of CPU or CUDA decides it too"),
     ("cpu-tiny", "CPU Tiny", "A few iterations at low resolution: checks the set-up on any machine"),
     ("lite", "Lite", "Shorter optimisation for previews and small GPUs"),
     ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)"),
@@ -76,7 +78,7 @@ class GENMOJO_PG_settings(PropertyGroup):
     result_name: StringProperty(
         name="Result Name", default="result", maxlen=128,
         description="Name of the result folder inside the output folder, and of the imported collection")
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="lite",
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="auto",
                          description="Quality/speed trade-off of the optimisation")
     device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
                          description="Where the backend runs")
@@ -188,6 +190,7 @@ class GENMOJO_PG_run(PropertyGroup):
     log_tail: StringProperty(name="Backend Output", description="Last lines the backend wrote to stderr")
     result_path: StringProperty(name="Last Result", subtype="DIR_PATH")
     exit_status: IntProperty(name="Exit Status", default=0)
+    preset_note: StringProperty(name="Preset", description="Which preset Auto stood for in the last run, and why")
 
     def reset_for_run(self) -> None:
         self.running, self.cancelling = True, False

@@ -178,3 +178,28 @@ def test_splats_raise_cycles_transparent_bounces_from_the_data_and_keep_a_higher
     assert any(m.startswith(f"Cycles transparent bounces raised from 8 to {out['got']}") for m in out["reports"])
     assert out["high"] == 900 and out["points"] == 8
     assert 8 < out["switched"] <= out["expected"]  # one object's splats alone
+
+
+def test_the_default_preset_follows_the_backends_machine(tmp_path):
+    from test_blender_run import _inputs
+    from test_core_backend_process import fake_env
+
+    argv_file = tmp_path / "argv.json"
+    out = run_bpy(_inputs(tmp_path) + f"""
+    import json
+    from pathlib import Path
+    from genmojo_blender import props
+    fresh = props.GENMOJO_PG_settings.bl_rna.properties["preset"].default
+    s.preset = "auto"
+    runs = [sorted(bpy.ops.genmojo.run_backend())]
+    argvs = [json.loads(Path({str(argv_file)!r}).read_text())]
+    note = state.preset_note
+    s.preset, s.overwrite = "full", True  # an explicit choice is passed as it is
+    runs.append(sorted(bpy.ops.genmojo.run_backend()))
+    argvs.append(json.loads(Path({str(argv_file)!r}).read_text()))
+    emit(fresh=fresh, runs=runs, presets=[a[a.index("--preset") + 1] for a in argvs], note=note)
+    """, env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert out["fresh"] == "auto"
+    assert out["runs"] == [["FINISHED"]] * 2
+    assert out["presets"] == ["cpu-tiny", "full"]  # this machine's torch has no CUDA
+    assert out["note"].startswith("Preset Auto: cpu-tiny (the backend's PyTorch") and "without CUDA" in out["note"]

@@ -9,12 +9,13 @@ Blender properties cannot hold a process, so the running ``BackendRun`` lives he
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import bpy
 
 from .. import preferences, props
 from ..core import backend_process as bp
+from ..core import machine
 from ..core.bundle import BundleError
 from ..core.import_plan import ImportOptionError, parse_representations
 from . import importer, masks, result_store
@@ -62,6 +63,12 @@ def start(context, *, python: str = "", backend_path: str = "") -> bp.BackendRun
     py_problem = bp.check_python(python)
     if py_problem:
         problems.append(py_problem)
+    preset_note = ""
+    if req.preset == machine.AUTO_PRESET and not py_problem:  # the machine decides (core/machine.py)
+        preset, preset_note = machine.resolve_preset(req.preset, req.device, python, backend_path)
+        req = replace(req, preset=preset)
+    elif req.preset == machine.AUTO_PRESET:
+        req = replace(req, preset=machine.auto_preset(req.device, None))
     if not req.out_dir:
         problems.append("Choose an output folder (or a default one in the preferences, "
                         "or save the .blend file first)")
@@ -77,7 +84,9 @@ def start(context, *, python: str = "", backend_path: str = "") -> bp.BackendRun
     except bp.BackendStartError as e:
         raise RunSetupError(str(e)) from e
     _active = run
-    run_state(context).reset_for_run()
+    state = run_state(context)
+    state.reset_for_run()
+    state.preset_note = preset_note
     return run
 
 

@@ -20,6 +20,7 @@ from bpy.types import Operator
 from .. import preferences
 from ..blender import session
 from ..core import backend_process as bp
+from ..core import machine
 
 _LOG_PREFIX = "[GenMOJO]"
 
@@ -82,7 +83,11 @@ class GENMOJO_OT_run_backend(Operator):
 
     def _start(self, context) -> bp.BackendRun | None:
         try:
-            return session.start(context, python=self.backend_python, backend_path=self.backend_path)
+            run = session.start(context, python=self.backend_python, backend_path=self.backend_path)
+            note = session.run_state(context).preset_note
+            if note:
+                self.report({"INFO"}, note)
+            return run
         except session.RunSetupError as e:
             state = session.run_state(context)
             state.show_failure(str(e), "Check the GenMOJO panel inputs and the add-on preferences",
@@ -106,6 +111,8 @@ class GENMOJO_OT_run_backend(Operator):
         if run is None:
             return {"CANCELLED"}
         print(f"{_LOG_PREFIX} started: {' '.join(run.process.argv)}", flush=True)
+        if session.run_state(context).preset_note:
+            print(f"{_LOG_PREFIX} {session.run_state(context).preset_note}", flush=True)
         last = {"line": "", "t": 0.0}
 
         def on_event(ev, state):
@@ -213,9 +220,16 @@ class GENMOJO_OT_check_backend(Operator):
         return True
 
     def execute(self, context):
-        result = bp.probe_backend(preferences.backend_python(context), preferences.backend_path(context))
+        python, backend_path = preferences.backend_python(context), preferences.backend_path(context)
+        result = bp.probe_backend(python, backend_path)
         self.report({"INFO"} if result.ok else {"ERROR"}, result.message)
-        return {"FINISHED"} if result.ok else {"CANCELLED"}
+        if not result.ok:
+            return {"CANCELLED"}
+        # with torch found, ask it about CUDA (in the backend's Python): the Auto preset's answer
+        cuda = machine.probe_cuda(python, backend_path, refresh=True)
+        self.report({"INFO"} if cuda.cuda is not None else {"WARNING"},
+                    f"{cuda.message}: the Auto preset runs {machine.auto_preset('auto', cuda.cuda)}")
+        return {"FINISHED"}
 
 
 CLASSES = (GENMOJO_OT_run_backend, GENMOJO_OT_cancel_backend, GENMOJO_OT_check_backend)

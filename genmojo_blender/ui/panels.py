@@ -14,6 +14,7 @@ from bpy.types import Panel
 from .. import preferences, props
 from ..blender import result_store, session
 from ..core import backend_process as bp
+from ..core import machine
 
 
 def _wrapped(layout, text: str, context, icon: str = "NONE", alert: bool = False) -> None:
@@ -23,6 +24,16 @@ def _wrapped(layout, text: str, context, icon: str = "NONE", alert: bool = False
     col.alert = alert
     for i, line in enumerate(textwrap.wrap(text, width) or [""]):
         col.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def auto_preset_label(device: str, python: str, backend_path: str) -> str:
+    """What the Auto preset will run, as far as is known without starting anything."""
+    if device in ("cpu", "cuda"):
+        return f"Runs {machine.auto_preset(device, None)} (device {device})"
+    probe = machine.cached_cuda(python, backend_path)
+    if probe is None:
+        return "Lite with CUDA, else CPU Tiny: found out at the run (or Check Backend)"
+    return f"Runs {machine.auto_preset(device, probe.cuda)} ({'CUDA' if probe.cuda else 'no CUDA'})"
 
 
 class _GenMojoPanel:
@@ -66,6 +77,11 @@ class GENMOJO_PT_main(_GenMojoPanel, Panel):
         col.prop(s, "result_name")
         col.separator()
         col.prop(s, "preset")
+        if s.preset == machine.AUTO_PRESET:
+            sub = col.row()
+            sub.enabled = False
+            sub.label(text=auto_preset_label(s.device, preferences.backend_python(context),
+                                             preferences.backend_path(context)), icon="INFO")
         col.prop(s, "device")
         col.prop(s, "use_guidance")
         if s.use_guidance:
