@@ -391,8 +391,9 @@ class _Checkpointer:
         try:
             save_checkpoint(self.folder, payload, self.finger, step)
             return True
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as RuntimeError
             self.reporter.log(f"warning: could not save a checkpoint in {self.folder} ({e}); the run continues")
+
             return False
 
     def load(self, restore) -> None:
