@@ -30,6 +30,23 @@ scene = bpy.context.scene
 polls_empty = {n: getattr(bpy.ops.genmojo, n).poll() for n in
                ("export_ply_sequence", "export_gltf_splats", "export_usd_splats", "export_usd", "export_alembic")}
 importer.import_bundle(BUNDLE)
+
+# the sidebar's Result panel, drawn into a recording layout (the bpy module has no window)
+from types import SimpleNamespace
+from genmojo_blender.ui import panels
+drawn = []
+class Layout:
+    scale_y, operator_context = 1.0, ""
+    def _sub(self, *a, **k):
+        return Layout()
+    column = row = box = split = _sub
+    def operator(self, idname, **k):
+        drawn.append(idname)
+        return SimpleNamespace()
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+panels.GENMOJO_PT_result.draw(SimpleNamespace(layout=Layout()), bpy.context)
+
 root = bpy.data.objects["shot_root"]
 root.location = ROOT_LOCATION
 root.scale = (ROOT_SCALE,) * 3
@@ -77,7 +94,7 @@ for f in (1, T):
             M = np.array(ob.matrix_world)
             abc.setdefault(ob.name, []).append((co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]).tolist())
             ob.evaluated_get(dg).to_mesh_clear()
-emit(polls_empty=polls_empty, polls=polls, frame_after=frame_after, mods_after=mods_after,
+emit(drawn=drawn, polls_empty=polls_empty, polls=polls, frame_after=frame_after, mods_after=mods_after,
      refusals=refusals, unchanged=unchanged, overwritten=overwritten, leftovers=leftovers, abc=abc)
 """
 
@@ -134,6 +151,12 @@ def test_exports_need_an_imported_result_and_leave_the_scene_as_it_was(exported)
     assert all(res["polls"].values())
     assert res["frame_after"] == 2  # the exports step through frames and come back
     assert res["mods_after"] and all(v == [True, True] for v in res["mods_after"])  # display back on
+
+
+def test_the_result_panel_offers_every_export(exported):
+    _, _, res = exported
+    for name in ("export_usd", "export_alembic", "export_ply_sequence", "export_gltf_splats", "export_usd_splats"):
+        assert f"genmojo.{name}" in res["drawn"], res["drawn"]
 
 
 def test_ply_sequences_in_blender_space_and_in_the_bundles_own(exported):

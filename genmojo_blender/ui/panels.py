@@ -216,6 +216,13 @@ class GENMOJO_PT_result(_GenMojoPanel, Panel):
         op.rigid = True
         op = row.operator("genmojo.export_fbx", text="Rigid .fbx", icon="OBJECT_ORIGIN")
         op.rigid = True
+        row = layout.row(align=True)  # baked caches: the points as vertices at every frame
+        row.operator("genmojo.export_usd", text="USD Cache", icon="EXPORT")
+        row.operator("genmojo.export_alembic", text="Alembic Cache", icon="EXPORT")
+        row = layout.row(align=True)  # the Gaussians themselves, every per-frame value
+        row.operator("genmojo.export_ply_sequence", text="PLY Splats", icon="EXPORT")
+        row.operator("genmojo.export_gltf_splats", text="glTF Splats", icon="EXPORT")
+        row.operator("genmojo.export_usd_splats", text="USD Splats", icon="EXPORT")
 
 
 def _draw_imported_result(layout, entry, objects, keep_edits: bool) -> None:
