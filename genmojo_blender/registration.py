@@ -11,7 +11,7 @@ import bpy
 from . import preferences, props
 from .blender import session
 from .operators import export_result, import_result, run_backend, scene_setup
-from .ui import panels
+from .ui import panels, render_panel
 
 # Order matters: property groups before the types that point to them, panels after operators.
 CLASSES = (
@@ -22,6 +22,7 @@ CLASSES = (
     *export_result.CLASSES,
     *scene_setup.CLASSES,
     *panels.CLASSES,
+    *render_panel.CLASSES,  # a sub-panel of panels' Result panel: after it
 )
 
 

@@ -172,3 +172,43 @@ def test_render_setup_without_footage_warns_and_builds_no_plate(tmp_path):
     """)
     assert len(out["warnings"]) == 1 and "no footage" in out["warnings"][0]
     assert not out["tree"] and "shadow catcher shot_shadow_catcher" in out["created"]
+
+
+def test_render_panel_offers_the_buttons_and_a_holdout_toggle_per_object(tmp_path):
+    """Draw the Render sub-panel into a recording layout (the bpy module has no window to draw in)."""
+    b = make_bundle(tmp_path, save_name="shot", frames=T, objects=2, gaussians=50, preview=False)
+    out = run_bpy(f"""
+    from types import SimpleNamespace
+    enable()
+    from genmojo_blender.blender import importer
+    from genmojo_blender.ui import render_panel
+    importer.import_bundle({str(b)!r})
+    bpy.data.objects["shot_object_002"].is_holdout = True
+
+    class Layout:
+        def __init__(self, log):
+            self.log = log
+            self.operator_context = "EXEC_DEFAULT"
+        def _sub(self, *a, **k):
+            return Layout(self.log)
+        column = row = box = _sub
+        def prop(self, data, name, **k):
+            self.log.append(("prop", f"{{data.name}}.{{name}}", k.get("icon")))
+        def label(self, text="", **k):
+            self.log.append(("label", text, None))
+        def operator(self, idname, **k):
+            self.log.append(("operator", idname, self.operator_context))
+            return SimpleNamespace()
+
+    log = []
+    render_panel.GENMOJO_PT_render.draw(SimpleNamespace(layout=Layout(log)), bpy.context)
+    emit(log=log, parent=render_panel.GENMOJO_PT_render.bl_parent_id,
+         registered=hasattr(bpy.types, "GENMOJO_PT_render"))
+    """)
+    log = [tuple(x) for x in out["log"]]
+    assert out["registered"] and out["parent"] == "GENMOJO_PT_result"
+    ops = [(n, c) for kind, n, c in log if kind == "operator"]
+    assert ops == [("genmojo.setup_render_scene", "EXEC_DEFAULT"), ("genmojo.set_floor", "EXEC_DEFAULT"),
+                   ("genmojo.set_scale", "INVOKE_DEFAULT")]
+    assert [(n, i) for kind, n, i in log if kind == "prop"] == [
+        ("shot_object_001.is_holdout", "HOLDOUT_OFF"), ("shot_object_002.is_holdout", "HOLDOUT_ON")]
