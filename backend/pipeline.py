@@ -37,6 +37,7 @@ from .errors import Cancelled, InputError
 from .io.background import load_background_image
 from .io.bundle_staging import recover_staging
 from .io.bundle_writer import BakedBackground, write_bundle
+from .io.camera_file import load_blender_cameras
 from .io.clip import Clip, load_clip
 from .io.megasam import MegasamCameras, load_megasam, object_depths_from_maps
 from .kernels import resolve_kernels
@@ -51,6 +52,7 @@ from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
 from .optim.stage2 import SCALE_INITS, ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
 from .previews import input_view, rotating_view, trajectories, trajectory_video
+from .priors import camera_solve
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
 from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, check_vae_attention, frame_crops,
@@ -59,6 +61,9 @@ from .progress import Reporter
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
 FLOW_CACHE = ".genmojo-cache/flow"  # inside --out_dir, shared by the runs written there
+CAMERA_CACHE = ".genmojo-cache/camera"  # the camera solve (--camera solve), beside the flow
+# --camera: auto = megasam with --cam_path, else virtual; solve = COLMAP on the footage; blender = --camera_file
+CAMERA_MODES = ("auto", "virtual", "megasam", "solve", "blender")
 METHODS = ("genmojo", "skeleton")
 
 
@@ -83,6 +88,8 @@ class RunRequest:
     depth_dir: Path | None = None  # per-frame depth maps (priors/depth.py)
     depth_model: Path | None = None  # a local transformers depth model
     depth_is_disparity: bool = False  # the maps in depth_dir hold disparity
+    camera: str = "auto"  # one of CAMERA_MODES
+    camera_file: Path | None = None  # --camera blender: the extension's export of Blender's camera solve
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class Prepared:
     depth_maps: depth_prior.DepthMaps | None = None  # from --depth_dir, read and checked in prepare
     guidance_folder: Path | None = None  # the Zero123 model found for the run (None: no guidance)
     background: BackgroundInputs | None = None  # background mode (--bg_path), checked in prepare
+    footage: camera_solve.SolvedCameras | None = None  # --camera solve / blender: the solved cameras
+    notes: list[str] = field(default_factory=list)  # what prepare has to tell (the solve's warnings)
 
     @property
     def trained(self) -> np.ndarray:
@@ -209,6 +218,7 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         if isinstance(focal, bool) or not isinstance(focal, (int, float)) or not math.isfinite(focal) or focal <= 0:
             raise InputError(f"--focal_px {focal!r}: the focal length must be a positive number of pixels",
                              "give the focal length in pixels of the original frames, e.g. --focal_px 1400")
+    mode = camera_mode(req, cfg)
     device = resolve_device(req.device)
     if cfg.method == "genmojo":
         try:
@@ -253,8 +263,57 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     background = _background_inputs(req, cfg, clip, fit_masks, train) if req.bg_path is not None else None
     # the guidance's weights are looked for last (a hub id may download), but before any optimisation
     folder = resolve_model(cfg.sds.model) if uses_guidance(req, cfg) else None
+    notes: list[str] = []
+    footage = footage_cameras(req, cfg, mode, clip, fit_masks, target, notes.append)
     return Prepared(clip=clip, tracks=tracks, device=device, target=target, train=train, fit_masks=fit_masks,
-                    megasam=megasam, depth_maps=maps, guidance_folder=folder, background=background)
+                    megasam=megasam, depth_maps=maps, guidance_folder=folder, background=background,
+                    footage=footage, notes=notes)
+
+
+def camera_mode(req: RunRequest, cfg: Config) -> str:
+    """The camera source ``--camera`` asks for (``auto`` resolved), its flags checked against each other."""
+    if req.camera not in CAMERA_MODES:
+        raise InputError(f"--camera {req.camera!r} is unknown", f"use one of {', '.join(CAMERA_MODES)}")
+    mode = req.camera if req.camera != "auto" else ("megasam" if req.cam_path is not None else "virtual")
+    if mode == "megasam" and req.cam_path is None:
+        raise InputError("--camera megasam needs MegaSAM's npz", "pass it with --cam_path")
+    if mode != "megasam" and req.cam_path is not None:
+        raise InputError(f"--camera {mode} and --cam_path both give the camera",
+                         "drop --cam_path, or use --camera megasam (the default with --cam_path)")
+    if mode == "blender" and req.camera_file is None:
+        raise InputError("--camera blender needs the camera file exported from Blender's camera solve",
+                         "pass it with --camera_file (GenMOJO › Export camera solve in Blender writes it)")
+    if mode != "blender" and req.camera_file is not None:
+        raise InputError(f"--camera_file {req.camera_file} is only read with --camera blender",
+                         "add --camera blender, or drop --camera_file")
+    if mode == "blender" and cfg.camera.focal_px is not None:
+        raise InputError(f"--focal_px {cfg.camera.focal_px:g} and --camera blender both give the focal length",
+                         "the camera file has Blender's solved intrinsics: drop --focal_px")
+    if mode == "solve":
+        camera_solve.check_config(cfg.camera_solve)
+        camera_solve.import_pycolmap()
+    return mode
+
+
+def footage_cameras(req: RunRequest, cfg: Config, mode: str, clip: Clip, fit_masks: np.ndarray, target: Path,
+                    note: Callable[[str], None]) -> camera_solve.SolvedCameras | None:
+    """--camera solve: the cameras solved from the clip's background (cached in --out_dir); --camera
+    blender: the camera file read and checked. None for the virtual and MegaSAM cameras. The solve sees
+    every frame's masks (withheld frames' too: the camera is not what --holdout evaluates)."""
+    w, h = clip.work_size
+    if mode == "blender":
+        return load_blender_cameras(req.camera_file, clip.num_frames, (clip.width, clip.height), (w, h),
+                                    cfg.camera_solve, cfg.camera.scene_depth, warn=note)
+    if mode != "solve":
+        return None
+    t0 = time.monotonic()
+    focal = None if cfg.camera.focal_px is None else float(cfg.camera.focal_px) * w / clip.width
+    solved, hit = camera_solve.solve_cameras(clip.frames, clip.masks, clip.background, cfg.camera_solve,
+                                             cfg.camera.scene_depth, cache_dir=target.parent / CAMERA_CACHE,
+                                             focal_px=focal, warn=note)
+    note(f"camera: {solved.describe()}" + (" (read from the cache)" if hit else
+                                           f" in {time.monotonic() - t0:.1f} s"))
+    return solved
 
 
 def _background_inputs(req: RunRequest, cfg: Config, clip: Clip, fit_masks: np.ndarray,
@@ -340,6 +399,14 @@ def cameras_and_depths(prep: Prepared, cfg: Config, req: RunRequest | None = Non
         if prep.depth_maps is None and (req is None or req.depth_model is None):
             return cams, megasam_d, "megasam depths (masked median)"
         reference = float(np.median(megasam_d))
+    elif prep.footage is not None:
+        fc = prep.footage
+        # the errors in the manifest are in pixels of the original frames (COLMAP's are at the fitting size)
+        info = fc.solve_info(pixel_scale=clip.width / w if fc.method == "colmap" else 1.0)
+        cams = Cameras(K=torch.from_numpy(fc.K).float(), c2w=torch.from_numpy(fc.c2w).float(), width=w, height=h,
+                       near=cfg.camera.near, far=max(cfg.camera.far, fc.max_depth * 2), source=fc.describe(),
+                       solve=info)
+        reference = fc.scene_depth
     else:
         cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)
         if cfg.camera.focal_px is not None:
@@ -385,6 +452,10 @@ class _Checkpointer:
         self.finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations, req.holdout)
         if req.bg_path is not None:  # only then, so that checkpoints of runs without one stay valid
             self.finger["bg_path"] = str(Path(req.bg_path).resolve())
+        if req.camera not in ("auto", "virtual", "megasam"):  # the same for the solved cameras
+            self.finger["camera"] = req.camera
+            if req.camera_file is not None:
+                self.finger["camera_file"] = str(Path(req.camera_file).resolve())
         self.reporter = reporter
 
     def save(self, payload: dict, step: int) -> bool:
@@ -393,7 +464,6 @@ class _Checkpointer:
             return True
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as RuntimeError
             self.reporter.log(f"warning: could not save a checkpoint in {self.folder} ({e}); the run continues")
-
             return False
 
     def load(self, restore) -> None:
@@ -424,6 +494,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     clip = prep.clip
     for w in clip.warnings:
         reporter.log(f"note: {w}")
+    for line in prep.notes:
+        reporter.log(line)
     held = prep.held
     reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
                  f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}, method {cfg.method}"

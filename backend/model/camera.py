@@ -22,6 +22,7 @@ class Cameras:
     near: float
     far: float
     source: str = "virtual"
+    solve: fmt.CameraSolveInfo | None = None  # per-frame quality of a solved camera (--camera solve / blender)
 
     @property
     def static(self) -> bool:
@@ -33,7 +34,7 @@ class Cameras:
 
     def to(self, device: torch.device) -> "Cameras":
         return Cameras(self.K.to(device), self.c2w.to(device), self.width, self.height, self.near,
-                       self.far, self.source)
+                       self.far, self.source, self.solve)
 
     def to_bundle(self, width: int, height: int) -> tuple[fmt.CameraTrack, fmt.CameraInfo]:
         """The same cameras with intrinsics rescaled to the original clip size ``width`` × ``height``."""
@@ -42,7 +43,8 @@ class Cameras:
         K[:, 1, :] *= height / self.height
         c2w = self.c2w.detach().double().cpu().numpy()
         track = fmt.CameraTrack(K=K, c2w=c2w, width=width, height=height)
-        info = fmt.CameraInfo(static=self.static, source=self.source, near=self.near, far=self.far)
+        info = fmt.CameraInfo(static=self.static, source=self.source, near=self.near, far=self.far,
+                              solve=self.solve)
         return track, info
 
 

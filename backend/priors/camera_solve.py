@@ -39,7 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from genmojo_blender.core.camera import quaternion_to_rotation, rotation_to_quaternion
+from genmojo_blender.core import bundle as fmt
+from genmojo_blender.core.camera import interpolate_rigid
 
 from ..config import CameraSolveConfig
 from ..errors import InputError
@@ -77,19 +78,30 @@ class SolvedCameras:
     max_depth: float  # deepest background point seen by any frame, in scene units
     camera_model: str
     distortion: np.ndarray  # (0,) or (1,)
+    method: str = "colmap"  # or "blender": the file exported from Blender's camera solve
+    origin: str = ""  # where a camera file came from (its own ``source``)
 
     @property
     def interpolated(self) -> list[int]:
         return np.flatnonzero(~self.registered).tolist()
 
+    def solve_info(self, pixel_scale: float = 1.0) -> fmt.CameraSolveInfo:
+        """The per-frame quality for the bundle's manifest (``camera.solve``), errors times ``pixel_scale``
+        (from the solve's images to the clip's original pixels)."""
+        return fmt.CameraSolveInfo(method=self.method, registered=[bool(r) for r in self.registered],
+                                   error_px=[float(e) * pixel_scale if r and np.isfinite(e) else None
+                                             for r, e in zip(self.registered, self.reproj_error_px)],
+                                   points=[int(n) for n in self.num_points])
+
     def describe(self) -> str:
         """One line for the manifest and the log."""
         f = self.K[0, 0, 0], self.K[0, 1, 1]
         focal = f"focal {f[0]:.1f} px" if abs(f[0] - f[1]) < 1e-6 * f[0] else f"focal {f[0]:.1f} x {f[1]:.1f} px"
-        err = self.reproj_error_px[self.registered]
-        text = (f"solved (COLMAP {self.camera_model}, {focal}, {int(self.registered.sum())}/{len(self.registered)} "
-                f"frames registered, reprojection error {float(np.mean(err)):.2f} px mean, "
-                f"{float(np.max(err)):.2f} px worst)")
+        err = self.reproj_error_px[self.registered & np.isfinite(self.reproj_error_px)]
+        what = f"COLMAP {self.camera_model}" if self.method == "colmap" else f"Blender camera solve, {self.origin}"
+        text = (f"solved ({what}, {focal}, {int(self.registered.sum())}/{len(self.registered)} frames registered"
+                + (f", reprojection error {float(np.mean(err)):.2f} px mean, {float(np.max(err)):.2f} px worst"
+                   if err.size else "") + ")")
         if self.interpolated:
             text += f", interpolated frames {_frame_list(self.interpolated)}"
         return text
@@ -237,33 +249,23 @@ def _read_reconstruction(models: dict, names: list[str], size: tuple[int, int], 
                     num_points=count, point_depth=depth, max_depth=deepest, camera_model=camera_model)
 
 
-def interpolate_poses(c2w: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """(T, 4, 4) rigid poses where frames with ``known`` False take the pose interpolated between the
-    nearest known frames before and after (rotation slerp, position linear); frames before the first or
-    after the last known one hold its pose."""
-    idx = np.flatnonzero(known)
-    if idx.size == 0:
-        raise ValueError("no known pose to interpolate from")
-    out = c2w.copy()
-    q = rotation_to_quaternion(c2w[idx, :3, :3])
-    for t in np.flatnonzero(~known):
-        after = np.searchsorted(idx, t)
-        if after == 0 or after == idx.size:
-            out[t] = c2w[idx[0] if after == 0 else idx[-1]]
-            continue
-        a, b = idx[after - 1], idx[after]
-        s = (t - a) / (b - a)
-        qa, qb = q[after - 1], q[after]
-        if np.dot(qa, qb) < 0:
-            qb = -qb
-        angle = np.arccos(np.clip(np.dot(qa, qb), -1.0, 1.0))
-        if angle < 1e-9:
-            qt = qa
-        else:
-            qt = (np.sin((1 - s) * angle) * qa + np.sin(s * angle) * qb) / np.sin(angle)
-        out[t, :3, :3] = quaternion_to_rotation(qt[None])[0]
-        out[t, :3, 3] = (1 - s) * c2w[a, :3, 3] + s * c2w[b, :3, 3]
-    return out
+def check_registration(registered: np.ndarray, cfg: CameraSolveConfig, warn: Callable[[str], None],
+                       what: str = "the camera solve") -> None:
+    """Refuse a solve with too few registered frames (InputError); warn about the interpolated ones."""
+    T = len(registered)
+    n = int(registered.sum())
+    missing = np.flatnonzero(~registered).tolist()
+    if n < cfg.min_registered or len(missing) > cfg.max_unregistered_fraction * T:
+        raise InputError(
+            f"{what} registered {n} of {T} frames"
+            + (f" (not frames {_frame_list(missing)})" if missing else "")
+            + f"; at most {cfg.max_unregistered_fraction:.0%} may be missing and at least {cfg.min_registered} found",
+            "the background needs texture that stays in view and a camera that moves (not only rotates) between "
+            "frames; check that the object masks cover every moving thing, pass MegaSAM's cameras with --cam_path, "
+            "or use --camera virtual (raise camera_solve.max_unregistered_fraction to accept more interpolation)")
+    if missing:
+        warn(f"warning: {what} did not register frames {_frame_list(missing)} of {T}; "
+             "their cameras are interpolated between the nearest registered frames")
 
 
 def complete_solve(raw: RawSolve, cfg: CameraSolveConfig, scene_depth: float,
@@ -271,20 +273,8 @@ def complete_solve(raw: RawSolve, cfg: CameraSolveConfig, scene_depth: float,
     """Every frame's camera from ``raw``: missing frames interpolated (with a warning) or the run refused,
     the world moved to frame 0's camera and scaled to ``scene_depth``."""
     T = len(raw.registered)
-    n = int(raw.registered.sum())
-    missing = np.flatnonzero(~raw.registered).tolist()
-    if n < cfg.min_registered or len(missing) > cfg.max_unregistered_fraction * T:
-        raise InputError(
-            f"the camera solve registered {n} of {T} frames"
-            + (f" (not frames {_frame_list(missing)})" if missing else "")
-            + f"; at most {cfg.max_unregistered_fraction:.0%} may be missing and at least {cfg.min_registered} found",
-            "the background needs texture that stays in view and a camera that moves (not only rotates) between "
-            "frames; check that the object masks cover every moving thing, pass MegaSAM's cameras with --cam_path, "
-            "or use --camera virtual (raise camera_solve.max_unregistered_fraction to accept more interpolation)")
-    if missing:
-        warn(f"warning: the camera solve did not register frames {_frame_list(missing)} of {T}; "
-             "their cameras are interpolated between the nearest registered frames")
-    c2w = interpolate_poses(np.linalg.inv(raw.w2c), raw.registered)
+    check_registration(raw.registered, cfg, warn)
+    c2w = interpolate_rigid(np.linalg.inv(raw.w2c), raw.registered)
     scale = scene_depth / float(np.median(raw.point_depth[raw.registered]))
     to_first = np.linalg.inv(c2w[0])
     c2w = to_first[None] @ c2w

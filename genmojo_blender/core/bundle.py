@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from . import bounded_io
+
 FORMAT_NAME = "genmojo-bundle"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -56,6 +58,11 @@ BACKGROUND_ARRAYS: dict[str, tuple[tuple[int, ...], str]] = {
 CAMERA_MODELS = ("pinhole",)
 CAMERA_CONVENTION = "opencv"  # x right, y down, z forward; c2w maps camera -> world
 
+# What a reader accepts, checked before any array is inflated (the file-level caps are in bounded_io).
+MAX_FRAMES = 100_000
+MAX_OBJECTS = 999  # ids are three digits
+MAX_GAUSSIANS = 50_000_000  # per object, and in the background
+
 _OBJECT_ID = re.compile(r"^[0-9]{3}$")
 # A bundle's folder name (the backend's --save_name): a plain, portable name, never a path.
 RESULT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -82,8 +89,45 @@ class ClipInfo:
 
 
 @dataclass(frozen=True)
+class CameraSolveInfo:
+    """How well a solved camera fits the footage, per frame (manifest ``camera.solve``, optional).
+
+    ``method`` is ``colmap`` (``--camera solve``) or ``blender`` (Blender's own camera solve).
+    ``error_px[t]`` is frame t's mean reprojection error in pixels of the solve's images, None where
+    the solver did not register the frame (its camera is interpolated); ``points[t]`` how many
+    reconstructed points the frame sees (0 where unknown)."""
+
+    method: str
+    registered: list[bool]
+    error_px: list[float | None]
+    points: list[int]
+
+    def summary(self, worst: int = 3) -> "SolveSummary":
+        """Min / mean / max of the registered frames' errors and the ``worst`` frames (largest first)."""
+        known = [(e, t) for t, e in enumerate(self.error_px) if e is not None]
+        errors = [e for e, _ in known]
+        ranked = [t for _, t in sorted(known, key=lambda et: (-et[0], et[1]))[:worst]]
+        return SolveSummary(min_px=min(errors) if errors else None,
+                            mean_px=sum(errors) / len(errors) if errors else None,
+                            max_px=max(errors) if errors else None, worst_frames=ranked,
+                            interpolated=[t for t, r in enumerate(self.registered) if not r])
+
+
+@dataclass(frozen=True)
+class SolveSummary:
+    """``CameraSolveInfo.summary``: the numbers the Result panel shows (None without any registered frame)."""
+
+    min_px: float | None
+    mean_px: float | None
+    max_px: float | None
+    worst_frames: list[int]
+    interpolated: list[int]
+
+
+@dataclass(frozen=True)
 class CameraInfo:
-    """How to read camera.npz. ``source`` says where the camera came from (virtual or a file)."""
+    """How to read camera.npz. ``source`` says where the camera came from (virtual or a file);
+    ``solve`` is the per-frame quality of a solved camera (None for virtual and MegaSAM cameras)."""
 
     file: str = "camera.npz"
     model: str = "pinhole"
@@ -92,6 +136,7 @@ class CameraInfo:
     source: str = "virtual"
     near: float = 0.01
     far: float = 100.0
+    solve: CameraSolveInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +205,8 @@ class Manifest:
         d = asdict(self)
         if self.background is None:
             del d["background"]  # absent rather than null, so the manifest reads as before
+        if self.camera.solve is None:
+            del d["camera"]["solve"]  # the same for the camera's optional solve quality
         return json.dumps(d, indent=2, sort_keys=False, allow_nan=False)
 
 
@@ -273,7 +320,8 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
     _require(0 < fps <= 1000, f"{where}.clip.fps", f"fps {fps} out of range")
     names = _typed(c, "frame_names", list, f"{where}.clip")
     numbers = _typed(c, "frame_numbers", list, f"{where}.clip")
-    _require(len(names) > 0, f"{where}.clip.frame_names", "empty")
+    _require(0 < len(names) <= MAX_FRAMES, f"{where}.clip.frame_names",
+             f"expected 1 to {MAX_FRAMES} frames, got {len(names)}")
     _require(all(isinstance(n, str) for n in names), f"{where}.clip.frame_names", "expected strings")
     _require(len(numbers) == len(names) and all(isinstance(n, int) and not isinstance(n, bool)
                                                 for n in numbers),
@@ -293,10 +341,12 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
     camera = CameraInfo(file=_typed(cam, "file", str, f"{where}.camera"), model=model,
                         convention=conv, static=bool(_typed(cam, "static", bool, f"{where}.camera")),
                         source=_typed(cam, "source", str, f"{where}.camera"),
-                        near=float(near), far=float(far))
+                        near=float(near), far=float(far),
+                        solve=_camera_solve(cam.get("solve"), T, f"{where}.camera.solve"))
 
     objs = _typed(data, "objects", list, where)
     _require(len(objs) > 0, f"{where}.objects", "no objects")
+    _require(len(objs) <= MAX_OBJECTS, f"{where}.objects", f"{len(objs)} objects, at most {MAX_OBJECTS}")
     objects = []
     seen = set()
     for i, o in enumerate(objs):
@@ -309,7 +359,7 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
         _require(len(color) == 3 and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in color),
                  f"{ow}.color", "expected three numbers in [0, 1]")
         n = _typed(o, "num_gaussians", int, ow)
-        _require(0 < n <= 50_000_000, f"{ow}.num_gaussians", f"{n} out of range")
+        _require(0 < n <= MAX_GAUSSIANS, f"{ow}.num_gaussians", f"{n} out of range")
         visible = _typed(o, "visible", list, ow)
         _require(len(visible) == T and all(isinstance(v, bool) for v in visible), f"{ow}.visible",
                  f"expected {T} booleans, one per frame")
@@ -345,13 +395,33 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
                     background=_background(data.get("background"), T, f"{where}.background"))
 
 
+def _camera_solve(s: Any, T: int, where: str) -> CameraSolveInfo | None:
+    """The optional ``camera.solve`` entry (absent in bundles of virtual or MegaSAM cameras)."""
+    if s is None:
+        return None
+    _require(isinstance(s, dict), where, "expected a JSON object")
+    method = _typed(s, "method", str, where)
+    registered = _typed(s, "registered", list, where)
+    errors = _typed(s, "error_px", list, where)
+    points = _typed(s, "points", list, where)
+    _require(len(registered) == T and all(isinstance(v, bool) for v in registered), f"{where}.registered",
+             f"expected {T} booleans, one per frame")
+    _require(len(errors) == T and all(e is None or (isinstance(e, (int, float)) and not isinstance(e, bool)
+                                                    and math.isfinite(e) and e >= 0) for e in errors),
+             f"{where}.error_px", f"expected {T} entries, each a pixel error >= 0 or null")
+    _require(len(points) == T and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in points),
+             f"{where}.points", f"expected {T} counts >= 0")
+    return CameraSolveInfo(method=method, registered=list(registered),
+                           error_px=[None if e is None else float(e) for e in errors], points=list(points))
+
+
 def _background(b: Any, T: int, where: str) -> BackgroundInfo | None:
     """The optional ``background`` entry (absent or null in bundles without background mode)."""
     if b is None:
         return None
     _require(isinstance(b, dict), where, "expected a JSON object")
     n = _typed(b, "num_gaussians", int, where)
-    _require(0 < n <= 50_000_000, f"{where}.num_gaussians", f"{n} out of range")
+    _require(0 < n <= MAX_GAUSSIANS, f"{where}.num_gaussians", f"{n} out of range")
     ref = b.get("reference_frame", 0)
     _require(isinstance(ref, int) and not isinstance(ref, bool) and 0 <= ref < T, f"{where}.reference_frame",
              f"expected a frame index in 0..{T - 1}")
@@ -381,8 +451,8 @@ class Bundle:
     def load_camera(self) -> CameraTrack:
         m = self.manifest
         p = self.path(m.camera.file, "manifest.camera.file")
-        arrays = _load_npz(p, ("K", "c2w"))
         T = m.clip.frame_count
+        arrays = _load_npz(p, {"K": (T, 3, 3), "c2w": (T, 4, 4)})
         K, c2w = arrays["K"].astype(np.float64), arrays["c2w"].astype(np.float64)
         _require(K.shape == (T, 3, 3), str(p), f"K has shape {K.shape}, expected ({T}, 3, 3)")
         _require(c2w.shape == (T, 4, 4), str(p), f"c2w has shape {c2w.shape}, expected ({T}, 4, 4)")
@@ -396,7 +466,7 @@ class Bundle:
         if info is None:
             return None
         p = self.path(info.gaussians, "manifest.background.gaussians")
-        arrays = _load_npz(p, tuple(BACKGROUND_ARRAYS))
+        arrays = _load_npz(p, {k: (info.num_gaussians, *trail) for k, (trail, _) in BACKGROUND_ARRAYS.items()})
         out = {}
         for name, (trail, _) in BACKGROUND_ARRAYS.items():
             a = arrays[name]
@@ -408,8 +478,8 @@ class Bundle:
 
     def load_frames(self, obj: ObjectInfo) -> ObjectFrames:
         p = self.path(obj.frames, f"manifest.objects[{obj.id}].frames")
-        arrays = _load_npz(p, tuple(FRAME_ARRAYS))
         T, N = self.manifest.clip.frame_count, obj.num_gaussians
+        arrays = _load_npz(p, {k: (T, N, *trail) for k, (trail, _) in FRAME_ARRAYS.items()})
         out = {}
         for name, (trail, _) in FRAME_ARRAYS.items():
             a = arrays[name]
@@ -420,17 +490,16 @@ class Bundle:
         return ObjectFrames(**out)
 
 
-def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The named arrays, each of its expected shape and a plain numeric dtype, checked from the
+    file's headers before anything is inflated (``bounded_io.read_npz``)."""
     _require(path.is_file(), str(path), "file missing from the bundle")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            _require(not missing, str(path), f"missing arrays {missing}")
-            return {k: np.asarray(z[k]) for k in keys}
-    except BundleError:
-        raise
-    except Exception as e:  # zip/format errors from a truncated or foreign file
-        raise BundleError(f"{path}: unreadable npz ({e})") from e
+        return bounded_io.read_npz(path, expected)
+    except bounded_io.Refused as e:
+        raise BundleError(f"{path}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"{path}: unreadable npz ({e})") from None
 
 
 def open_bundle(folder: str | os.PathLike) -> Bundle:
@@ -440,11 +509,12 @@ def open_bundle(folder: str | os.PathLike) -> Bundle:
         root = root.parent
     mpath = root / MANIFEST_NAME
     _require(mpath.is_file(), str(root), f"no {MANIFEST_NAME}: not a GenMOJO result folder")
-    _require(mpath.stat().st_size < 64 * 1024 * 1024, str(mpath), "manifest larger than 64 MiB")
     try:
-        data = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{mpath}: not valid JSON ({e})") from e
+        data = bounded_io.read_json(mpath)
+    except bounded_io.Refused as e:
+        raise BundleError(f"{mpath}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"{mpath}: cannot be read ({e})") from None
     manifest = parse_manifest(data, str(mpath))
     bundle = Bundle(root=root, manifest=manifest)
     # every referenced file must be inside the folder and present

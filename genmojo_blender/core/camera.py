@@ -181,3 +181,108 @@ def blender_fps(fps: float) -> tuple[int, float]:
     if abs(base - 1.0) < 1e-9:
         base = 1.0
     return n, base
+
+
+# --------------------------------------------------------------------------------------------
+# Blender's own camera solve -> the backend's cameras (a camera file, core/camera_file.py)
+
+
+def blender_camera_to_opencv_c2w(matrix: np.ndarray) -> np.ndarray:
+    """OpenCV camera-to-world matrices (T,4,4), in the bundle's world, of Blender camera matrices (T,4,4).
+
+    A Blender camera looks down its local -Z with +Y up, in Blender's Z-up world. The result is the
+    inverse of the importer's placement (``OPENCV_WORLD_TO_BLENDER @ c2w @ OPENCV_TO_BLENDER_CAMERA``),
+    so a bundle made with these cameras brings its camera back exactly where Blender's solve had it.
+    """
+    M = _as_stack(matrix, (4, 4))
+    return np.linalg.inv(OPENCV_WORLD_TO_BLENDER)[None] @ M @ OPENCV_TO_BLENDER_CAMERA
+
+
+def tracking_intrinsics(focal_px: float, principal_px: tuple[float, float], width: int, height: int,
+                        pixel_aspect: float = 1.0) -> np.ndarray:
+    """The pinhole K (3,3) of a Movie Clip's tracking camera.
+
+    ``focal_px`` is ``tracking.camera.focal_length_pixels``; ``principal_px`` is
+    ``tracking.camera.principal_point_pixels``, measured from the frame's bottom-left corner with y up
+    (Blender's clip coordinates), so ``cy = height - y``. Square pixels only: a pixel aspect other than 1
+    raises ValueError (the bundle's camera has one focal length).
+    """
+    if not (focal_px > 0 and np.isfinite(focal_px)):
+        raise ValueError(f"the tracking camera's focal length {focal_px} px must be positive")
+    if abs(pixel_aspect - 1.0) > 1e-6:
+        raise ValueError(f"the tracking camera's pixel aspect is {pixel_aspect:g}; only square pixels (1) are "
+                         "supported")
+    if width <= 0 or height <= 0:
+        raise ValueError("image size must be positive")
+    px, py = principal_px
+    return np.array([[focal_px, 0.0, px], [0.0, focal_px, height - py], [0.0, 0.0, 1.0]])
+
+
+def interpolate_rigid(c2w: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(T,4,4) rigid poses where frames with ``known`` False take the pose interpolated between the
+    nearest known frames before and after (rotation slerp, position linear); frames before the first or
+    after the last known one hold its pose. ValueError without any known frame."""
+    c2w = _as_stack(c2w, (4, 4))
+    known = np.asarray(known, bool)
+    idx = np.flatnonzero(known)
+    if idx.size == 0:
+        raise ValueError("no known pose to interpolate from")
+    out = c2w.copy()
+    q = rotation_to_quaternion(c2w[idx, :3, :3])
+    for t in np.flatnonzero(~known):
+        after = int(np.searchsorted(idx, t))
+        if after == 0 or after == idx.size:
+            out[t] = c2w[idx[0] if after == 0 else idx[-1]]
+            continue
+        a, b = idx[after - 1], idx[after]
+        s = (t - a) / (b - a)
+        qa, qb = q[after - 1], q[after]
+        if np.dot(qa, qb) < 0:
+            qb = -qb
+        angle = float(np.arccos(np.clip(np.dot(qa, qb), -1.0, 1.0)))
+        qt = qa if angle < 1e-9 else (np.sin((1 - s) * angle) * qa + np.sin(s * angle) * qb) / np.sin(angle)
+        out[t, :3, :3] = quaternion_to_rotation(qt[None])[0]
+        out[t, :3, 3] = (1 - s) * c2w[a, :3, 3] + s * c2w[b, :3, 3]
+    return out
+
+
+@dataclass(frozen=True)
+class TrackingFrame:
+    """One frame of a Movie Clip's camera solve: the reconstructed camera's Blender matrix (4,4), its
+    average reprojection error in pixels, and the bundles (3D points, Blender world, (N,3)) of the tracks
+    with a marker on that frame."""
+
+    matrix: np.ndarray
+    error_px: float
+    bundles: np.ndarray
+
+
+def camera_arrays_from_tracking(frames: dict[int, TrackingFrame], num_frames: int) -> dict[str, np.ndarray]:
+    """Per-frame arrays of a camera file from a camera solve: ``frames`` maps frame index (0-based, in
+    the clip) to its ``TrackingFrame``; frames it lacks were not solved and are interpolated.
+
+    Returns ``c2w`` (T,4,4, OpenCV, bundle world), ``registered``, ``error_px`` (NaN where unsolved),
+    ``points`` and ``point_depth`` (median camera distance of the frame's bundles, NaN without any).
+    ValueError when no frame of 0..num_frames-1 is solved.
+    """
+    if num_frames < 1:
+        raise ValueError("the clip has no frames")
+    inside = {t: f for t, f in frames.items() if 0 <= t < num_frames}
+    if not inside:
+        raise ValueError(f"the camera solve has no camera on frames 1-{num_frames} of the clip")
+    registered = np.zeros(num_frames, bool)
+    blender = np.repeat(np.eye(4)[None], num_frames, 0)
+    error = np.full(num_frames, np.nan)
+    points = np.zeros(num_frames, np.int64)
+    depth = np.full(num_frames, np.nan)
+    for t, f in inside.items():
+        registered[t] = True
+        blender[t] = np.asarray(f.matrix, np.float64)
+        error[t] = float(f.error_px)
+        b = np.asarray(f.bundles, np.float64).reshape(-1, 3)
+        points[t] = len(b)
+        if len(b):
+            local = (b - blender[t, :3, 3]) @ blender[t, :3, :3]  # camera-local coordinates (rows)
+            depth[t] = float(np.median(-local[:, 2]))  # a Blender camera looks down -Z
+    c2w = interpolate_rigid(blender_camera_to_opencv_c2w(blender), registered)
+    return {"c2w": c2w, "registered": registered, "error_px": error, "points": points, "point_depth": depth}

@@ -1,0 +1,138 @@
+"""The camera file: a solved camera handed to the backend (``--camera blender --camera_file F``).
+
+The extension writes it from a Movie Clip's camera solve (``genmojo_blender/operators/camera_solve.py``);
+the backend reads it (``backend/io/camera_file.py``). Like the bundle, the layout lives here, numpy and
+standard library only, so writer and reader cannot drift apart. Format (``docs/bundle-format.md``,
+"Camera files"): one npz with
+
+====================  ===============  ======================================================================
+``format``            str              ``genmojo-camera``
+``version``           int              ``1``
+``width``, ``height``  int              the image size ``K`` is in (the clip's frames)
+``K``                 (T,3,3) float64  pinhole intrinsics in pixels, pixel centres at +0.5
+``c2w``               (T,4,4) float64  camera-to-world, OpenCV camera axes, in the bundle's world (the one
+                                       the importer's root Empty turns Z-up: ``camera.OPENCV_WORLD_TO_BLENDER``)
+``registered``        (T,) bool        the solver placed this frame itself (False: interpolated)
+``error_px``          (T,) float64     the frame's solve error in pixels (NaN where unknown)
+``points``            (T,) int64       reconstructed points (tracks with a bundle) the frame sees
+``point_depth``       (T,) float64     median camera distance of those points (NaN where unknown)
+``source``            str              what it came from, e.g. ``blender camera solve of clip.mov``
+====================  ===============  ======================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CAMERA_FILE_FORMAT = "genmojo-camera"
+CAMERA_FILE_VERSION = 1
+_ARRAYS = ("K", "c2w", "registered", "error_px", "points", "point_depth")
+
+
+class CameraFileError(ValueError):
+    """A camera file is unreadable or malformed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class CameraFile:
+    """The contents of a camera file (see the module docstring)."""
+
+    K: np.ndarray
+    c2w: np.ndarray
+    width: int
+    height: int
+    registered: np.ndarray
+    error_px: np.ndarray
+    points: np.ndarray
+    point_depth: np.ndarray
+    source: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.K.shape[0])
+
+
+def check_camera_file(cam: CameraFile, where: str = "camera file") -> CameraFile:
+    """``cam`` when its arrays are consistent; CameraFileError naming the first problem otherwise."""
+    def fail(msg: str):
+        raise CameraFileError(f"{where}: {msg}")
+
+    T = cam.K.shape[0] if cam.K.ndim == 3 else -1
+    if cam.K.shape != (T, 3, 3) or T < 1:
+        fail(f"K has shape {cam.K.shape}, expected (T, 3, 3)")
+    if cam.c2w.shape != (T, 4, 4):
+        fail(f"c2w has shape {cam.c2w.shape}, expected ({T}, 4, 4)")
+    for name in ("registered", "error_px", "points", "point_depth"):
+        if getattr(cam, name).shape != (T,):
+            fail(f"{name} has shape {getattr(cam, name).shape}, expected ({T},)")
+    if cam.registered.dtype != bool:
+        fail("registered must be booleans")
+    if not (np.isfinite(cam.K).all() and np.isfinite(cam.c2w).all()):
+        fail("K or c2w contains NaN or infinity")
+    if not ((cam.K[:, 0, 0] > 0).all() and (cam.K[:, 1, 1] > 0).all()):
+        fail("focal lengths must be positive")
+    R = cam.c2w[:, :3, :3]
+    if not (np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-4) and np.allclose(cam.c2w[:, 3], [0, 0, 0, 1])
+            and (np.linalg.det(R) > 0).all()):
+        fail("c2w are not rigid camera-to-world matrices")
+    if not (cam.width > 0 and cam.height > 0):
+        fail(f"image size {cam.width}x{cam.height} must be positive")
+    if not cam.registered.any():
+        fail("no frame is registered (the solve placed no camera)")
+    bad = np.isfinite(cam.error_px) & (cam.error_px < 0)
+    if bad.any() or (cam.points < 0).any():
+        fail("error_px and points must not be negative")
+    return cam
+
+
+def write_camera_file(path: str | os.PathLike, cam: CameraFile) -> Path:
+    """Write ``cam`` to ``path`` atomically (a temporary file renamed into place); returns the path."""
+    check_camera_file(cam)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, format=CAMERA_FILE_FORMAT, version=CAMERA_FILE_VERSION, width=cam.width,
+                     height=cam.height, K=cam.K.astype(np.float64), c2w=cam.c2w.astype(np.float64),
+                     registered=cam.registered.astype(bool), error_px=cam.error_px.astype(np.float64),
+                     points=cam.points.astype(np.int64), point_depth=cam.point_depth.astype(np.float64),
+                     source=cam.source)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_camera_file(path: str | os.PathLike) -> CameraFile:
+    """Read and check a camera file; CameraFileError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CameraFileError(f"{path}: camera file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "format" not in keys or str(z["format"]) != CAMERA_FILE_FORMAT:
+                raise CameraFileError(f"{path}: not a {CAMERA_FILE_FORMAT} file (a MegaSAM npz goes to --cam_path)")
+            version = int(z["version"]) if "version" in keys else -1
+            if version != CAMERA_FILE_VERSION:
+                raise CameraFileError(f"{path}: camera file version {version} is not supported "
+                                      f"(expects {CAMERA_FILE_VERSION})")
+            missing = [k for k in (*_ARRAYS, "width", "height", "source") if k not in keys]
+            if missing:
+                raise CameraFileError(f"{path}: missing {', '.join(missing)}")
+            cam = CameraFile(K=z["K"].astype(np.float64), c2w=z["c2w"].astype(np.float64),
+                             width=int(z["width"]), height=int(z["height"]), registered=z["registered"],
+                             error_px=z["error_px"].astype(np.float64), points=z["points"].astype(np.int64),
+                             point_depth=z["point_depth"].astype(np.float64), source=str(z["source"]))
+    except CameraFileError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CameraFileError(f"{path}: not a readable npz ({e})") from e
+    return check_camera_file(cam, str(path))
