@@ -29,7 +29,7 @@ from genmojo_blender.core.export_files import ExportError
 scene = bpy.context.scene
 polls_empty = {n: getattr(bpy.ops.genmojo, n).poll() for n in
                ("export_ply_sequence", "export_gltf_splats", "export_usd_splats", "export_usd", "export_alembic")}
-importer.import_bundle(BUNDLE)
+importer.import_bundle(BUNDLE, representations={"002": "SPLATS"})  # both display looks
 
 # the sidebar's Result panel, drawn into a recording layout (the bpy module has no window)
 from types import SimpleNamespace
@@ -60,7 +60,7 @@ ops.export_usd_splats(filepath=OUT + "/shot_splats.usda")
 ops.export_usd(filepath=OUT + "/shot_cache.usdc")
 ops.export_alembic(filepath=OUT + "/shot_cache.abc")
 frame_after = scene.frame_current
-mods_after = [(m.show_viewport, m.show_render) for o in bpy.data.objects for m in getattr(o, "modifiers", [])]
+mods_after = {m.name: (m.show_viewport, m.show_render) for o in bpy.data.objects for m in getattr(o, "modifiers", [])}
 # a second export to the same place is refused and leaves the files alone ...
 before = {p: os.path.getmtime(p) for p in (OUT + "/shot_cache.abc", OUT + "/ply/shot_object_001/shot_object_001_0001.ply")}
 refusals = []
@@ -150,7 +150,7 @@ def test_exports_need_an_imported_result_and_leave_the_scene_as_it_was(exported)
     assert not any(res["polls_empty"].values())
     assert all(res["polls"].values())
     assert res["frame_after"] == 2  # the exports step through frames and come back
-    assert res["mods_after"] and all(v == [True, True] for v in res["mods_after"])  # display back on
+    assert res["mods_after"] == {"GenMOJO Points": [True, True], "GenMOJO Splats": [True, True]}  # display back on
 
 
 def test_the_result_panel_offers_every_export(exported):

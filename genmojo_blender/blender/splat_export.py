@@ -128,6 +128,15 @@ def _placed(scene, sources: list[SplatSource], space: str) -> dict[str, dict[int
             for s in sources}
 
 
+def _ply_file(parts: list[Callable[[], splats.SplatFrame]], sh_degree: int, comment: str) -> bytes:
+    return splat_ply.ply_bytes(splats.merge([get() for get in parts]), sh_degree, comment=comment)
+
+
+def _glb_file(objects: list[tuple[str, Callable[[], splats.SplatFrame]]], extras: dict) -> bytes:
+    return gltf_splats.glb_bytes([(name, splats.transform(get(), splats.BLENDER_TO_GLTF)) for name, get in objects],
+                                 extras=extras)
+
+
 def _write_all(files: dict[Path, Callable[[], bytes]], overwrite: bool) -> list[Path]:
     """Check every target first, then build and write each file (so a refusal writes nothing)."""
     ef.check_targets(list(files), overwrite=overwrite)
@@ -154,16 +163,14 @@ def export_ply_sequence(folder: str, context=None, *, selected_only: bool = Fals
     note = f"GenMOJO result, space {space.lower()}"
     if per_object:
         for s in sources:
-            for f, g in placed[s.name].items():
+            for f, gaussians in placed[s.name].items():
                 files[ef.frame_file(root / s.name, s.name, f, ".ply")] = partial(
-                    lambda g, c: splat_ply.ply_bytes(g(), sh_degree, comment=c), g,
-                    f"{note}, {s.obj.name}, frame {f}")
+                    _ply_file, [gaussians], sh_degree, f"{note}, {s.obj.name}, frame {f}")
     if merged:
         for f in sorted({f for p in placed.values() for f in p}):
             parts = [placed[s.name][f] for s in sources if f in placed[s.name]]
             files[ef.frame_file(root / MERGED_NAME, MERGED_NAME, f, ".ply")] = partial(
-                lambda parts, f: splat_ply.ply_bytes(splats.merge([g() for g in parts]), sh_degree,
-                                                     comment=f"{note}, all objects, frame {f}"), parts, f)
+                _ply_file, parts, sh_degree, f"{note}, all objects, frame {f}")
     return _write_all(files, overwrite)
 
 
@@ -182,8 +189,7 @@ def export_gltf_splats(path: str, context=None, *, selected_only: bool = False,
     for f in sorted({f for p in placed.values() for f in p}):
         objs = [(s.obj.name, placed[s.name][f]) for s in sources if f in placed[s.name]]
         files[ef.frame_file(target.parent, target.stem, f, ".glb")] = partial(
-            lambda objs, f: gltf_splats.glb_bytes([(n, splats.transform(g(), splats.BLENDER_TO_GLTF)) for n, g in objs],
-                                                  extras={"frame": f, "fps": fps}), objs, f)
+            _glb_file, objs, {"frame": f, "fps": fps})
     return _write_all(files, overwrite)
 
 
