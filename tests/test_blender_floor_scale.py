@@ -55,6 +55,8 @@ def test_floor_and_scale_keep_every_pixel_and_are_idempotent(tmp_path):
     bpy.context.view_layer.update()
     render_setup.setup_render_scene(scene, rig)
     ground = bpy.data.objects["shot_shadow_catcher"]
+    full, vis, frames = floor_scale.object_frames(rig.objects[0])
+    sub = floor_scale.object_frames(rig.objects[0], max_points=50)[0]
     px0 = pixels(rig)
     tilted = contacts_z(rig)
     ground_before = [list(r) for r in ground.matrix_world]
@@ -85,10 +87,14 @@ def test_floor_and_scale_keep_every_pixel_and_are_idempotent(tmp_path):
     emit(op=sorted(op), op2=sorted(op2), bad=bad, px0=px0.tolist(), px1=px1.tolist(), px2=px2.tolist(),
          tilted=tilted.tolist(), floor1=floor1.tolist(), floor2=floor2.tolist(), root1=root1, root1b=root1b,
          root2=root2, root2b=root2b, h0=h0, h1=h1, clip0=clip0, clip1=clip1, ground_before=ground_before,
-         ground1=ground1)
+         ground1=ground1, full=full.shape, frames=frames, vis=vis.tolist(),
+         sub_ok=bool(np.array_equal(sub, full[:, ::-(-full.shape[1] // 50)])), sub=sub.shape)
     """)
     assert out["op"] == ["FINISHED"] and out["op2"] == ["FINISHED"]
     assert "Pick an object of an imported result" in out["bad"]
+    # positions come from the frame shape keys; a large object is read every k-th point
+    assert out["full"] == [T, 200, 3] and out["frames"] == [1, 2, 3, 4] and out["vis"] == [True] * T
+    assert out["sub_ok"] and out["sub"] == [T, 50, 3]
     px0, px1, px2 = (np.array(out[k]) for k in ("px0", "px1", "px2"))
     assert len(px0) > 100 and (px0[:, 2] > 0).all()
     # the footage still lines up: the same pixels (and only the depth changes with the scale)

@@ -19,6 +19,10 @@ from ..core import scene_scale as ss
 from . import animation, importer
 
 
+# Floor and height read at most this many points of an object (percentiles need no more).
+MAX_POINTS = 20000
+
+
 class RigError(ValueError):
     """The scene has no imported result to work on, or it lacks its root or camera."""
 
@@ -81,20 +85,24 @@ def _frame_number(key_name: str) -> int | None:
         return None
 
 
-def object_frames(ob: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """An imported object's baked positions per frame in world space (T, N, 3), whether it is
-    visible on each frame (T,), and the Blender frames, read from its frame shape keys."""
+def object_frames(ob: bpy.types.Object, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """An imported object's baked positions per frame in world space (T, n, 3), whether it is
+    visible on each frame (T,), and the Blender frames, read from its frame shape keys.
+
+    Objects with more than ``max_points`` vertices give every k-th one (the same ones on every
+    frame and every call), so floor and height cost the same for any result size."""
     keys = ob.data.shape_keys if ob.type == "MESH" else None
     blocks = [(f, kb) for kb in (keys.key_blocks if keys else []) if (f := _frame_number(kb.name)) is not None]
     if not blocks:
         raise RigError(f"{ob.name} has no per-frame shape keys (frame_0001 ...): import the result again")
     n = len(ob.data.vertices)
+    step = max(1, -(-n // max_points))
     M = np.array(ob.matrix_world, float)
-    pos = np.empty((len(blocks), n, 3), float)
+    pos = np.empty((len(blocks), len(range(0, n, step)), 3), float)
     co = np.empty(n * 3, np.float32)
     for i, (_, kb) in enumerate(blocks):
         kb.data.foreach_get("co", co)
-        pos[i] = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
+        pos[i] = co.reshape(-1, 3)[::step] @ M[:3, :3].T + M[:3, 3]
     frames = [f for f, _ in blocks]
     fc = animation.fcurve_of(ob, "hide_render")
     hidden = np.array([fc.evaluate(f) >= 0.5 if fc else ob.hide_render for f in frames], bool)
