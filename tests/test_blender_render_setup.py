@@ -212,3 +212,27 @@ def test_render_panel_offers_the_buttons_and_a_holdout_toggle_per_object(tmp_pat
                    ("genmojo.set_scale", "INVOKE_DEFAULT")]
     assert [(n, i) for kind, n, i in log if kind == "prop"] == [
         ("shot_object_001.is_holdout", "HOLDOUT_OFF"), ("shot_object_002.is_holdout", "HOLDOUT_ON")]
+
+
+def test_a_reimport_keeps_the_set_up_and_running_it_again_picks_up_the_new_footage(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=T, objects=1, gaussians=100, width=W, height=H,
+                    preview=False)
+    _plate(tmp_path / "JPEGImages")
+    out = run_bpy(f"""
+    from genmojo_blender.blender import floor_scale, importer, render_setup
+    scene = bpy.context.scene
+    res = importer.import_bundle({str(b)!r})
+    render_setup.setup_render_scene(scene, floor_scale.rig_of(res.collection))
+    res = importer.import_bundle({str(b)!r})  # replaces the import (and its movie clip)
+    tree = scene.compositing_node_group
+    stale = tree.nodes["Movie Clip"].clip
+    kept = sorted(o.name for o in bpy.data.collections["GenMOJO shot render"].objects)
+    rep = render_setup.setup_render_scene(scene, floor_scale.rig_of(res.collection))
+    clip = scene.compositing_node_group.nodes["Movie Clip"].clip
+    emit(stale=stale is None, kept=kept, created=rep.created, same_tree=scene.compositing_node_group == tree,
+         clip=clip.name if clip else None, plate=res.camera.data.background_images[0].clip.name,
+         suns=len([o for o in bpy.data.objects if o.type == "LIGHT"]))
+    """)
+    assert out["stale"]  # the old clip went with the old import
+    assert out["kept"] == ["shot_shadow_catcher", "shot_sun"] and out["created"] == []
+    assert out["same_tree"] and out["clip"] == out["plate"] and out["suns"] == 1
