@@ -17,6 +17,8 @@ from test_blender_import import run_bpy
 pytestmark = pytest.mark.blender
 
 T, FPS = 3, 12
+OBJECTS = ("001", "002", "003")  # shown as points, as splats and as a surface
+NAMES = [f"shot_object_{oid}" for oid in OBJECTS]
 # what the test does to the result's root in Blender: move it and scale it 2x
 ROOT_LOCATION = np.array([1.0, -2.0, 0.5])
 ROOT_SCALE = 2.0
@@ -29,7 +31,17 @@ from genmojo_blender.core.export_files import ExportError
 scene = bpy.context.scene
 polls_empty = {n: getattr(bpy.ops.genmojo, n).poll() for n in
                ("export_ply_sequence", "export_gltf_splats", "export_usd_splats", "export_usd", "export_alembic")}
-importer.import_bundle(BUNDLE, representations={"002": "SPLATS"})  # both display looks
+# both display looks, and a surface
+importer.import_bundle(BUNDLE, representations={"002": "SPLATS", "003": "MESH"}, surface_resolution=16)
+
+def world_vertices(ob):
+    dg = bpy.context.evaluated_depsgraph_get()
+    me = ob.evaluated_get(dg).to_mesh()
+    co = np.empty(len(me.vertices) * 3, np.float32)
+    me.vertices.foreach_get("co", co)
+    ob.evaluated_get(dg).to_mesh_clear()
+    M = np.array(ob.matrix_world)
+    return (co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]).tolist()
 
 # the sidebar's Result panel, drawn into a recording layout (the bpy module has no window)
 from types import SimpleNamespace
@@ -51,6 +63,10 @@ root = bpy.data.objects["shot_root"]
 root.location = ROOT_LOCATION
 root.scale = (ROOT_SCALE,) * 3
 polls = {n: getattr(bpy.ops.genmojo, n).poll() for n in polls_empty}
+surface = []
+for f in (1, T):
+    scene.frame_set(f)
+    surface.append(world_vertices(bpy.data.objects["shot_object_003"]))
 scene.frame_set(2)
 ops = bpy.ops.genmojo
 ops.export_ply_sequence(directory=OUT + "/ply", merged=True)
@@ -88,13 +104,8 @@ for f in (1, T):
     dg = bpy.context.evaluated_depsgraph_get()
     for ob in bpy.data.objects:
         if ob.type == "MESH":
-            me = ob.evaluated_get(dg).to_mesh()
-            co = np.empty(len(me.vertices) * 3, np.float32)
-            me.vertices.foreach_get("co", co)
-            M = np.array(ob.matrix_world)
-            abc.setdefault(ob.name, []).append((co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]).tolist())
-            ob.evaluated_get(dg).to_mesh_clear()
-emit(drawn=drawn, polls_empty=polls_empty, polls=polls, frame_after=frame_after, mods_after=mods_after,
+            abc.setdefault(ob.name, []).append(world_vertices(ob))
+emit(surface=surface, drawn=drawn, polls_empty=polls_empty, polls=polls, frame_after=frame_after, mods_after=mods_after,
      refusals=refusals, unchanged=unchanged, overwritten=overwritten, leftovers=leftovers, abc=abc)
 """
 
@@ -102,10 +113,10 @@ emit(drawn=drawn, polls_empty=polls_empty, polls=polls, frame_after=frame_after,
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("splat_export")
-    b = make_bundle(tmp, save_name="shot", frames=T, objects=2, gaussians=30, fps=FPS, preview=False)
+    b = make_bundle(tmp, save_name="shot", frames=T, objects=3, gaussians=30, fps=FPS, preview=False)
     # give the Gaussians varied orientations and sizes, so the conversions are really exercised
     rng = np.random.default_rng(1)
-    for oid in ("001", "002"):
+    for oid in OBJECTS:
         path = b / "objects" / oid / "frames.npz"
         with np.load(path) as z:
             arrays = dict(z)
@@ -161,7 +172,7 @@ def test_the_result_panel_offers_every_export(exported):
 
 def test_ply_sequences_in_blender_space_and_in_the_bundles_own(exported):
     b, out, _ = exported
-    names = {"001": "shot_object_001", "002": "shot_object_002"}
+    names = dict(zip(OBJECTS, NAMES))
     total = {f: 0 for f in range(1, T + 1)}
     for oid, name in names.items():
         arrays = _bundle(b, oid)
@@ -196,8 +207,8 @@ def test_gltf_splat_file_per_frame_in_gltf_axes(exported):
     for i in range(T):
         doc, binary = gltf_splats.read_glb((out / "glb" / f"shot_{i + 1:04d}.glb").read_bytes())
         assert doc["extensionsUsed"] == ["KHR_gaussian_splatting"] and doc["asset"]["extras"]["frame"] == i + 1
-        assert [n["name"] for n in doc["nodes"]] == ["shot_object_001", "shot_object_002"]
-        for node, oid in zip(doc["nodes"], ("001", "002")):
+        assert [n["name"] for n in doc["nodes"]] == NAMES
+        for node, oid in zip(doc["nodes"], OBJECTS):
             prim = doc["meshes"][node["mesh"]]["primitives"][0]
             pos = gltf_splats.accessor_array(doc, binary, prim["attributes"]["POSITION"])
             blender = _blender_points(_bundle(b, oid)["means"][i])
@@ -214,7 +225,7 @@ def test_usd_splats_play_the_clip_in_openusd(exported):
     stage = Usd.Stage.Open(str(out / "shot_splats.usda"))
     assert UsdGeom.GetStageUpAxis(stage) == "Z" and stage.GetTimeCodesPerSecond() == FPS
     assert (stage.GetStartTimeCode(), stage.GetEndTimeCode()) == (1, T)
-    for oid in ("001", "002"):
+    for oid in OBJECTS:
         prim = stage.GetPrimAtPath(f"/shot/shot_object_{oid}")
         assert prim.IsA(UsdVol.ParticleField3DGaussianSplat)
         arrays = _bundle(b, oid)
@@ -225,40 +236,46 @@ def test_usd_splats_play_the_clip_in_openusd(exported):
             assert np.allclose(np.sort(scales, 1), np.sort(ROOT_SCALE * np.exp(arrays["log_scales"][t - 1]), 1), rtol=1e-5)
 
 
-def test_usd_cache_has_the_points_at_every_frame(exported):
+def test_usd_cache_has_the_points_and_the_surface_at_every_frame(exported):
     pytest.importorskip("pxr")
     from pxr import Usd, UsdGeom
 
-    b, out, _ = exported
+    b, out, res = exported
     stage = Usd.Stage.Open(str(out / "shot_cache.usdc"))
     meshes = {p.GetName(): UsdGeom.Mesh(p) for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)}
-    assert sorted(meshes) == ["shot_object_001", "shot_object_002"]
-    for oid in ("001", "002"):
+    assert sorted(meshes) == NAMES
+    cache = UsdGeom.XformCache()
+    for oid in OBJECTS:
         mesh = meshes[f"shot_object_{oid}"]
         attr = mesh.GetPointsAttr()
         assert attr.GetTimeSamples() == [float(f) for f in range(1, T + 1)]
-        cache = UsdGeom.XformCache()
-        arrays = _bundle(b, oid)
-        for t in (1, T):
+        for k, t in enumerate((1, T)):
             cache.SetTime(t)
             M = np.array(cache.GetLocalToWorldTransform(mesh.GetPrim())).T  # USD matrices are row-vector
             local = np.array(attr.Get(t), np.float64)
             world = local @ M[:3, :3].T + M[:3, 3]
-            assert len(local) == arrays["means"].shape[1] > 0
-            assert np.allclose(world, _blender_points(arrays["means"][t - 1]), atol=1e-4)
+            expected = (np.array(res["surface"][k]) if oid == "003"
+                        else _blender_points(_bundle(b, oid)["means"][t - 1]))
+            assert len(local) == len(expected) > 0
+            assert np.allclose(world, expected, atol=1e-4)
+    assert len(meshes["shot_object_003"].GetFaceVertexCountsAttr().Get(1)) > 0  # the surface keeps its faces
 
 
 def test_alembic_cache_reimports_with_vertices_that_move(exported):
     b, _, res = exported
     abc = res["abc"]
-    assert sorted(abc) == ["shot_object_001", "shot_object_002"]
-    for oid in ("001", "002"):
+    assert sorted(abc) == NAMES
+    for oid in OBJECTS:
         first, last = (np.array(p) for p in abc[f"shot_object_{oid}"])
-        means = _bundle(b, oid)["means"]
-        assert len(first) == len(last) == means.shape[1] > 0
+        if oid == "003":
+            expected = [np.array(p) for p in res["surface"]]
+        else:
+            means = _bundle(b, oid)["means"]
+            expected = [_blender_points(means[0]), _blender_points(means[T - 1])]
+        assert len(first) == len(last) == len(expected[0]) > 0
         assert not np.allclose(first, last)
-        assert np.allclose(first, _blender_points(means[0]), atol=1e-4)
-        assert np.allclose(last, _blender_points(means[T - 1]), atol=1e-4)
+        assert np.allclose(first, expected[0], atol=1e-4)
+        assert np.allclose(last, expected[1], atol=1e-4)
 
 
 def test_existing_files_are_refused_without_overwrite(exported):
