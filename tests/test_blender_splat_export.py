@@ -283,3 +283,43 @@ def test_existing_files_are_refused_without_overwrite(exported):
     assert all("already exist" in r and "Overwrite" in r for r in res["refusals"]), res["refusals"]
     assert res["unchanged"] and res["overwritten"]
     assert res["leftovers"] == []  # no temporary files left behind
+
+
+def _add_background(bundle, n: int = 16) -> np.ndarray:
+    """Turn a factory bundle into one of background mode: static Gaussians in background/."""
+    import json
+
+    from backend.io.bundle_writer import CanonicalArrays, write_canonical_ply
+
+    rng = np.random.default_rng(5)
+    g = dict(means=(rng.normal(size=(n, 3)) + [0, 0, 6]).astype(np.float32),
+             quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)), log_scales=np.full((n, 3), -2.0, np.float32),
+             colors=rng.uniform(size=(n, 3)).astype(np.float32),
+             opacities=rng.uniform(0.3, 0.9, n).astype(np.float32))
+    (bundle / "background").mkdir()
+    np.savez(bundle / "background" / "gaussians.npz", **g)
+    write_canonical_ply(bundle / "background" / "background.ply", CanonicalArrays(**g))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["background"] = {"gaussians": "background/gaussians.npz", "ply": "background/background.ply",
+                              "num_gaussians": n, "reference_frame": 0, "source": "test", "mask": "test"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return g["means"]
+
+
+def test_background_is_exported_with_the_objects(tmp_path):
+    b = make_bundle(tmp_path, save_name="bg", frames=2, objects=1, gaussians=10, fps=FPS, preview=False)
+    bg_means = _add_background(b)
+    out = tmp_path / "ply"
+    res = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import importer
+    importer.import_bundle({str(b)!r})
+    bpy.ops.genmojo.export_ply_sequence(directory={str(out)!r}, space="BUNDLE", merged=True)
+    emit(objects=sorted(o.name for o in bpy.data.objects))
+    """)
+    assert "bg_background" in res["objects"]
+    assert sorted(p.name for p in out.iterdir()) == ["all_objects", "bg_background", "bg_object_001"]
+    for f in (1, 2):  # static: the same Gaussians in every frame
+        bg = _read_ply(out / "bg_background" / f"bg_background_{f:04d}.ply")
+        assert np.array_equal(np.stack([bg["x"], bg["y"], bg["z"]], 1), bg_means)
+        assert len(_read_ply(out / "all_objects" / f"all_objects_{f:04d}.ply")["x"]) == 10 + len(bg_means)
