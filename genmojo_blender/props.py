@@ -109,6 +109,18 @@ class GENMOJO_PG_settings(PropertyGroup):
     camera_path: StringProperty(
         name="Camera (MegaSAM)", subtype="FILE_PATH",
         description="Optional MegaSAM .npz with per-frame intrinsics and camera poses")
+    camera_source: EnumProperty(
+        name="Camera Source", default="AUTO",
+        items=(("AUTO", "Auto", "The MegaSAM file if one is given, else a static camera"),
+               ("VIRTUAL", "Static", "A static virtual camera (Focal Length, or a 49.1 degree field of view)"),
+               ("SOLVE", "Solve from Footage", "Solve the camera from the footage's background with COLMAP "
+                "(outside the object masks); the per-frame solve error comes with the result"),
+               ("BLENDER", "Blender Camera Solve", "The active Movie Clip's solved camera, exported to the "
+                "Camera Solve File with Export Camera Solve")),
+        description="Where the backend's camera comes from")
+    camera_solve_file: StringProperty(
+        name="Camera Solve File", subtype="FILE_PATH",
+        description="The camera file written by Export Camera Solve (Blender's own camera solve, npz)")
     background_path: StringProperty(
         name="Background", subtype="FILE_PATH",
         description=("Optional inpainted background: the clip's first frame with the objects painted out "
@@ -267,6 +279,7 @@ def make_request(settings: GENMOJO_PG_settings, context=None) -> bp.RunRequest:
                          preset=settings.preset, device=settings.device,
                          guidance=settings.use_guidance, cam_path=ab(settings.camera_path),
                          bg_path=ab(settings.background_path), focal_px=float(settings.focal_px),
+                         camera=settings.camera_source.lower(), camera_file=ab(settings.camera_solve_file),
                          fps=float(settings.fps) if is_sequence else 0.0,
                          overwrite=settings.overwrite, resume=settings.resume,
                          guidance_model=guidance_model_spec(settings.guidance_model),

@@ -10,7 +10,7 @@ import bpy
 
 from . import preferences, props
 from .blender import session
-from .operators import export_result, import_result, run_backend, scene_setup
+from .operators import camera_solve, export_result, import_result, run_backend, scene_setup
 from .ui import panels, render_panel
 
 # Order matters: property groups before the types that point to them, panels after operators.
@@ -21,6 +21,7 @@ CLASSES = (
     *import_result.CLASSES,
     *export_result.CLASSES,
     *scene_setup.CLASSES,
+    *camera_solve.CLASSES,
     *panels.CLASSES,
     *render_panel.CLASSES,  # a sub-panel of panels' Result panel: after it
 )

@@ -106,7 +106,8 @@ def test_render_setup_lights_objects_shows_the_plate_and_catches_shadows(tmp_pat
          engine=scene.render.engine, film=scene.render.film_transparent, catcher=ground.is_shadow_catcher,
          tree=tree.name, nodes=sorted(n.bl_idname for n in tree.nodes), mine=mine.name in bpy.data.node_groups,
          mine_fake=mine.use_fake_user, lamp="my lamp" in bpy.data.objects, holdout=points.is_holdout,
-         changed3=rep3.changed, view=scene.view_settings.view_transform)
+         changed3=rep3.changed, view=scene.view_settings.view_transform,
+         outputs=[s.name for s in tree.interface.items_tree if s.item_type == "SOCKET" and s.in_out == "OUTPUT"])
     """)
     assert out["engine"] == "CYCLES" and out["film"] and out["catcher"] and out["view"] == "Standard"
     assert out["created"] == ["collection GenMOJO shot render", "world GenMOJO shot world", "sun shot_sun",
@@ -116,7 +117,7 @@ def test_render_setup_lights_objects_shows_the_plate_and_catches_shadows(tmp_pat
     # idempotent: the second run creates and changes nothing, and no datablock was added
     assert out["created2"] == [] and out["changed2"] == [] and out["before"] == out["after"]
     assert out["op"] == ["FINISHED"]
-    assert out["tree"] == "GenMOJO shot plate"
+    assert out["tree"] == "GenMOJO shot plate" and out["outputs"] == ["Image"]  # rebuilt three times, one output
     assert out["nodes"] == sorted(["CompositorNodeRLayers", "CompositorNodeMovieClip", "CompositorNodeScale",
                                    "CompositorNodeAlphaOver", "NodeGroupOutput", "CompositorNodeViewer"])
     assert out["holdout"] and "shot_object_002 is now a holdout" in out["changed3"]

@@ -40,6 +40,7 @@ import bpy
 import numpy as np
 
 from ..core import import_plan as ip
+from ..core import solve_report
 from ..core import splat_overlap as so
 from ..core.bundle import BundleError
 from . import animation, display, keep
@@ -493,6 +494,15 @@ def _build_camera(plan: ip.ImportPlan, root, coll):
     bag = animation.new_action(obj, f"{c.name}_motion")
     animation.key_vector(bag, "location", frames, c.locations)
     animation.key_vector(bag, "rotation_quaternion", frames, c.quaternions)
+    if c.solve is not None:  # a solved camera: its per-frame error as an F-curve on a custom property
+        key_frames, errors = solve_report.error_keys(c.solve, plan.scene.frame_start)
+        obj[solve_report.SUMMARY_PROP] = "\n".join(solve_report.summary_lines(c.solve, plan.scene.frame_start))
+        if key_frames:
+            obj[solve_report.ERROR_PROP] = errors[0]
+            animation.key_curve(bag, f'["{solve_report.ERROR_PROP}"]', key_frames, errors)
+        obj[solve_report.REGISTERED_PROP] = 1.0
+        animation.key_curve(bag, f'["{solve_report.REGISTERED_PROP}"]', frames,
+                            [1.0 if r else 0.0 for r in c.solve.registered], interpolation="CONSTANT")
     if not c.static_intrinsics:
         bag = animation.new_action(data, f"{c.name}_lens")
         for prop, values in (("lens", c.lens), ("shift_x", c.shift_x), ("shift_y", c.shift_y)):

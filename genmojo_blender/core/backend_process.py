@@ -56,6 +56,7 @@ BACKEND_MODULE_ENV = "GENMOJO_BACKEND_MODULE"
 
 PRESETS = ("cpu-tiny", "lite", "full")
 DEVICES = ("auto", "cpu", "cuda")
+CAMERA_SOURCES = ("auto", "virtual", "solve", "blender")  # the backend's --camera (megasam is auto with cam_path)
 # Camera embedding of the guidance model (--guidance_variant); "auto" lets the backend pick by name.
 GUIDANCE_VARIANTS = ("auto", "zero123-xl", "stable-zero123")
 # What the backend needs in a local guidance model folder (diffusers layout; backend/priors/zero123.py)
@@ -100,6 +101,10 @@ class RunRequest:
     cam_path: str = ""
     bg_path: str = ""  # background mode's inpainted first frame; needs cam_path
     focal_px: float = 0.0  # the static camera's focal length in pixels (not with cam_path); 0 = not given
+    # where the camera comes from (the backend's --camera): auto (MegaSAM with cam_path, else static),
+    # virtual, solve (COLMAP on the footage), blender (camera_file, exported from Blender's camera solve)
+    camera: str = "auto"
+    camera_file: str = ""
     fps: float = 0.0  # frame rate of an image sequence; 0 = let the backend decide
     overwrite: bool = False
     resume: bool = False  # continue an interrupted run of the same result from its checkpoint
@@ -249,6 +254,15 @@ def validate_request(req: RunRequest) -> list[str]:
         problems.append(f"Background image not found: {req.bg_path}")
     if req.bg_path and not req.cam_path:
         problems.append("A background image needs the camera file (MegaSAM npz): its depth places the background")
+    if req.camera not in CAMERA_SOURCES:
+        problems.append(f"Unknown camera source {req.camera!r} (choose one of {', '.join(CAMERA_SOURCES)})")
+    elif req.camera != "auto" and req.cam_path:
+        problems.append("A MegaSAM camera file is only used with the camera source Auto")
+    if req.camera == "blender" and not os.path.isfile(req.camera_file):
+        problems.append("Export the camera solve first (Export Camera Solve): no camera file at "
+                        f"{req.camera_file or '(none)'}")
+    if req.camera == "blender" and req.focal_px > 0:
+        problems.append("Give a focal length or Blender's camera solve, not both (the solve has its own intrinsics)")
     if req.focal_px < 0:
         problems.append("Focal length must be positive (or 0 for the default 49.1 degree field of view)")
     elif req.focal_px > 0 and req.cam_path:
@@ -304,6 +318,10 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
         argv += ["--bg_path", req.bg_path]
     if req.focal_px and req.focal_px > 0:
         argv += ["--focal_px", format(float(req.focal_px), "g")]
+    if req.camera != "auto":
+        argv += ["--camera", req.camera]
+    if req.camera == "blender":
+        argv += ["--camera_file", req.camera_file]
     if req.depth_dir:
         argv += ["--depth_dir", req.depth_dir]
         if req.depth_is_disparity:
@@ -336,6 +354,7 @@ def absolute_request(req: RunRequest) -> RunRequest:
     model = req.guidance_model.strip()
     return replace(req, data_dir=_absolute(req.data_dir), mask_dir=_absolute(req.mask_dir),
                    out_dir=_absolute(req.out_dir), cam_path=_absolute(req.cam_path), bg_path=_absolute(req.bg_path),
+                   camera_file=_absolute(req.camera_file),
                    depth_dir=_absolute(req.depth_dir), depth_model=_absolute(req.depth_model),
                    guidance_model=model if not model or is_hub_id(model) else _absolute(model))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import camera as cam
 from . import surface as surf
-from .bundle import Bundle, BundleError, open_bundle
+from .bundle import Bundle, BundleError, CameraSolveInfo, open_bundle
 
 FRAME_START = 1
 MOVIE_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".mxf", ".ogv")
@@ -194,6 +194,7 @@ class CameraPlan:
     clip_end: float
     static_pose: bool
     static_intrinsics: bool
+    solve: CameraSolveInfo | None = None  # a solved camera's per-frame error (manifest camera.solve)
 
 
 @dataclass
@@ -306,7 +307,8 @@ def plan_import(bundle_or_path: Bundle | str | os.PathLike, *,
     camera = CameraPlan(name=f"{result}_camera", local_matrices=bl_cam, locations=locs,
                         quaternions=quats, lens=lens.lens, shift_x=lens.shift_x, shift_y=lens.shift_y,
                         sensor_width=lens.sensor_width, clip_start=m.camera.near,
-                        clip_end=m.camera.far, static_pose=static_pose, static_intrinsics=static_intr)
+                        clip_end=m.camera.far, static_pose=static_pose, static_intrinsics=static_intr,
+                        solve=m.camera.solve)
 
     objects = []
     for info in m.objects:

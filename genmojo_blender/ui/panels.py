@@ -111,9 +111,15 @@ class GENMOJO_PT_options(_GenMojoPanel, Panel):
         layout.use_property_decorate = False
         s = context.scene.genmojo
         col = layout.column()
-        col.prop(s, "camera_path")
+        col.prop(s, "camera_source")
+        if s.camera_source == "BLENDER":
+            col.prop(s, "camera_solve_file")
+            col.operator("genmojo.export_camera_solve", icon="TRACKING")
         sub = col.column()
-        sub.active = not s.camera_path.strip()
+        sub.active = s.camera_source == "AUTO"
+        sub.prop(s, "camera_path")
+        sub = col.column()
+        sub.active = not s.camera_path.strip() and s.camera_source != "BLENDER"
         sub.prop(s, "focal_px")
         col.prop(s, "background_path")
         col.prop(s, "depth_dir")
@@ -241,6 +247,7 @@ def _draw_imported_result(layout, entry, objects, keep_edits: bool) -> None:
                 "point_display", "set_scene", "load_plate"):
         setattr(op, key, getattr(entry, key))
     op.keep_edits = keep_edits
+    _draw_camera_solve(box, entry.collection)
     for ob in objects:
         row = box.row(align=True)
         row.prop(ob, "name", text="", icon="MESH_DATA")
@@ -249,6 +256,19 @@ def _draw_imported_result(layout, entry, objects, keep_edits: bool) -> None:
             op = row.operator("genmojo.set_representation", text="", icon=icon, depress=rep == current)
             op.representation = rep
             op.object_name = ob.name
+
+
+def _draw_camera_solve(box, collection) -> None:
+    """A solved camera's error (min / mean / max, the worst frames); its F-curve is on the camera."""
+    from ..core import solve_report
+    for ob in collection.all_objects:
+        text = ob.get(solve_report.SUMMARY_PROP)
+        if isinstance(text, str) and text:
+            col = box.column(align=True)
+            for i, line in enumerate(text.splitlines()):
+                col.label(text=line, icon="TRACKING" if i == 0 else "BLANK1")
+            col.label(text=f"Per frame: {ob.name} › {solve_report.ERROR_PROP} (Graph Editor)", icon="GRAPH")
+            return
 
 
 CLASSES = (GENMOJO_PT_main, GENMOJO_PT_options, GENMOJO_PT_run, GENMOJO_PT_result)
