@@ -50,8 +50,8 @@ GPU_RESULTS=$GPU_RESULTS/$(basename "$out")  # two benchmarks side by side (othe
 run_clip() {  # run_clip NAME GPU [extra flags]: one clip's fit and evaluations, its status in NAME_status.txt
     local name=$1 gpu=$2
     shift 2
-    local clip=$data/$name flags=(--data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations"
-                                  --lite --disable_guidance --holdout 4)
+    local clip=$data/$name
+    local flags=(--data_dir "$clip/JPEGImages" --mask_dir "$clip/Annotations" --lite --disable_guidance --holdout 4)
     local gt=0
     if [ -f "$clip/ground_truth/scene.json" ]; then
         gt=1
