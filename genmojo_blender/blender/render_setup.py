@@ -96,7 +96,8 @@ def setup_render_scene(scene: bpy.types.Scene, rig: floor_scale.ResultRig, *,
     _set(report, r, "engine", "CYCLES", "render engine, for the shadow catcher (Cycles only)")
     _set(report, r, "film_transparent", True, "transparent film, so the footage shows behind the render")
     _set(report, r, "use_motion_blur", True, "motion blur")
-    _set(report, scene.view_settings, "view_transform", VIEW_TRANSFORM, "view transform, so the footage keeps its colours")
+    _set(report, scene.view_settings, "view_transform", VIEW_TRANSFORM,
+         "view transform, so the footage keeps its colours")
     if scene.camera != rig.camera:
         old = scene.camera.name if scene.camera else "none"
         scene.camera = rig.camera
