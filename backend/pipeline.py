@@ -311,7 +311,7 @@ def footage_cameras(req: RunRequest, cfg: Config, mode: str, clip: Clip, fit_mas
     solved, hit = camera_solve.solve_cameras(clip.frames, clip.masks, clip.background, cfg.camera_solve,
                                              cfg.camera.scene_depth, cache_dir=target.parent / CAMERA_CACHE,
                                              focal_px=focal, warn=note)
-    note(f"camera: {solved.describe()}" + (" (read from the cache)" if hit else
+    note(f"camera: {solved.describe(pixel_scale=clip.width / w)}" + (" (read from the cache)" if hit else
                                            f" in {time.monotonic() - t0:.1f} s"))
     return solved
 
@@ -402,10 +402,10 @@ def cameras_and_depths(prep: Prepared, cfg: Config, req: RunRequest | None = Non
     elif prep.footage is not None:
         fc = prep.footage
         # the errors in the manifest are in pixels of the original frames (COLMAP's are at the fitting size)
-        info = fc.solve_info(pixel_scale=clip.width / w if fc.method == "colmap" else 1.0)
+        scale = clip.width / w if fc.method == "colmap" else 1.0
         cams = Cameras(K=torch.from_numpy(fc.K).float(), c2w=torch.from_numpy(fc.c2w).float(), width=w, height=h,
-                       near=cfg.camera.near, far=max(cfg.camera.far, fc.max_depth * 2), source=fc.describe(),
-                       solve=info)
+                       near=cfg.camera.near, far=max(cfg.camera.far, fc.max_depth * 2),
+                       source=fc.describe(pixel_scale=scale), solve=fc.solve_info(pixel_scale=scale))
         reference = fc.scene_depth
     else:
         cams = static_cameras(clip.num_frames, w, h, cfg.camera.fovy_deg, cfg.camera.near, cfg.camera.far)

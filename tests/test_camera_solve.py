@@ -240,3 +240,57 @@ def test_bad_settings_are_refused():
         cs.check_config(CameraSolveConfig(camera_model="OPENCV_FISHEYE"))
     with pytest.raises(InputError, match="max_unregistered_fraction"):
         cs.check_config(CameraSolveConfig(max_unregistered_fraction=1.0))
+
+
+def _write_clip(folder: Path, frames: np.ndarray, masks: np.ndarray, scale: int = 2) -> None:
+    """The clip in the project's input layout, upscaled ``scale`` times (the fit then works at 160x120)."""
+    (folder / "JPEGImages").mkdir(parents=True)
+    (folder / "Annotations" / "001").mkdir(parents=True)
+    for t in range(len(frames)):
+        big = cv2.resize(frames[t], (W * scale, H * scale), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / "JPEGImages" / f"{t:05d}.png"), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+        m = cv2.resize(masks[0, t].astype(np.uint8) * 255, (W * scale, H * scale), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(folder / "Annotations" / "001" / f"{t:05d}.png"), m)
+
+
+def test_pipeline_fits_through_the_solved_cameras(clip, tmp_path):
+    from backend import pipeline
+    from backend.config import get_preset, with_overrides
+
+    frames, masks, truth = clip
+    _write_clip(tmp_path / "clip", frames, masks)
+    cfg = with_overrides(get_preset("cpu-tiny"), input={"max_side": W}, camera_solve={"num_threads": 2})
+    req = pipeline.RunRequest(data_dir=tmp_path / "clip" / "JPEGImages", mask_dir=tmp_path / "clip" / "Annotations",
+                              out_dir=tmp_path / "out", save_name="r", device="cpu", camera="solve",
+                              disable_guidance=True)
+    prep = pipeline.prepare(req, cfg)
+    assert prep.clip.work_size == (W, H) and prep.footage is not None
+    assert any(n.startswith("camera: solved (COLMAP") for n in prep.notes)
+    assert list((tmp_path / "out" / pipeline.CAMERA_CACHE).glob("solve-*.npz"))
+    cams, depths, source = pipeline.cameras_and_depths(prep, cfg, req)
+    assert not cams.static and cams.source.startswith("solved (COLMAP")
+    rot_deg, centre_rel = trajectory_errors(cams.c2w.double().numpy(), truth)
+    assert rot_deg < 2.0 and centre_rel < 0.05
+    assert depths.shape == (1, T) and "heuristic" in source
+    track, info = cams.to_bundle(prep.clip.width, prep.clip.height)
+    assert info.solve is not None and info.solve.method == "colmap" and all(info.solve.registered)
+    # errors in pixels of the original (2x) frames
+    np.testing.assert_allclose(info.solve.error_px, 2 * prep.footage.reproj_error_px)
+    np.testing.assert_allclose(track.K[0, 0, 0], 2 * prep.footage.K[0, 0, 0])
+    again = pipeline.prepare(req, cfg)  # the second run reads the cache
+    assert any("(read from the cache)" in n for n in again.notes)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"camera": "solve", "cam_path": Path("cams.npz")}, "--camera solve and --cam_path both give the camera"),
+    ({"camera": "megasam"}, "--camera megasam needs MegaSAM's npz"),
+    ({"camera": "blender"}, "--camera blender needs the camera file"),
+    ({"camera": "virtual", "camera_file": Path("c.npz")}, "only read with --camera blender"),
+])
+def test_camera_flags_are_checked_against_each_other(kwargs, message):
+    from backend import pipeline
+    from backend.config import get_preset
+
+    req = pipeline.RunRequest(data_dir=Path("d"), mask_dir=Path("m"), out_dir=Path("o"), save_name="r", **kwargs)
+    with pytest.raises(InputError, match=message):
+        pipeline.camera_mode(req, get_preset("cpu-tiny"))

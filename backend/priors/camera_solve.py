@@ -93,11 +93,11 @@ class SolvedCameras:
                                              for r, e in zip(self.registered, self.reproj_error_px)],
                                    points=[int(n) for n in self.num_points])
 
-    def describe(self) -> str:
-        """One line for the manifest and the log."""
+    def describe(self, pixel_scale: float = 1.0) -> str:
+        """One line for the manifest and the log; errors times ``pixel_scale`` (see ``solve_info``)."""
         f = self.K[0, 0, 0], self.K[0, 1, 1]
         focal = f"focal {f[0]:.1f} px" if abs(f[0] - f[1]) < 1e-6 * f[0] else f"focal {f[0]:.1f} x {f[1]:.1f} px"
-        err = self.reproj_error_px[self.registered & np.isfinite(self.reproj_error_px)]
+        err = self.reproj_error_px[self.registered & np.isfinite(self.reproj_error_px)] * pixel_scale
         what = f"COLMAP {self.camera_model}" if self.method == "colmap" else f"Blender camera solve, {self.origin}"
         text = (f"solved ({what}, {focal}, {int(self.registered.sum())}/{len(self.registered)} frames registered"
                 + (f", reprojection error {float(np.mean(err)):.2f} px mean, {float(np.max(err)):.2f} px worst"
