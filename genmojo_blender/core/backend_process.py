@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from .bundle import MANIFEST_NAME, RESULT_NAME
-from .protocol import Event, ProtocolError, RunState, decode_event
+from .protocol import Event, RunState, parse_line
 from .run_progress import RunProgress
 
 DEFAULT_BACKEND_MODULE = "backend"
@@ -494,13 +494,16 @@ class BackendProcess:
     def _on_stdout(self, line: str) -> None:
         if not line.strip():
             return
-        try:
-            self._queue.put(("event", decode_event(line)))
-        except ProtocolError:
-            # Stray prints from libraries must not break the run; keep them for crash reports.
-            self._stray_stdout.append(line)
-            self._stderr_tail.append(f"[stdout] {line}")
-            self._queue.put(("log", line))
+        parsed = parse_line(line)
+        if isinstance(parsed, Event):
+            self._queue.put(("event", parsed))
+            return
+        # Stray prints from libraries must not break the run; keep them for crash reports. A line that
+        # looks like an event but is not one is shown with the reason.
+        self._stray_stdout.append(parsed.line)
+        self._stderr_tail.append(f"[stdout] {parsed.line}")
+        why = f" (not a progress event: {parsed.reason})" if parsed.line.lstrip().startswith("{") else ""
+        self._queue.put(("log", f"{parsed.line}{why}"))
 
     def _on_stderr(self, line: str) -> None:
         self._stderr_tail.append(line)

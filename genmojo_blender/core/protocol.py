@@ -11,6 +11,10 @@ Every event carries ``"v"`` (protocol version), ``"type"`` and ``"time"`` (Unix 
 - ``progress``  stage, step (1-based), total, losses (name -> float), elapsed_s, eta_s
 - ``done``      bundle (absolute path of the finished result folder), elapsed_s
 - ``failed``    error (one-line message), kind ("input"|"cancelled"|"internal"), hint (what to do)
+
+``decode_event`` checks every line it accepts (field types, numbers finite and in range), so folding
+its events into a ``RunState`` cannot fail; it raises only ``ProtocolError``. ``parse_line`` is the
+total version the UI uses: any input gives an ``Event`` or a ``Malformed`` value, never an exception.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from typing import Any
 PROTOCOL_VERSION = 1
 EVENT_TYPES = ("start", "stage", "progress", "done", "failed")
 FAILURE_KINDS = ("input", "cancelled", "internal")
+STAGE_STATUSES = ("begin", "end")
+MAX_LINE_CHARS = 1024 * 1024  # a progress line is a few hundred characters; longer ones are not parsed
+MAX_COUNT = 2 ** 53  # steps, totals and indices (integers a float holds exactly)
+MAX_SHOWN_CHARS = 200  # how much of a malformed line is kept to show
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "start": ("run_id", "save_name", "stages"),
@@ -74,26 +82,118 @@ class Event:
         return self.data.get(key, default)
 
 
+def _refuse_constant(name: str) -> float:
+    raise ProtocolError(f"{name} is not a JSON number")
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
+
+
+def _is_number(v: Any) -> bool:
+    """A finite float, or an integer a float holds exactly (a larger one would overflow ``float()``)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return -MAX_COUNT <= v <= MAX_COUNT
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _brief(v: Any) -> str:
+    """A short, safe rendering of a decoded value for a message (never recursive, never huge)."""
+    if v is None or isinstance(v, (bool, float)) or (isinstance(v, int) and abs(v) <= MAX_COUNT):
+        return repr(v)
+    if isinstance(v, str):
+        return repr(v[:40])
+    return type(v).__name__
+
+
+def _field_problem(t: str, d: dict) -> str:
+    """What is wrong with the fields RunState reads from an event of type ``t``, or ""."""
+    def opt_number(k: str) -> bool:
+        return d.get(k) is None or _is_number(d[k])
+
+    if not opt_number("time"):
+        return "time is not a number"
+    if t == "start":
+        if not (isinstance(d["stages"], list) and all(isinstance(s, str) for s in d["stages"])):
+            return "stages is not a list of names"
+        if not (isinstance(d["run_id"], str) and isinstance(d["save_name"], str)):
+            return "run_id and save_name must be text"
+    elif t == "stage":
+        if not isinstance(d["stage"], str) or d["status"] not in STAGE_STATUSES:
+            return "stage must be a name and status begin or end"
+        if not (_is_count(d["index"]) and _is_count(d["total_stages"])):
+            return "index and total_stages must be counts"
+    elif t == "progress":
+        if not isinstance(d["stage"], str) or not (_is_count(d["step"]) and _is_count(d["total"])):
+            return "stage must be a name, step and total counts"
+        losses = d["losses"]
+        if not (isinstance(losses, dict) and all(v is None or _is_number(v) for v in losses.values())):
+            return "losses must map names to numbers"
+        if not (opt_number("eta_s") and opt_number("elapsed_s")):
+            return "eta_s and elapsed_s must be numbers"
+    elif t == "done":
+        if not isinstance(d["bundle"], str):
+            return "bundle must be a path"
+    elif t == "failed":
+        if not (isinstance(d["error"], str) and isinstance(d["kind"], str)
+                and (d.get("hint") is None or isinstance(d["hint"], str))):
+            return "error, kind and hint must be text"
+    return ""
+
+
 def decode_event(line: str) -> Event:
-    """Parse one stdout line. Raises ProtocolError for anything that is not a valid event."""
+    """Parse one stdout line. Raises ProtocolError (and nothing else) for anything that is not a
+    valid event, so the values RunState reads are always of their documented types."""
+    if not isinstance(line, str):
+        raise ProtocolError(f"not a line of text: {type(line).__name__}")
+    if len(line) > MAX_LINE_CHARS:
+        raise ProtocolError(f"line of {len(line)} characters, longer than any event")
     line = line.strip()
     if not line.startswith("{"):
         raise ProtocolError(f"not a JSON object: {line[:80]!r}")
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"bad JSON ({e}): {line[:80]!r}") from e
+        data = json.loads(line, parse_constant=_refuse_constant)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise ProtocolError(f"nested too deeply: {line[:80]!r}") from None
+    except ValueError as e:  # bad JSON, or numbers beyond the decoder's limits
+        raise ProtocolError(f"bad JSON ({e}): {line[:80]!r}") from None
     if not isinstance(data, dict):
         raise ProtocolError("event is not a JSON object")
-    if data.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {data.get('v')!r}, expected {PROTOCOL_VERSION}")
+    v = data.get("v")
+    if not (isinstance(v, int) and not isinstance(v, bool) and v == PROTOCOL_VERSION):
+        raise ProtocolError(f"protocol version {_brief(v)}, expected {PROTOCOL_VERSION}")
     t = data.get("type")
-    if t not in EVENT_TYPES:
-        raise ProtocolError(f"unknown event type {t!r}")
+    if not isinstance(t, str) or t not in EVENT_TYPES:
+        raise ProtocolError(f"unknown event type {_brief(t)}")
     missing = [k for k in _REQUIRED[t] if k not in data]
     if missing:
         raise ProtocolError(f"{t} event lacks {missing}")
+    problem = _field_problem(t, data)
+    if problem:
+        raise ProtocolError(f"{t} event: {problem}")
     return Event(type=t, data=data)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A stdout line that is not a valid event: what it started with and why it was not one."""
+
+    line: str
+    reason: str
+
+
+def parse_line(line: Any) -> Event | Malformed:
+    """``decode_event`` that never raises: a valid event, or ``Malformed`` for anything else (for the
+    UI to show as a log line)."""
+    try:
+        return decode_event(line)
+    except ProtocolError as e:
+        text = line if isinstance(line, str) else repr(line)
+        return Malformed(line=text[:MAX_SHOWN_CHARS], reason=str(e))
 
 
 @dataclass
