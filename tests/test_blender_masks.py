@@ -45,3 +45,37 @@ def test_mask_layers_become_object_folders_named_like_the_frames(tmp_path):
     assert set(np.unique(car)) == {0, 255}
     person = cv2.imread(str(tmp_path / "masks" / "002" / "00002.png"), cv2.IMREAD_UNCHANGED)
     assert person.sum() > 0 and not (person & car).any()
+
+
+def test_a_second_export_replaces_the_first_whole_and_refuses_edited_masks(tmp_path):
+    W, H, T = 32, 24, 2
+    write_plate(tmp_path / "clip", T, W, H)
+    out = run_bpy(f"""
+    enable()
+    import os
+    from genmojo_blender.blender import masks
+    from genmojo_blender.core.mask_export import MaskFolderError
+    m = bpy.data.masks.new("shot")
+    for name in ("car", "person"):
+        sp = m.layers.new(name=name).splines.new()
+        sp.points.add(4 - len(sp.points))
+        for p, co in zip(sp.points, ((0.2, 0.3), (0.6, 0.3), (0.6, 0.6), (0.2, 0.6))):
+            p.co = p.handle_left = p.handle_right = co
+        sp.use_cyclic = True
+    w, h, frames = masks.clip_frames({str(tmp_path / 'clip')!r})
+    folder = {str(tmp_path / 'masks')!r}
+    masks.rasterize_mask(m, folder, w, h, frames)
+    m.layers.remove(m.layers["person"])
+    masks.rasterize_mask(m, folder, w, h, frames)
+    second = sorted(os.listdir(folder))
+    with open(os.path.join(folder, "001", "00000.png"), "ab") as fh:
+        fh.write(b"edited")
+    try:
+        masks.rasterize_mask(m, folder, w, h, frames)
+        refused = ""
+    except MaskFolderError as e:
+        refused = str(e)
+    emit(second=second, refused=refused)
+    """)
+    assert out["second"] == [".genmojo-masks.json", "001"]  # the removed layer's folder is gone
+    assert "001/00000.png was edited" in out["refused"]

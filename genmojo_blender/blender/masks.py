@@ -3,18 +3,20 @@
 Each layer of a Mask datablock is one object (``001`` is the first layer). For every frame of the
 clip the scene is moved to that frame (so animated mask points take their keyed positions), each
 layer's visible splines are flattened and filled, and the result is written as
-``<out>/<object>/<frame name>.png``.
+``<out>/<object>/<frame name>.png`` through ``core.mask_export``: into a fresh folder swapped in when
+complete, replacing only an unmodified earlier export of the extension (never the user's own masks,
+and never leaving a removed layer's folder behind).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import bpy
 import numpy as np
 
 from ..core import masks as cm
+from ..core.mask_export import write_mask_folders
 
 
 def _layer_polygons(layer, width: int, height: int) -> list[np.ndarray]:
@@ -35,29 +37,28 @@ def rasterize_mask(mask: bpy.types.Mask, out_dir: str, width: int, height: int,
                    frames: list[tuple[int, str]], scene: bpy.types.Scene | None = None) -> list[str]:
     """Write one PNG per (Blender frame, file stem) and per mask layer; returns the object folders.
 
-    Layers hidden from render are skipped; an inverted layer is written inverted.
+    Layers hidden from render are skipped; an inverted layer is written inverted. Raises
+    ``core.mask_export.MaskFolderError`` (a ValueError), before rendering anything, when ``out_dir``
+    holds masks that are not an unmodified earlier export.
     """
     scene = scene or bpy.context.scene
     layers = [ly for ly in mask.layers if not ly.hide_render]
     if not layers:
         raise ValueError(f"mask {mask.name!r} has no layers to render")
-    folders = []
-    for i in range(len(layers)):
-        folder = Path(out_dir) / cm.object_folder(i)
-        folder.mkdir(parents=True, exist_ok=True)
-        folders.append(str(folder))
+
+    def masks_at(frame: int) -> list[np.ndarray]:
+        scene.frame_set(frame)
+        out = []
+        for layer in layers:
+            img = cm.fill_polygons(_layer_polygons(layer, width, height), width, height)
+            out.append(~img if layer.invert else img)
+        return out
+
     current = scene.frame_current
     try:
-        for frame, stem in frames:
-            scene.frame_set(frame)
-            for layer, folder in zip(layers, folders):
-                img = cm.fill_polygons(_layer_polygons(layer, width, height), width, height)
-                if layer.invert:
-                    img = ~img
-                cm.write_png(os.path.join(folder, f"{stem}.png"), img)
+        return write_mask_folders(out_dir, frames, len(layers), masks_at)
     finally:
         scene.frame_set(current)
-    return folders
 
 
 
