@@ -102,3 +102,29 @@ def test_sigterm_while_baking_is_cancelled_with_the_old_result_or_done_with_the_
         assert code == 0 and last.type == "done"
         assert tree_digest(old) != before and open_bundle(old).manifest.run.optimizer == "skeleton"
     assert staged(out) == []
+
+
+def test_a_run_starts_by_recovering_after_a_killed_one_and_refuses_beside_a_live_one(tmp_path):
+    from backend.errors import InputError
+    from backend.io.bundle_staging import host_tag
+
+    out = tmp_path / "out"
+    old = make_bundle(out, save_name="shot", frames=3, objects=1, gaussians=8)
+    before = tree_digest(old)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    partial = out / f".shot.partial-{host_tag()}-{sleeper.pid}-abc"
+    partial.mkdir()
+    req = RunRequest(data_dir=tmp_path / "no-clip", mask_dir=tmp_path / "no-masks", out_dir=out, save_name="shot",
+                     device="cpu", overwrite=True)
+    try:
+        with pytest.raises(InputError, match="another run may be writing 'shot'"):
+            run(req, get_preset("cpu-tiny"), StopOn(None))
+        assert partial.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    rep = StopOn(None)
+    with pytest.raises(InputError, match="no-clip"):  # the dead run's folder goes first, then the input is checked
+        run(req, get_preset("cpu-tiny"), rep)
+    assert not partial.exists() and f"removed {partial}" in rep.log_stream.getvalue()
+    assert tree_digest(old) == before
