@@ -723,3 +723,26 @@ def _jsonable(v: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class WorkPlanCosts:
+    """Expected seconds per unit of work, for the run's work plan (``backend/progress_plan.py``), which
+    weighs the stages of Blender's progress bar and its ETA. Only the ratios between stages matter: the
+    reader scales the plan by the pace it measures. Measured with cpu-tiny on the 8-frame 64x64 sample
+    (3 objects, the 2-core CPU shared with other work; stage 1 at 48 px growing to 1024-1304 Gaussians
+    per object, stage 2 with 3480): stage 1 149.8 s for 180 steps, stage 2 666.7 s for 48 steps of 2
+    frames, bake 33.8 s, init (flow for 7 pairs) 0.12 s, validate 0.014 s, write 0.087 s."""
+
+    stage1_step_per_px: float = 3.6e-4  # one stage-1 step, per pixel of the square crop
+    stage2_step_per_px: float = 1.7e-3  # one stage-2 (or skeleton) step, per frame pixel it renders
+    bake_per_px: float = 3.4e-4  # baking and the previews, per frame pixel per object
+    validate_per_px: float = 4.3e-7  # reading and checking the clip, per frame pixel
+    flow_per_px: float = 4.3e-6  # init: optical flow, per pixel of each pair of training frames
+    write_per_object_frame: float = 3.6e-3  # writing the bundle
+    # a step with Zero123 guidance against one without (README: 0.79 s against 0.125 s per stage-2
+    # step on an H100); applied to both stages' steps when guidance is on
+    guidance_step_factor: float = 6.3
+
+
+WORK_PLAN_COSTS = WorkPlanCosts()

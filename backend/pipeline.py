@@ -58,6 +58,7 @@ from .priors.flow import cached_flow
 from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, check_vae_attention, frame_crops,
                              load_zero123, persistent_compile_cache, resolve_model)
 from .progress import Reporter
+from .progress_plan import work_plan
 
 STAGES = ["validate", "init", "objects", "fit", "bake", "write"]
 FLOW_CACHE = ".genmojo-cache/flow"  # inside --out_dir, shared by the runs written there
@@ -500,7 +501,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
                  f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}, method {cfg.method}"
                  + (f", {len(held)} frames withheld" if held else ""))
-    reporter.end("validate")
+    reporter.end("validate", work=_work_plan(req, cfg, prep))
 
     reporter.begin("init")
     torch.manual_seed(cfg.seed)
@@ -588,6 +589,15 @@ def _stop_point(should_stop: Callable[[], bool], before: str, target: Path, ckpt
     if should_stop():
         kept = f"{target} is untouched" if target.exists() else f"nothing was written to {target}"
         raise Cancelled(f"stopped before {before}; {kept}", _after_fit_hint(ckpt_folder))
+
+
+def _work_plan(req: RunRequest, cfg: Config, prep: Prepared) -> dict[str, float]:
+    """Expected seconds per stage for Blender's progress bar (``progress_plan.py``)."""
+    T = prep.clip.num_frames
+    fit = cfg.fit if cfg.method == "skeleton" else cfg.stage2
+    return work_plan(cfg, num_frames=T, num_objects=prep.clip.num_objects, work_size=prep.clip.work_size,
+                     train_frames=len(prep.train), guidance=prep.guidance_folder is not None,
+                     stage2_iterations=req.iterations if req.iterations is not None else fit.iterations(T))
 
 
 def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,

@@ -49,9 +49,10 @@ class Reporter:
                    status="begin")
         self.log(f"stage {stage}")
 
-    def end(self, stage: str) -> None:
+    def end(self, stage: str, **extra) -> None:
+        """End ``stage``; ``extra`` fields ride on its event (``work``: the run's work plan)."""
         self._emit("stage", stage=stage, index=self.stages.index(stage), total_stages=len(self.stages),
-                   status="end", duration_s=round(time.monotonic() - self._stage_t0, 3))
+                   status="end", duration_s=round(time.monotonic() - self._stage_t0, 3), **extra)
 
     def progress(self, step: int, total: int, losses: dict[str, float], every_s: float | None = None,
                  force: bool = False) -> None:

@@ -29,8 +29,8 @@ def fold(events):
 def through_objects(plan=PLAN):
     """A run at the pace of 2 s per planned second, to the end of stage 1."""
     return [ev("start", 100.0, stages=STAGES, run_id="r", save_name="s"),
-            stage("validate", "begin", 100.0), stage("validate", "end", 102.0),
-            stage("init", "begin", 102.0, **({"work": plan} if plan else {})), stage("init", "end", 110.0),
+            stage("validate", "begin", 100.0), stage("validate", "end", 102.0, **({"work": plan} if plan else {})),
+            stage("init", "begin", 102.0), stage("init", "end", 110.0),
             stage("objects", "begin", 110.0),
             ev("progress", 130.0, stage="objects", step=10, total=20, losses={}, eta_s=20.0),
             ev("progress", 150.0, stage="objects", step=20, total=20, losses={}, eta_s=0.0),
@@ -76,6 +76,14 @@ def test_without_a_plan_stages_weigh_the_same_and_only_the_stage_eta_is_given():
 def test_nothing_done_yet_means_no_eta_and_a_bad_plan_is_ignored():
     p = fold([ev("start", 100.0, stages=STAGES, run_id="r", save_name="s"), stage("validate", "begin", 100.0)])
     assert p.eta_s is None and p.fraction == 0.0
-    p.apply(stage("validate", "end", 101.0))
-    p.apply(stage("init", "begin", 101.0, work={"init": "lots", "fit": -3, "other": 5}))
+    p.apply(stage("validate", "end", 101.0, work={"init": "lots", "fit": -3, "other": 5}))
     assert not p.planned and p.fraction == pytest.approx(1 / 6)
+
+
+def test_the_fraction_never_steps_back_when_the_plan_arrives():
+    seen = []
+    p = RunProgress()
+    for e in through_objects():
+        p.apply(e)
+        seen.append(p.fraction)
+    assert seen == sorted(seen) and seen[2] == pytest.approx(0.01)  # validate's planned share

@@ -3,8 +3,9 @@
 ``RunState.fraction`` (``protocol.py``) gives every stage the same share, so a run sat at 50 % while
 stage 2, most of its time, went by; and after the last fitted step its ETA of 0 s stayed on through
 bake and write. ``RunProgress`` folds the same events with the backend's work plan: the ``stage``
-event that begins ``init`` carries ``work`` (stage name -> expected seconds, from the iteration
-counts once the clip is known; ``backend/progress_plan.py``). Then
+event that ends ``validate`` carries ``work`` (stage name -> expected seconds, from the iteration
+counts once the clip is known; ``backend/progress_plan.py``; any stage event may carry one, the
+last counts). Then
 
 * the fraction is (the planned work of finished stages + the current stage's work x its step
   fraction) / all planned work, so it moves at the pace of the run;
@@ -56,10 +57,10 @@ class RunProgress:
             stage = str(ev.get("stage"))
             if ev.get("status") == "begin":
                 self.current, self.step, self.total, self.stage_eta_s = stage, 0, 0, None
-                self._read_plan(ev.get(WORK_FIELD))
             elif ev.get("status") == "end":
                 self.ended.add(stage)
                 self.stage_eta_s = None
+            self._read_plan(ev.get(WORK_FIELD))
         elif ev.type == "progress":
             step, total = _number(ev.get("step")), _number(ev.get("total"))
             if step is not None and total is not None and total > 0:
