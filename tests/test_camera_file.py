@@ -189,3 +189,40 @@ def test_run_request_passes_the_camera_source(tmp_path):
                                                                    save_name="r"))
     both = bp.RunRequest(data_dir="d", mask_dir="m", out_dir="o", save_name="r", camera="solve", cam_path=str(cam))
     assert any("only used with the camera source Auto" in p for p in bp.validate_request(both))
+
+
+def _fake_clip(skip=(), distortion=0.0):
+    """A stand-in for a bpy MovieClip with a camera solve (the attributes export_camera_solve reads):
+    clip frames are 1-based; one track is muted on frame 2, one has no bundle."""
+    from types import SimpleNamespace as NS
+
+    cams = [NS(frame=t + 1, matrix=[list(r) for r in _blender_camera(t)], average_error=0.2 + 0.1 * t)
+            for t in range(T) if t not in skip]
+    M0 = _blender_camera(0)
+    tracks = []
+    for i, local in enumerate(([0.0, 0.0, -4.0], [0.5, 0.2, -6.0], [-0.5, 0.1, -5.0])):
+        bundle = np.array(local) @ M0[:3, :3].T + M0[:3, 3]
+        markers = [NS(frame=f, mute=(i == 0 and f == 2)) for f in range(1, T + 1)]
+        tracks.append(NS(has_bundle=True, bundle=tuple(bundle), markers=markers))
+    tracks.append(NS(has_bundle=False, bundle=(0, 0, 0), markers=[NS(frame=1, mute=False)]))
+    camera = NS(focal_length_pixels=410.0, principal_point_pixels=(166.0, 84.0), pixel_aspect=1.0,
+                k1=distortion, k2=0.0, k3=0.0)
+    return NS(name="shot", filepath="//footage/shot.mov", size=(W, H), frame_duration=T,
+              tracking=NS(reconstruction=NS(is_valid=bool(cams), cameras=cams), tracks=tracks, camera=camera))
+
+
+def test_export_camera_solve_reads_the_tracking_data(tmp_path):
+    from genmojo_blender.blender.camera_solve_export import SolveExportError, export_camera_solve
+
+    warnings: list[str] = []
+    path, data = export_camera_solve(_fake_clip(skip=(4,), distortion=0.01), tmp_path / "cam.npz", warnings)
+    assert any("k1" in w for w in warnings) and any("1 of 6 frames" in w for w in warnings)
+    back = read_camera_file(path)
+    assert back.registered.tolist() == [True, True, True, True, False, True]
+    assert back.points.tolist() == [3, 2, 3, 3, 0, 3]  # the muted marker on clip frame 2 is frame 1
+    assert back.error_px[1] == pytest.approx(0.3) and back.source == "blender camera solve of shot.mov"
+    assert back.point_depth[0] == pytest.approx(5.0)
+    np.testing.assert_allclose(back.c2w[3], cm.blender_camera_to_opencv_c2w(_blender_camera(3))[0], atol=1e-12)
+    np.testing.assert_allclose(back.K[0], cm.tracking_intrinsics(410.0, (166.0, 84.0), W, H))
+    with pytest.raises(SolveExportError, match="has no camera solve"):
+        export_camera_solve(_fake_clip(skip=tuple(range(T))), tmp_path / "none.npz")
