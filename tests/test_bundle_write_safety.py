@@ -186,3 +186,31 @@ def test_a_live_or_foreign_partial_is_refused_before_anything_is_touched(old_res
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_partial_whose_pid_now_belongs_to_another_process_is_stale(old_result):
+    out, path, before = old_result
+    if staging.process_start(os.getpid()) is None:
+        pytest.skip("this system does not tell when a process started")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reused = out / f".shot.partial-{staging.host_tag()}-{sleeper.pid}-re1"
+        reused.mkdir()
+        (reused / staging.OWNER_FILE).write_text('{"pid": %d, "start": "another-boot:123"}' % sleeper.pid)
+        live = out / f".shot.partial-{staging.host_tag()}-{sleeper.pid}-li2"
+        live.mkdir()
+        (live / staging.OWNER_FILE).write_text('{"pid": %d, "start": "%s"}' % (sleeper.pid,
+                                                                              staging.process_start(sleeper.pid)))
+        with pytest.raises(InputError):
+            staging.recover_staging(out, "shot")  # the one with the live writer's start refuses
+        live.rename(out / "kept-aside")
+        log = staging.recover_staging(out, "shot")
+        assert not reused.exists() and len(log) == 1 and tree_digest(path) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_writer_record_is_not_published(tmp_path):
+    path = make_bundle(tmp_path / "out", save_name="shot", frames=2, objects=1, gaussians=4, preview=False)
+    assert not (path / staging.OWNER_FILE).exists()

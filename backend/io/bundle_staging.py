@@ -3,7 +3,10 @@
 ``write_bundle`` stages a result in ``.<name>.partial-<host>-<pid>-<random>`` and, when it replaces
 an existing result, moves the old one aside to ``.<name>.old-<host>-<pid>`` for the instant of the
 swap. Both names carry the writing process's host and pid, so they are recorded atomically with the
-folder itself (there is no moment when a folder exists without its owner).
+folder itself (there is no moment when a folder exists without its owner). A partial folder also holds
+``OWNER_FILE`` with when that process started (where the system tells: Linux), so a pid that was
+reused by an unrelated process after a crash or a reboot is not taken for the writer. The file is
+removed before the result is published.
 
 A run that crashes or is killed can leave either behind. ``recover_staging`` runs at the start of the
 next run of the same name, before any heavy work:
@@ -19,6 +22,7 @@ Every action is returned as a log line.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +37,7 @@ from ..errors import InputError
 PARTIAL_TAG = "partial"
 OLD_TAG = "old"
 HOST_TAG_CHARS = 32  # longest host tag kept in a folder name
+OWNER_FILE = ".genmojo-writer.json"  # inside a partial folder: pid, host and start of the writing process
 
 
 def host_tag() -> str:
@@ -89,6 +94,33 @@ def find_staging(out_dir: Path, save_name: str) -> list[StagingFolder]:
     return found
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as an opaque string (Linux: boot id and start tick), or None where
+    the system does not tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None  # field 22: start time in clock ticks
+
+
+def write_owner(folder: Path) -> None:
+    """Record this process as the writer of the partial folder ``folder``."""
+    owner = {"pid": os.getpid(), "host": host_tag(), "start": process_start(os.getpid())}
+    (folder / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def _recorded_start(folder: Path) -> str | None:
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    start = owner.get("start") if isinstance(owner, dict) else None
+    return start if isinstance(start, str) else None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id runs on this machine (a process of another user counts)."""
     if pid <= 0:
@@ -123,7 +155,13 @@ def _owner_alive(f: StagingFolder) -> bool | None:
         return None
     if f.pid == os.getpid():
         return False  # our id, reused from a process that died: we have not started writing yet
-    return pid_alive(f.pid)
+    if not pid_alive(f.pid):
+        return False
+    if f.kind == PARTIAL_TAG:
+        recorded, now = _recorded_start(f.path), process_start(f.pid)
+        if recorded is not None and now is not None and recorded != now:
+            return False  # the id now belongs to another process: the writer is gone
+    return True
 
 
 def recover_staging(out_dir: str | os.PathLike, save_name: str) -> list[str]:

@@ -30,7 +30,7 @@ from plyfile import PlyData, PlyElement
 from genmojo_blender.core import bundle as fmt
 
 from ..errors import Cancelled
-from .bundle_staging import old_name, partial_prefix
+from .bundle_staging import OWNER_FILE, old_name, partial_prefix, write_owner
 
 if TYPE_CHECKING:  # typing only: previews imports the model, the writer must not
     from ..previews import Tracks
@@ -176,6 +176,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should not be
     try:
+        write_owner(tmp)
         np.savez(tmp / camera_info.file, K=camera.K.astype(np.float64), c2w=camera.c2w.astype(np.float64))
         entries = []
         for o in objects:
@@ -230,6 +231,7 @@ def write_bundle(out_dir: str | os.PathLike, save_name: str, *, clip: fmt.ClipIn
         opened.load_camera()
         opened.load_background()
         check_stop("replacing the result" if replacing else "moving the result into place")
+        (tmp / OWNER_FILE).unlink()  # it describes the write, not the result
         _publish(tmp, target, overwrite)  # the commit point: no stop is honoured from here on
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
