@@ -203,3 +203,65 @@ def test_the_default_preset_follows_the_backends_machine(tmp_path):
     assert out["runs"] == [["FINISHED"]] * 2
     assert out["presets"] == ["cpu-tiny", "full"]  # this machine's torch has no CUDA
     assert out["note"].startswith("Preset Auto: cpu-tiny (the backend's PyTorch") and "without CUDA" in out["note"]
+
+
+def test_fbx_round_trip_with_default_import_settings_keeps_frames_and_mesh_colours(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=4, gaussians=60, preview=False)
+    fbx = tmp_path / "shot.fbx"
+    out = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import export
+    bpy.ops.genmojo.import_result(filepath={str(b)!r}, representation="POINTS",
+                                  object_representations="001=MESH", surface_resolution=16)
+    scene = bpy.context.scene
+    ob = bpy.data.objects["shot_object_001"]
+    def world(ob):
+        dg = bpy.context.evaluated_depsgraph_get()
+        me = ob.evaluated_get(dg).to_mesh()
+        co = np.empty(len(me.vertices) * 3, np.float32)
+        me.vertices.foreach_get("co", co)
+        M = np.array(ob.matrix_world)
+        ob.evaluated_get(dg).to_mesh_clear()
+        return (co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]).tolist()
+    def frames(ob):
+        out = []
+        for f in range(1, 5):
+            scene.frame_set(f)
+            out.append(world(ob))
+        return out
+    def keys():
+        act = ob.data.shape_keys.animation_data.action
+        fc = act.layers[0].strips[0].channelbags[0].fcurves[0]
+        co = np.empty(2 * len(fc.keyframe_points))
+        fc.keyframe_points.foreach_get("co", co)
+        return co.tolist()
+    ref = frames(ob)
+    col = ob.data.color_attributes["Color"]
+    ref_col = np.empty(len(ob.data.vertices) * 4, np.float32)
+    col.data.foreach_get("color", ref_col)
+    keys_before, range_before = keys(), (scene.frame_start, scene.frame_end)
+    warnings = []
+    export.export_fbx({str(fbx)!r}, warnings=warnings)
+    kept = dict(keys=keys() == keys_before, range=(scene.frame_start, scene.frame_end) == range_before)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps, scene.frame_start, scene.frame_end = 12, 1, 4
+    bpy.ops.import_scene.fbx(filepath={str(fbx)!r})  # default settings
+    got_ob = bpy.data.objects["shot_object_001"]
+    got = frames(got_ob)
+    me = got_ob.data
+    cattr = me.color_attributes[0]
+    corner = np.empty(len(me.loops) * 4, np.float32)
+    cattr.data.foreach_get("color", corner)
+    loop_vert = np.empty(len(me.loops), np.int64)
+    me.loops.foreach_get("vertex_index", loop_vert)
+    emit(ref=ref, got=got, warnings=warnings, kept=kept, domain=cattr.domain,
+         col_err=float(np.abs(corner.reshape(-1, 4)[:, :3] - ref_col.reshape(-1, 4)[loop_vert, :3]).max()))
+    """)
+    ref, got = np.array(out["ref"]), np.array(out["got"])
+    assert ref.shape == got.shape
+    assert np.abs(ref - got).max() < 1e-3  # every frame where it was, not one late
+    assert np.abs(ref[1] - ref[0]).max() > 0.05  # the frames differ, so a shift would show
+    assert out["kept"] == {"keys": True, "range": True}  # the scene's keys are back where they were
+    assert out["domain"] == "CORNER" and out["col_err"] < 0.01  # 8-bit sRGB in the file
+    assert len(out["warnings"]) == 1 and "point colours of shot_object_002" in out["warnings"][0]

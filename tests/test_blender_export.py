@@ -83,8 +83,8 @@ bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, T
 if FMT == "glb":
     bpy.ops.import_scene.gltf(filepath=OUT)
 else:
-    # frame f is written at time f/fps; Blender's FBX importer shifts by +1 frame unless told not to
-    bpy.ops.import_scene.fbx(filepath=OUT, anim_offset=0.0)
+    # the importer's default settings (Animation Offset 1): frame 1 is written at time 0 for them
+    bpy.ops.import_scene.fbx(filepath=OUT)
 got, got_cams = sample(names)
 shape_keys = [bool(bpy.data.objects[n].data.shape_keys) for n in names]
 emit(ref=ref, got=got, ref_cams=ref_cams, got_cams=got_cams, shape_keys=shape_keys,

@@ -43,7 +43,7 @@ import numpy as np
 from ..core import export_files
 from ..core import rigid as rigid_fit
 from ..core.camera import decompose_rigid
-from . import animation, display
+from . import animation, display, fbx_timing
 
 _GLB_MAGIC = 0x46546C67
 _CHUNK_JSON = 0x4E4F534A
@@ -177,11 +177,17 @@ def export_fbx(path: str, *, selected_only: bool = False, rigid: bool = False,
     ``rigid``, per-frame rigid transforms); returns the path."""
     path = os.path.abspath(bpy.path.abspath(path))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection:
+    scene = bpy.context.scene
+    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, \
+            fbx_timing.keys_at_fbx_time_zero(scene, warnings):  # frame 1 at time 0: see fbx_timing.py
+        lost = fbx_timing.point_colour_warnings(
+            [ob for ob in bpy.context.view_layer.objects if ob.select_get() or not use_selection])
         op = bpy.ops.export_scene.fbx
         result = op(**supported_settings(op, fbx_settings(path, selected_only=use_selection)))
     if "FINISHED" not in result or not os.path.isfile(path):
         raise RuntimeError(f"FBX export did not write {path}")
+    if warnings is not None:
+        warnings += lost
     return path
 
 
