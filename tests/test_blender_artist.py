@@ -265,3 +265,54 @@ def test_fbx_round_trip_with_default_import_settings_keeps_frames_and_mesh_colou
     assert out["kept"] == {"keys": True, "range": True}  # the scene's keys are back where they were
     assert out["domain"] == "CORNER" and out["col_err"] < 0.01  # 8-bit sRGB in the file
     assert len(out["warnings"]) == 1 and "point colours of shot_object_002" in out["warnings"][0]
+
+
+def test_the_result_panel_of_a_reopened_file_draws_its_per_object_controls(tmp_path):
+    """Draw the Result panel into a recording layout (the bpy module has no window to draw in)."""
+    b = make_bundle(tmp_path, save_name="shot", frames=2, preview=False)
+    blend = tmp_path / "scene.blend"
+    out = run_bpy(f"""
+    enable()
+    from types import SimpleNamespace
+    bpy.ops.genmojo.import_result(filepath={str(b)!r}, representation="SPLATS", load_plate=False)
+    bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})
+    bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
+    from genmojo_blender.ui import panels
+
+    class Layout:
+        def __init__(self, log):
+            self.log = log
+            self.use_property_split = self.use_property_decorate = self.alert = self.active = False
+            self.enabled, self.scale_y, self.operator_context = True, 1.0, "INVOKE_DEFAULT"
+        def _sub(self, *a, **k):
+            return Layout(self.log)
+        column = row = box = _sub
+        def prop(self, data, name, **k):
+            self.log.append(("prop", getattr(data, "name", ""), name))
+        def label(self, text="", **k):
+            self.log.append(("label", text, None))
+        def operator(self, idname, **k):
+            op = SimpleNamespace(idname=idname, context=self.operator_context, **k)
+            self.log.append(("op", idname, op))
+            return op
+        def separator(self, *a, **k):
+            pass
+
+    log = []
+    ctx = SimpleNamespace(scene=bpy.context.scene, region=SimpleNamespace(width=4000),
+                          preferences=bpy.context.preferences, window_manager=bpy.context.window_manager)
+    panels.GENMOJO_PT_result.draw(SimpleNamespace(layout=Layout(log)), ctx)
+    reimport = [op for kind, name, op in log if kind == "op" and name == "genmojo.import_result"
+                and getattr(op, "filepath", "")]
+    emit(renames=[n for kind, n, p in log if kind == "prop" and p == "name"],
+         rep_buttons=sorted({{op.object_name for kind, name, op in log
+                             if kind == "op" and name == "genmojo.set_representation"}}),
+         pressed=sorted(op.representation for kind, name, op in log
+                        if kind == "op" and name == "genmojo.set_representation" and op.depress),
+         reimport=[(op.filepath, op.representation, op.load_plate, op.keep_edits, op.context) for op in reimport],
+         labels=[n for kind, n, _ in log if kind == "label"])
+    """)
+    assert out["renames"] == ["shot_object_001", "shot_object_002"]
+    assert out["rep_buttons"] == ["shot_object_001", "shot_object_002"] and out["pressed"] == ["SPLATS", "SPLATS"]
+    assert out["reimport"] == [[str(b.resolve()), "SPLATS", False, True, "EXEC_DEFAULT"]]
+    assert "GenMOJO shot" in out["labels"]
