@@ -34,12 +34,12 @@ class StopOn(Reporter):
         super().__init__(STAGES, out=io.StringIO(), log=io.StringIO(), every_s=0)
         self.when, self.stop = when, False
 
-    def begin(self, stage):
-        super().begin(stage)
+    def begin(self, stage, **fields):
+        super().begin(stage, **fields)
         self.stop |= self.when == ("begin", stage)
 
-    def end(self, stage):
-        super().end(stage)
+    def end(self, stage, **fields):
+        super().end(stage, **fields)
         self.stop |= self.when == ("end", stage)
 
 
