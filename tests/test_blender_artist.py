@@ -76,6 +76,13 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
     size_key = next(k for k in mod.keys() if isinstance(mod[k], float))
     mod[size_key] = 3.0
     scene.frame_set(3)
+    coll = bpy.data.collections["GenMOJO shot"]
+    shots = bpy.data.collections.new("Shots")
+    scene.collection.children.link(shots)
+    shots.children.link(coll)
+    scene.collection.children.unlink(coll)
+    coll.hide_render = True
+    bpy.context.view_layer.layer_collection.children["Shots"].children["GenMOJO shot"].hide_viewport = True
     root_before = [list(r) for r in root.matrix_world]
     reports = []
     bpy.ops.genmojo.import_result(filepath={str(b)!r}, representation="POINTS")
@@ -86,7 +93,12 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
                 ob2_render=bpy.data.objects["shot_object_002"].hide_render,
                 ob2_rep=bpy.data.objects["shot_object_002"]["genmojo_representation"],
                 ob2_size=bpy.data.objects["shot_object_002"].modifiers[0][size_key],
-                frame=scene.frame_current, objects=len(bpy.data.objects))
+                frame=scene.frame_current, objects=len(bpy.data.objects),
+                coll=[c.name for c in bpy.data.collections["Shots"].children],
+                top=[c.name for c in scene.collection.children],
+                coll_render=bpy.data.collections["GenMOJO shot"].hide_render,
+                layer_hidden=bpy.context.view_layer.layer_collection.children["Shots"]
+                .children["GenMOJO shot"].hide_viewport)
     bpy.ops.genmojo.import_result(filepath={str(b)!r}, representation="POINTS", keep_edits=False)
     reset = dict(names=sorted(o.name for o in bpy.data.collections["GenMOJO shot"].objects),
                  root=[list(r) for r in bpy.data.objects["shot_root"].matrix_world],
@@ -101,6 +113,8 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
     assert np.allclose(k["root"], out["root_before"], atol=1e-6)
     assert k["ob2_render"] is True and k["ob2_rep"] == "SPLATS" and k["ob2_size"] == 3.0 and k["frame"] == 3
     assert k["objects"] == 4  # nothing parked is left over
+    assert k["coll"] == ["GenMOJO shot"] and k["top"] == ["Shots"]
+    assert k["coll_render"] is True and k["layer_hidden"] is True
     assert r["names"] == ["shot_camera", "shot_object_001", "shot_object_002", "shot_root"]
     assert r["mats"] == [] and r["ob2_rep"] == "POINTS" and r["frame"] == 1
     assert not np.allclose(r["root"], out["root_before"], atol=1e-3)

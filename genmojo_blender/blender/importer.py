@@ -226,7 +226,8 @@ def import_bundle(path: str, scene: bpy.types.Scene | None = None, *, point_disp
             warnings += _attach_plate(plan, camera, scene)
         elif plan.plate is None:
             warnings.append("the bundle does not say where its footage is; no plate was attached")
-        kept = (keep.apply(edits, root, objects, scene, id_prop=OBJECT_ID_PROP) if edits is not None else [])
+        kept = (keep.apply(edits, root, objects, scene, id_prop=OBJECT_ID_PROP, collection=coll)
+                if edits is not None else [])
         if edits is not None and edits.frame is not None:
             scene.frame_set(edits.frame)
         elif set_scene:

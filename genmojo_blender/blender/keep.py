@@ -10,6 +10,8 @@ are matched by their object id:
   (materials and whether each is linked to the object or its data), the view-layer hide, select
   and, where visibility is not keyed from the masks, viewport/render visibility; extra collections
   it was linked to; the inputs of its display modifier (radius, size, detail); its representation;
+* the result collection's place (the collections it was linked under) and visibility (its own and
+  the view layer's exclude/hide flags);
 * the scene's current frame.
 
 ``apply`` returns one line per kind of thing it kept, for the import's report. Importing with
@@ -21,6 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import bpy
+
+
+COLLECTION_FLAGS = ("hide_viewport", "hide_render", "hide_select")
+LAYER_FLAGS = ("exclude", "hide_viewport")
 
 
 @dataclass
@@ -51,6 +57,9 @@ class ArtistEdits:
     root_parent_inverse: object | None = None
     objects: dict[str, ObjectEdits] = field(default_factory=dict)
     frame: int | None = None
+    parents: list = field(default_factory=list)  # the collections the result's collection was linked under
+    collection_flags: dict[str, bool] = field(default_factory=dict)  # hide_viewport/hide_render/hide_select
+    layer_flags: dict[str, bool] = field(default_factory=dict)  # the view layer's exclude/hide_viewport
 
     @property
     def representations(self) -> dict[str, str]:
@@ -93,6 +102,11 @@ def take(collection: bpy.types.Collection, scene: bpy.types.Scene, *, root_prop:
     """
     edits = ArtistEdits(frame=scene.frame_current)
     layer = bpy.context.view_layer
+    edits.parents = [c for c in [scene.collection, *scene.collection.children_recursive]
+                     if collection.name in c.children]
+    edits.collection_flags = {k: getattr(collection, k) for k in COLLECTION_FLAGS}
+    lc = _layer_collection(layer.layer_collection, collection)
+    edits.layer_flags = {k: getattr(lc, k) for k in LAYER_FLAGS} if lc is not None else {}
     for ob in collection.all_objects:
         if ob.type == "EMPTY" and ob.get(root_prop) and not ob.get(id_prop):  # the root (one per import)
             edits.root_matrix = ob.matrix_basis.copy()
@@ -117,10 +131,47 @@ def take(collection: bpy.types.Collection, scene: bpy.types.Scene, *, root_prop:
     return edits
 
 
-def apply(edits: ArtistEdits, root, objects: list, scene: bpy.types.Scene, *, id_prop: str) -> list[str]:
-    """Put ``edits`` on a new import (its ``root`` and ``objects``); returns what was kept, as report
-    lines. Objects the new result no longer has are named; the scene frame is set last."""
-    kept: list[str] = []
+def _layer_collection(lc, collection):
+    if lc.collection == collection:
+        return lc
+    for child in lc.children:
+        found = _layer_collection(child, collection)
+        if found is not None:
+            return found
+    return None
+
+
+def _apply_collection(edits: ArtistEdits, collection, scene: bpy.types.Scene) -> list[str]:
+    """Link the new collection where the old one was and give it the old one's visibility."""
+    kept = []
+    parents = [c for c in edits.parents if c == scene.collection or c.name in bpy.data.collections]
+    if parents and parents != [scene.collection]:
+        for c in parents:
+            if collection.name not in c.children:
+                c.children.link(collection)
+        if scene.collection not in parents and collection.name in scene.collection.children:
+            scene.collection.children.unlink(collection)
+        kept.append(f"the collection's place (in {', '.join(c.name for c in parents)})")
+    changed = False
+    for k, v in edits.collection_flags.items():
+        if getattr(collection, k) != v:
+            setattr(collection, k, v)
+            changed = True
+    lc = _layer_collection(bpy.context.view_layer.layer_collection, collection)
+    for k, v in edits.layer_flags.items():
+        if lc is not None and getattr(lc, k) != v:
+            setattr(lc, k, v)
+            changed = True
+    if changed:
+        kept.append("the collection's visibility")
+    return kept
+
+
+def apply(edits: ArtistEdits, root, objects: list, scene: bpy.types.Scene, *, id_prop: str,
+          collection=None) -> list[str]:
+    """Put ``edits`` on a new import (its ``collection``, ``root`` and ``objects``); returns what was
+    kept, as report lines. Objects the new result no longer has are named; the scene frame is set last."""
+    kept: list[str] = _apply_collection(edits, collection, scene) if collection is not None else []
     from mathutils import Matrix
 
     if edits.root_matrix is not None and (edits.root_matrix != root.matrix_basis or edits.root_parent is not None):
