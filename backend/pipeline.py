@@ -553,7 +553,8 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
                                           f"{cfg.background.reference_frame} with MegaSAM depth",
                                    mask=prep.background.mask_source, final_losses=bg_losses)
     previews, tracks = make_previews([b.frames for b in baked], cameras, clip.frames, cfg, prep.device,
-                                     static=bg_baked.gaussians if bg_baked is not None else None)
+                                     static=bg_baked.gaussians if bg_baked is not None else None,
+                                     stop_point=lambda what: _stop_point(should_stop, what, prep.target, ckpt.folder))
     reporter.end("bake")
 
     _stop_point(should_stop, "writing the result", prep.target, ckpt.folder)
@@ -601,15 +602,19 @@ def _work_plan(req: RunRequest, cfg: Config, prep: Prepared) -> dict[str, float]
 
 
 def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,
-                  device: torch.device, static: fmt.StaticGaussians | None = None):
+                  device: torch.device, static: fmt.StaticGaussians | None = None,
+                  stop_point: Callable[[str], None] = lambda before: None):
     """The bundle's preview videos (input view, rotating view, trajectories) and the 2D tracks.
 
     ``static`` (background mode's background) is composited with the objects in the input and
-    rotating views; the trajectories follow the objects only."""
+    rotating views; the trajectories follow the objects only. ``stop_point(before)`` is called
+    between the videos (the run's stop check: it raises Cancelled)."""
     pc = cfg.preview
     view = input_view(frames, cameras, plate, device, static=static)
+    stop_point("rendering the rotating view")
     rotating = rotating_view(frames, cameras, device, passes=pc.passes, azimuth_deg=pc.orbit_azimuth_deg,
                              elevation_deg=pc.orbit_elevation_deg, pullback=pc.orbit_pullback, static=static)
+    stop_point("rendering the trajectories")
     tracks = trajectories(frames, cameras, device, grid=pc.track_grid, trace=pc.track_trace)
     traj = trajectory_video(tracks, np.ascontiguousarray(view[:, :, cameras.width:]), trace=pc.track_trace)
     return {"input_view": view, "rotating": rotating, "trajectories": traj}, tracks

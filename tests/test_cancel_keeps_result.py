@@ -48,7 +48,7 @@ def request(clip, out):
                       device="cpu", overwrite=True, iterations=2)
 
 
-def test_a_stop_at_every_point_after_the_fit_keeps_the_old_result(sample_clip_master, tmp_path):
+def test_a_stop_at_every_point_after_the_fit_keeps_the_old_result(sample_clip_master, tmp_path, monkeypatch):
     out = tmp_path / "out"
     old = make_bundle(out, save_name="shot", frames=8, objects=3, gaussians=8)
     before = tree_digest(old)
@@ -61,6 +61,23 @@ def test_a_stop_at_every_point_after_the_fit_keeps_the_old_result(sample_clip_ma
         assert message in str(e.value) and "is untouched" in str(e.value), when
         assert tree_digest(old) == before, f"a stop at {when} changed the old result"
         assert staged(out) == [], when
+
+    # between two preview videos
+    import backend.pipeline as pipeline
+
+    rep = StopOn(None)
+    real_view = pipeline.input_view
+
+    def view_then_stop(*a, **k):
+        out = real_view(*a, **k)
+        rep.stop = True
+        return out
+
+    monkeypatch.setattr(pipeline, "input_view", view_then_stop)
+    with pytest.raises(Cancelled, match="before rendering the rotating view"):
+        run(request(sample_clip_master, out), cfg, rep, should_stop=lambda: rep.stop)
+    monkeypatch.undo()
+    assert tree_digest(old) == before and staged(out) == []
 
     # just before the swap: the staging folder holds the finished result, the stop still wins
     rep = StopOn(None)
