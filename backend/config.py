@@ -22,6 +22,10 @@ from typing import Any
 
 
 MAX_FPS = 1000.0  # a frame rate above this is a typo (videos report up to it, backend/io/clip.py)
+# a complete checkpoint of another interrupted run in the same --out_dir is removed, with a log line, once
+# its files are older than this many days; younger ones are listed at the start of each run
+# (backend/checkpoint.py tidy_checkpoints). Not part of Config: it must not change the run's fingerprint
+STALE_CHECKPOINT_DAYS = 30.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,11 @@ class DeformationConfig:
     # hinge at the clip's middle frame, so each basis starts as two straight pieces of motion and a fast
     # out-and-back movement (a kick, a jump) elsewhere in the clip has no hinge to bend at
     basis_knots: str = "spread"
+    # what a motion basis is: "translation", an object-global 3D displacement per frame (the spec), so a
+    # Gaussian's motion is a convex combination of translations; "se3", a rigid motion per frame (rotation
+    # about the object's origin, then translation) blended by the same coefficients, as linear blend
+    # skinning, so a limb that swings about a joint is one basis instead of a mix the coefficients must track
+    motion_bases: str = "translation"
     parity_random_init: bool = False  # True: xavier-initialised basis MLP and colour head [quirk]
 
 
@@ -615,6 +624,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                     "time_resolution_factor": WEIGHT, "min_time_resolution": COUNT, "bounds": POSITIVE,
                     "spatial_init": Check(float, length=2, ordered=True), "hidden": COUNT, "num_bases": COUNT,
                     "basis_hidden": COUNT, "basis_knots": Check(str, choices=("spread", "centre")),
+                    "motion_bases": Check(str, choices=("translation", "se3")),
                     "parity_random_init": FLAG},
     "stage2": {"iters_per_frame": COUNT, "min_iterations": COUNT, "frames_per_batch": COUNT, "accumulation": COUNT,
                "crop_margin": Check(float, lo=0, hi=1, lo_open=True), "scale_init": Check(str, choices=("spec", "box")),

@@ -282,3 +282,63 @@ def test_spread_hinges_keep_the_identity_start():
 def test_unknown_basis_knots_are_refused():
     with pytest.raises(ValueError, match="basis_knots"):
         DeformationField(dataclasses.replace(TINY, basis_knots="middle"), T)
+
+
+SE3 = dataclasses.replace(TINY, motion_bases="se3")
+
+
+def test_axis_angle_to_matrix():
+    from backend.model.deformation_field import axis_angle_to_matrix
+    v = torch.tensor([[0.0, 0.0, math.pi / 2], [0.0, 0.0, 0.0], [1e-5, 0.0, 0.0]], requires_grad=True)
+    r = axis_angle_to_matrix(v)
+    torch.testing.assert_close(r[0], torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(r[1], torch.eye(3))
+    torch.testing.assert_close(r @ r.transpose(-1, -2), torch.eye(3).expand(3, 3, 3))
+    r.sum().backward()
+    assert torch.isfinite(v.grad).all()
+
+
+def test_se3_bases_start_at_the_identity_and_blend_rigid_motions():
+    field = DeformationField(SE3, T)
+    pts, frames = _points(), torch.tensor([0, 4, 9])
+    assert torch.equal(field(pts, frames).d_means, torch.zeros(3, pts.shape[0], 3))
+    # one-hot coefficients on a basis that turns 90 degrees about z and lifts by 0.2: exactly that motion
+    k = SE3.num_bases
+    coeffs = torch.zeros(1, pts.shape[0], k)
+    coeffs[..., 1] = 1.0
+    bases = torch.zeros(1, k, 6)
+    bases[0, 1] = torch.tensor([0.0, 0.0, math.pi / 2, 0.0, 0.0, 0.2])
+    turned = torch.stack([-pts[:, 1], pts[:, 0], pts[:, 2] + 0.2], -1)
+    torch.testing.assert_close(field._displacements(pts, coeffs, bases)[0], turned - pts)
+
+
+def _fit_swinging_limb(cfg: DeformationConfig, steps: int = 150) -> float:
+    """Error left after fitting a limb (x > 0) that swings about the origin by up to 60 degrees while the
+    rest stays: relative to the motion's own size."""
+    torch.manual_seed(7)
+    field = DeformationField(cfg, T)
+    pts, frames = _points(80, seed=2).clamp(-1, 1), torch.arange(T)
+    angle = field.times(frames) * (math.pi / 3)
+    c, s = torch.cos(angle), torch.sin(angle)
+    x, y = pts[:, 0], pts[:, 1]
+    swung = torch.stack([c[:, None] * x - s[:, None] * y, s[:, None] * x + c[:, None] * y,
+                         pts[:, 2].expand(T, -1)], -1)
+    target = torch.where((x > 0)[None, :, None], swung - pts, torch.zeros_like(swung))
+    opt = torch.optim.Adam(field.param_groups(1e-2, 1e-2, 0.0, 0.0))
+    for _ in range(steps):
+        loss = ((field(pts, frames).d_means - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(((field(pts, frames).d_means - target) ** 2).mean() / (target ** 2).mean())
+
+
+def test_se3_bases_follow_a_swinging_limb_better_than_translations():
+    se3, translation = _fit_swinging_limb(SE3), _fit_swinging_limb(TINY)
+    assert se3 < 0.1 * translation
+
+
+def test_unknown_motion_bases_are_refused():
+    with pytest.raises(ValueError, match="motion_bases"):
+        DeformationField(dataclasses.replace(TINY, motion_bases="affine"), T)

@@ -5,7 +5,10 @@ For each Gaussian centre and frame, multi-scale space-time plane features (``Hex
 small trunk with four heads: softmax coefficients over a few motion bases, and changes of
 log-scale, quaternion and colour logit. The motion bases are object-global 3D displacements per
 frame produced by a tiny MLP of time, so a Gaussian's displacement is a convex combination of them;
-sharing the bases across the object keeps its motion coherent and low-dimensional.
+sharing the bases across the object keeps its motion coherent and low-dimensional. With
+``DeformationConfig.motion_bases = "se3"`` each basis is a rigid motion per frame instead (rotation about
+the object's origin, then translation), blended per Gaussian by the same coefficients as in linear blend
+skinning: a limb that swings about a joint then follows one basis.
 
 The field starts as the exact identity (every delta 0 at every frame): the canonical Gaussians were
 fitted in stage 1 and are already right for the reference frame, and an identity start means stage
@@ -35,6 +38,24 @@ class DeformationDelta:
     d_log_scales: Tensor  # (B, N, 3)
     d_quats: Tensor  # (B, N, 4) added to the raw wxyz quaternion
     d_colors: Tensor  # (B, N, 3) added to colour logits
+
+
+# values per motion basis and frame, by DeformationConfig.motion_bases
+BASIS_WIDTH = {"translation": 3, "se3": 6}
+
+
+def axis_angle_to_matrix(v: Tensor) -> Tensor:
+    """Rotation matrices (..., 3, 3) of axis-angle vectors (..., 3) (Rodrigues), smooth through zero."""
+    theta2 = (v * v).sum(-1, keepdim=True)[..., None]  # (..., 1, 1)
+    small = theta2 < 1e-8
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))  # no NaN gradient at zero
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta * theta))
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*v.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=v.dtype, device=v.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
 
 
 def time_resolution(cfg: DeformationConfig, num_frames: int) -> int:
@@ -89,8 +110,12 @@ class DeformationField(nn.Module):
         self.scale_head = _Head(cfg.hidden, 3)
         self.rotation_head = _Head(cfg.hidden, 4)
         self.color_head = _Head(cfg.hidden, 3)
+        if cfg.motion_bases not in BASIS_WIDTH:
+            raise ValueError(f"deformation.motion_bases must be one of {', '.join(BASIS_WIDTH)}, "
+                             f"got {cfg.motion_bases!r}")
+        self.basis_width = BASIS_WIDTH[cfg.motion_bases]
         self.basis_mlp = nn.Sequential(
-            nn.Linear(1, cfg.basis_hidden), nn.ReLU(), nn.Linear(cfg.basis_hidden, 3 * cfg.num_bases)
+            nn.Linear(1, cfg.basis_hidden), nn.ReLU(), nn.Linear(cfg.basis_hidden, self.basis_width * cfg.num_bases)
         )
         self.reset_parameters()
 
@@ -147,9 +172,19 @@ class DeformationField(nn.Module):
         return frames.to(device=p.device, dtype=p.dtype) * (2.0 / self.num_frames) - 1.0
 
     def bases(self, frames: Tensor) -> Tensor:
-        """Object-global displacement vectors per frame (B, num_bases, 3)."""
+        """The motion bases per frame: (B, num_bases, 3) displacements ("translation"), or (B, num_bases, 6)
+        axis-angle rotations and translations ("se3")."""
         tau = self.times(frames)
-        return self.basis_mlp(tau[:, None]).view(tau.shape[0], self.num_bases, 3)
+        return self.basis_mlp(tau[:, None]).view(tau.shape[0], self.num_bases, self.basis_width)
+
+    def _displacements(self, means: Tensor, coeffs: Tensor, bases: Tensor) -> Tensor:
+        """Each Gaussian's displacement (B, N, 3): its coefficients (B, N, K) blend the bases (B, K, W)."""
+        if self.basis_width == 3:
+            return torch.bmm(coeffs, bases)
+        eye = torch.eye(3, dtype=bases.dtype, device=bases.device)
+        turn = axis_angle_to_matrix(bases[..., :3]) - eye  # (B, K, 3, 3): exactly zero at the identity start
+        linear = torch.einsum("bnk,bkij->bnij", coeffs, turn)  # the blended rotation's change per Gaussian
+        return torch.einsum("bnij,nj->bni", linear, means) + torch.bmm(coeffs, bases[..., 3:])
 
     def _evaluate(self, means: Tensor, frames: Tensor) -> tuple[DeformationDelta, Tensor]:
         if means.ndim != 2 or means.shape[-1] != 3:
@@ -158,9 +193,9 @@ class DeformationField(nn.Module):
         B = tau.shape[0]
         h = self.trunk(self.planes(means / self.bounds, tau))  # (B, N, hidden)
         coeffs = torch.softmax(self.coeff_head(h), dim=-1)  # (B, N, K)
-        bases = self.basis_mlp(tau[:, None]).view(B, self.num_bases, 3)
+        bases = self.basis_mlp(tau[:, None]).view(B, self.num_bases, self.basis_width)
         delta = DeformationDelta(
-            d_means=torch.bmm(coeffs, bases),
+            d_means=self._displacements(means, coeffs, bases),
             d_log_scales=self.scale_head(h),
             d_quats=self.rotation_head(h),
             d_colors=self.color_head(h),
