@@ -30,9 +30,10 @@ import torch
 from genmojo_blender.core import bundle as fmt
 
 from .bake import bake_objects
-from .checkpoint import (checkpoint_dir, fingerprint, load_checkpoint, read_info, remove_checkpoint,
-                         save_checkpoint)
-from .config import MAX_FPS, Config, validate
+from .checkpoint import (check_method_payload, check_skeleton_payload, checkpoint_dir, fingerprint,
+                         inspect_checkpoint, open_checkpoint, read_info, remove_checkpoint, restoring,
+                         save_checkpoint, tidy_checkpoints, START_OVER)
+from .config import MAX_FPS, STALE_CHECKPOINT_DAYS, Config, validate
 from .errors import Cancelled, InputError
 from .io.background import load_background_image
 from .io.bundle_staging import recover_staging
@@ -47,6 +48,7 @@ from .model.crops import crop_box, crop_object
 from .model.gaussians import CanonicalGaussians
 from .model.object_camera import REFERENCE_CAMERAS
 from .model.tracks import ObjectTrack, track_objects
+from .optim.rng import draw_seed, seeded_global
 from .optim.background import BackgroundTargets, background_masks, fit_background
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
@@ -122,6 +124,9 @@ class Prepared:
     background: BackgroundInputs | None = None  # background mode (--bg_path), checked in prepare
     footage: camera_solve.SolvedCameras | None = None  # --camera solve / blender: the solved cameras
     notes: list[str] = field(default_factory=list)  # what prepare has to tell (the solve's warnings)
+    iterations: int = 0  # the joint fit's step count (fit_iterations)
+    fingerprint: dict = field(default_factory=dict)  # what the run's checkpoints record (run_fingerprint)
+    resume_state: dict | None = None  # --resume: the checkpoint's payload, checked against this run
 
     @property
     def trained(self) -> np.ndarray:
@@ -228,11 +233,13 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
             raise InputError(str(e), "--set kernels=auto picks the kernels this machine can run") from e
     target = _check_output(req.out_dir, req.save_name, req.overwrite)
     ckpt = checkpoint_dir(req.out_dir, req.save_name)
-    has_checkpoint = read_info(ckpt) is not None
-    if req.resume and not has_checkpoint:
+    ckpt_status, _, ckpt_problem = inspect_checkpoint(ckpt)
+    if req.resume and ckpt_status == "none":
         raise InputError(f"{ckpt}: --resume was given but there is no checkpoint of '{req.save_name}' to resume",
                          "run without --resume to start from the beginning")
-    if not req.resume and not req.overwrite and has_checkpoint:
+    if req.resume and ckpt_status == "damaged":
+        raise InputError(f"{ckpt}: the checkpoint cannot be resumed: {ckpt_problem}", START_OVER)
+    if not req.resume and not req.overwrite and ckpt_status != "none":
         raise InputError(f"{ckpt}: an interrupted run of '{req.save_name}' left a checkpoint",
                          "pass --resume to continue it, or --overwrite to discard it and start over")
     ic = cfg.input
@@ -262,13 +269,45 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
     if req.depth_model is not None:
         depth_prior.check_depth_model(req.depth_model)
     background = _background_inputs(req, cfg, clip, fit_masks, train) if req.bg_path is not None else None
+    iterations = fit_iterations(req, cfg, clip.num_frames)
+    finger = run_fingerprint(req, cfg, iterations)
+    resume_state = _resume_state(ckpt, finger, cfg, clip.num_objects, iterations) if req.resume else None
     # the guidance's weights are looked for last (a hub id may download), but before any optimisation
     folder = resolve_model(cfg.sds.model) if uses_guidance(req, cfg) else None
     notes: list[str] = []
     footage = footage_cameras(req, cfg, mode, clip, fit_masks, target, notes.append)
     return Prepared(clip=clip, tracks=tracks, device=device, target=target, train=train, fit_masks=fit_masks,
                     megasam=megasam, depth_maps=maps, guidance_folder=folder, background=background,
-                    footage=footage, notes=notes)
+                    footage=footage, notes=notes, iterations=iterations, fingerprint=finger,
+                    resume_state=resume_state)
+
+
+def fit_iterations(req: RunRequest, cfg: Config, num_frames: int) -> int:
+    """The joint fit's step count: ``--iters``, else the method's budget for the clip's length."""
+    if req.iterations is not None:
+        return req.iterations
+    return (cfg.fit if cfg.method == "skeleton" else cfg.stage2).iterations(num_frames)
+
+
+def run_fingerprint(req: RunRequest, cfg: Config, iterations: int) -> dict:
+    """What a checkpoint of this run records and ``--resume`` compares (``checkpoint.fingerprint``): the
+    bytes of every input file, the options that change the fit, the configuration and the budget."""
+    inputs = {"--data_dir": req.data_dir, "--mask_dir": req.mask_dir, "--cam_path": req.cam_path,
+              "--bg_path": req.bg_path, "--depth_dir": req.depth_dir, "--camera_file": req.camera_file}
+    settings = {"holdout": req.holdout, "camera": req.camera, "fps": req.fps,
+                "depth_model": str(Path(req.depth_model).resolve()) if req.depth_model is not None else None,
+                "depth_is_disparity": req.depth_is_disparity, "disable_guidance": req.disable_guidance}
+    return fingerprint(inputs, settings, cfg, iterations)
+
+
+def _resume_state(folder: Path, finger: dict, cfg: Config, num_objects: int, iterations: int) -> dict:
+    """The checkpoint ``--resume`` continues, read and checked against this run before any heavy work."""
+    data = open_checkpoint(folder, finger)
+    if cfg.method == "skeleton":
+        check_skeleton_payload(folder, data, iterations)
+    else:
+        check_method_payload(folder, data, num_objects, iterations)
+    return data
 
 
 def camera_mode(req: RunRequest, cfg: Config) -> str:
@@ -448,15 +487,9 @@ def visibility(prep: Prepared) -> np.ndarray:
 class _Checkpointer:
     """Saves and restores the run's progress; a failed save is reported and the run goes on."""
 
-    def __init__(self, req: RunRequest, cfg: Config, iterations: int, reporter: Reporter):
+    def __init__(self, req: RunRequest, prep: Prepared, reporter: Reporter):
         self.folder = checkpoint_dir(req.out_dir, req.save_name)
-        self.finger = fingerprint(req.data_dir, req.mask_dir, req.cam_path, cfg, iterations, req.holdout)
-        if req.bg_path is not None:  # only then, so that checkpoints of runs without one stay valid
-            self.finger["bg_path"] = str(Path(req.bg_path).resolve())
-        if req.camera not in ("auto", "virtual", "megasam"):  # the same for the solved cameras
-            self.finger["camera"] = req.camera
-            if req.camera_file is not None:
-                self.finger["camera_file"] = str(Path(req.camera_file).resolve())
+        self.finger = prep.fingerprint  # computed and, for --resume, checked in prepare
         self.reporter = reporter
 
     def save(self, payload: dict, step: int) -> bool:
@@ -467,18 +500,18 @@ class _Checkpointer:
             self.reporter.log(f"warning: could not save a checkpoint in {self.folder} ({e}); the run continues")
             return False
 
-    def load(self, restore) -> None:
-        load_checkpoint(self.folder, self.finger, restore)
-
 
 def _canonical_payload(c: CanonicalGaussians) -> dict:
-    return {"means": c.means.detach().cpu(), "quats": c.quats.detach().cpu(), "log_scales": c.log_scales.detach().cpu(),
-            "colors": c.colors.detach().cpu(), "opacities": c.opacities.detach().cpu()}
+    """The parameters themselves (colour and opacity as logits): a round trip through sigmoid and logit
+    would not give back the same bits."""
+    return {k: v.detach().cpu() for k, v in c.state_dict().items()}
 
 
 def _canonical_from(d: dict, device: torch.device) -> CanonicalGaussians:
-    return CanonicalGaussians(means=d["means"], log_scales=d["log_scales"], colors=d["colors"],
-                              opacities=d["opacities"], quats=d["quats"]).to(device)
+    c = CanonicalGaussians(means=d["means"], log_scales=d["log_scales"], colors=torch.sigmoid(d["color_logits"]),
+                           opacities=torch.sigmoid(d["opacity_logits"]), quats=d["quats"])
+    c.load_state_dict(d)
+    return c.to(device)
 
 
 def run(req: RunRequest, cfg: Config, reporter: Reporter,
@@ -520,11 +553,10 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
         guidance = Zero123Guidance(model, cfg.sds, seed=cfg.seed)
         graphs = ", each call replayed from a CUDA graph" if guidance.graphed else ""
         reporter.log(f"guidance: {model.describe()}{graphs} loaded in {time.monotonic() - t0:.1f} s")
-    if cfg.method == "skeleton":
-        iterations = req.iterations if req.iterations is not None else cfg.fit.iterations(clip.num_frames)
-    else:
-        iterations = req.iterations if req.iterations is not None else cfg.stage2.iterations(clip.num_frames)
-    ckpt = _Checkpointer(req, cfg, iterations, reporter)
+    iterations = prep.iterations
+    ckpt = _Checkpointer(req, prep, reporter)
+    for line in tidy_checkpoints(req.out_dir, ckpt.folder, STALE_CHECKPOINT_DAYS):
+        reporter.log(line)
     if not req.resume:
         remove_checkpoint(ckpt.folder)  # only reached with --overwrite when one exists (checked in prepare)
     targets = _targets(prep, cfg, cameras, reporter) if cfg.method == "genmojo" else None
@@ -684,24 +716,30 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
     canon: list[CanonicalGaussians] = []
     sides: list[float] = []
     resumed: dict = {}
-    g_after_stage1 = {"state": guidance.generator.get_state()} if guidance is not None else {}
     if req.resume:
-        ckpt.load(resumed.update)
-        canon = [_canonical_from(d, dev) for d in resumed["stage1"]]
+        resumed.update(prep.resume_state)
         sides = [float(x) for x in resumed["ref_sides"]]
-        gen.set_state(resumed["generator1"])
-        if guidance is not None and "guidance_generator1" in resumed:
-            guidance.generator.set_state(resumed["guidance_generator1"])
-            g_after_stage1["state"] = resumed["guidance_generator1"]
+        with restoring(ckpt.folder):
+            canon = [_canonical_from(d, dev) for d in resumed["stage1"]]
+            gen.set_state(resumed["generator1"])
+            if guidance is not None and "guidance_generator1" in resumed:
+                guidance.generator.set_state(resumed["guidance_generator1"])
         reporter.log(f"resuming: stage 1 done for {len(canon)} of {K} objects"
                      + (f", stage 2 at step {int(resumed['fit']['step'])}" if "fit" in resumed else ""))
 
-    def stage1_payload() -> dict:
-        d = {"stage1": [_canonical_payload(c) for c in canon], "ref_sides": list(sides),
-             "generator1": gen.get_state()}
+    # the random streams as they were when the last object was finished: what every checkpoint saves
+    # for stage 1, so that a resumed run refits an interrupted object from the draws it first used
+    after_stage1: dict = {}
+
+    def finished_object() -> None:
+        after_stage1["generator1"] = gen.get_state()
         if guidance is not None:
-            d["guidance_generator1"] = g_after_stage1["state"]
-        return d
+            after_stage1["guidance_generator1"] = guidance.generator.get_state()
+
+    finished_object()
+
+    def stage1_payload() -> dict:
+        return {"stage1": [_canonical_payload(c) for c in canon], "ref_sides": list(sides), **after_stage1}
 
     reporter.begin("objects")
     for k in range(len(canon), K):
@@ -723,15 +761,16 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
                             "run the same command with --resume to continue from there") from e
         canon.append(c)
         sides.append(box.side)
-        if guidance is not None:
-            g_after_stage1["state"] = guidance.generator.get_state()
+        finished_object()
         reporter.log(f"object {tr.id}: {c.num_gaussians} Gaussians")
         ckpt.save(stage1_payload(), 0)
     reporter.end("objects")
 
     reporter.begin("fit")
     cams = cameras.to(dev)
-    scene = build_method_scene(clip.object_ids, canon, prep.tracks, cams, depths, sides, cfg, trained=prep.trained)
+    with seeded_global(draw_seed(gen), dev):  # the fields' initial weights, from the run's own stream
+        scene = build_method_scene(clip.object_ids, canon, prep.tracks, cams, depths, sides, cfg,
+                                   trained=prep.trained)
     state = make_stage2_state(scene, cfg, gen)
     conditioning = None
     if guidance is not None:
@@ -741,10 +780,11 @@ def _run_method(req, cfg, prep, cameras, depths, targets, iterations, gen, ckpt,
         reporter.log(f"guidance: stage-2 conditioning of {K} objects x {clip.num_frames} frames "
                      f"in {time.monotonic() - t0:.1f} s")
     if "fit" in resumed:
-        scene.load_state_dict(resumed["model"])
-        state.load_state_dict(resumed["fit"])
-        if guidance is not None and "guidance_generator2" in resumed:
-            guidance.generator.set_state(resumed["guidance_generator2"])
+        with restoring(ckpt.folder):
+            scene.load_state_dict(resumed["model"])
+            state.load_state_dict(resumed["fit"])
+            if guidance is not None and "guidance_generator2" in resumed:
+                guidance.generator.set_state(resumed["guidance_generator2"])
         reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
     kernels = {"triton": "fused Triton", "torch": "torch twins"}[resolve_kernels(cfg.kernels, dev)]
     reporter.log(f"{sum(o.num_gaussians for o in scene.objects)} Gaussians, {iterations} iterations; kernels "
@@ -787,10 +827,9 @@ def _run_skeleton(req, cfg, prep, cameras, depths, iterations, gen, ckpt, report
     scene_depth = float(np.median(depths))
     state = make_fit_state(model, cfg, iterations, scene_depth, gen)
     if req.resume:
-        def restore(data):
-            model.load_state_dict(data["model"])
-            state.load_state_dict(data["fit"])
-        ckpt.load(restore)
+        with restoring(ckpt.folder):
+            model.load_state_dict(prep.resume_state["model"])
+            state.load_state_dict(prep.resume_state["fit"])
         reporter.log(f"resuming from the checkpoint at step {state.step} of {iterations}")
 
     def checkpoint() -> bool:

@@ -187,7 +187,7 @@ def test_stage_one_reports_the_alpha_sharpness_term_only_when_weighted():
 
 def test_opacity_reset_fires_despite_the_gsplat_1_5_3_bug():
     cfg = CFG.stage1.__class__(opacity_reset_every=10, densify_every=1000)
-    strategy = make_strategy(cfg)
+    strategy = make_strategy(cfg, torch.Generator().manual_seed(0))
     params = torch.nn.ParameterDict({"means": torch.nn.Parameter(torch.zeros(4, 3)),
                                      "scales": torch.nn.Parameter(torch.full((4, 3), -3.0)),
                                      "quats": torch.nn.Parameter(torch.tensor([[1.0, 0, 0, 0]] * 4)),

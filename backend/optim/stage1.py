@@ -106,7 +106,7 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, ref: ReferenceCamera, device
            "opacities": cfg.lr_opacity, "colors": cfg.lr_colors}
     optimizers = {k: torch.optim.AdamW([{"params": [params[k]], "lr": lr, "name": k}], eps=1e-15,
                                        weight_decay=cfg.weight_decay) for k, lr in lrs.items()}
-    strategy = make_strategy(cfg)
+    strategy = make_strategy(cfg, generator)
     strategy.check_sanity(params, optimizers)
     sstate = strategy.initialize_state(scene_scale=cfg.extent)
     target = torch.from_numpy(crop.image).to(device)[None]
