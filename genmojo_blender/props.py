@@ -22,12 +22,13 @@ from .core.clip_source import resolve_clip
 from .core.protocol import RunState
 from .core.run_progress import RunProgress
 
+# Saved files store an enum's number, so each item keeps the number it had before Auto was added.
 PRESET_ITEMS = (
     ("auto", "Auto", "Lite when the backend's PyTorch has CUDA, CPU Tiny when it has not (found out when the "
-     "run starts, or now with Check Backend); a Device of CPU or CUDA decides it too"),
-    ("cpu-tiny", "CPU Tiny", "A few iterations at low resolution: checks the set-up on any machine"),
-    ("lite", "Lite", "Shorter optimisation for previews and small GPUs"),
-    ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)"),
+     "run starts, or now with Check Backend); a Device of CPU or CUDA decides it too", "NONE", 3),
+    ("cpu-tiny", "CPU Tiny", "A few iterations at low resolution: checks the set-up on any machine", "NONE", 0),
+    ("lite", "Lite", "Shorter optimisation for previews and small GPUs", "NONE", 1),
+    ("full", "Full", "The full GenMOJO schedule (needs a CUDA GPU)", "NONE", 2),
 )
 # The Mesh surface settings, shared by the panel's settings and the import operator.
 SURFACE_RESOLUTION = dict(name="Surface Resolution", default=48, min=8, max=256,

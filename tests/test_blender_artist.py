@@ -204,6 +204,7 @@ def test_the_default_preset_follows_the_backends_machine(tmp_path):
     from pathlib import Path
     from genmojo_blender import props
     fresh = props.GENMOJO_PG_settings.bl_rna.properties["preset"].default
+    numbers = {{i.identifier: i.value for i in bpy.context.scene.genmojo.bl_rna.properties["preset"].enum_items}}
     s.preset = "auto"
     runs = [sorted(bpy.ops.genmojo.run_backend())]
     argvs = [json.loads(Path({str(argv_file)!r}).read_text())]
@@ -211,9 +212,11 @@ def test_the_default_preset_follows_the_backends_machine(tmp_path):
     s.preset, s.overwrite = "full", True  # an explicit choice is passed as it is
     runs.append(sorted(bpy.ops.genmojo.run_backend()))
     argvs.append(json.loads(Path({str(argv_file)!r}).read_text()))
-    emit(fresh=fresh, runs=runs, presets=[a[a.index("--preset") + 1] for a in argvs], note=note)
+    emit(fresh=fresh, numbers=numbers, runs=runs, presets=[a[a.index("--preset") + 1] for a in argvs], note=note)
     """, env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
     assert out["fresh"] == "auto"
+    # files saved before Auto existed store cpu-tiny/lite/full as 0/1/2: they must read back the same
+    assert out["numbers"] == {"auto": 3, "cpu-tiny": 0, "lite": 1, "full": 2}
     assert out["runs"] == [["FINISHED"]] * 2
     assert out["presets"] == ["cpu-tiny", "full"]  # this machine's torch has no CUDA
     assert out["note"].startswith("Preset Auto: cpu-tiny (the backend's PyTorch") and "without CUDA" in out["note"]

@@ -211,6 +211,7 @@ class GENMOJO_PT_result(_GenMojoPanel, Panel):
             op = direct.operator("genmojo.import_result", text="Import Result", icon="IMPORT")
             op.filepath = state.result_path
             op.representation = context.scene.genmojo.representation
+            op.keep_edits = context.scene.genmojo.keep_edits
         col.operator("genmojo.import_result", text="Import Other Result...", icon="FILEBROWSER")
         for entry, objects in result_store.rows(context.scene):
             _draw_imported_result(layout, entry, objects, context.scene.genmojo.keep_edits)
