@@ -141,6 +141,9 @@ def inspect_checkpoint(folder: Path) -> tuple[str, dict | None, str]:
         info = json.loads(info_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return "damaged", None, f"{INFO_FILE} cannot be read ({e})"
+    if isinstance(info, dict) and "format" not in info and {"config_sha256", "step"} <= set(info):
+        return "damaged", info, ("it was written by an earlier version of the backend (checkpoint format 1); "
+                                 f"this backend reads version {VERSION}")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return "damaged", None, f"{INFO_FILE} is not a GenMOJO checkpoint's"
     if info.get("version") != VERSION:
