@@ -8,6 +8,7 @@ small (2 objects, short stage 1 with densification, short stage 2) so that the w
 """
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,14 @@ class StopAt(Reporter):
         return self.stop
 
 
-def _run(clip: Path, out: Path, name: str, *, stop: tuple[str, int] | None = None, resume: bool = False):
+def _run(clip: Path, out: Path, name: str, *, stop: tuple[str, int] | None = None, resume: bool = False,
+         method: str = "genmojo"):
     """One run; returns (bundle or None, the Cancelled error or None, the log)."""
     req = pipeline.RunRequest(data_dir=clip / "JPEGImages", mask_dir=clip / "Annotations", out_dir=out,
                               save_name=name, device="cpu", iterations=STAGE2_ITERS, resume=resume)
     reporter = StopAt(*stop) if stop else StopAt()
     try:
-        path = pipeline.run(req, _config(), reporter, should_stop=reporter)
+        path = pipeline.run(req, replace(_config(), method=method), reporter, should_stop=reporter)
     except Cancelled as e:
         return None, e, reporter.log_stream.getvalue()
     return path, None, reporter.log_stream.getvalue()
@@ -147,3 +149,14 @@ def test_stopped_twice_resumed_twice_is_bit_identical(clip, reference, tmp_path)
     path, err, _ = _run(clip, tmp_path, "r", resume=True)
     assert err is None
     _assert_identical(reference, path)
+
+
+def test_skeleton_resumed_run_is_bit_identical(clip, tmp_path):
+    """The rigid baseline too: stopped a step after its first periodic checkpoint, resumed."""
+    ref, err, _ = _run(clip, tmp_path, "ref", method="skeleton")
+    assert err is None
+    _, err, _ = _run(clip, tmp_path, "r", stop=("fit", CHECKPOINT_EVERY + 1), method="skeleton")
+    assert err is not None and (tmp_path / ".r.checkpoint" / "state.pt").is_file()
+    path, err, log = _run(clip, tmp_path, "r", resume=True, method="skeleton")
+    assert err is None and "resuming from the checkpoint at step 3" in log
+    _assert_identical(ref, path)
