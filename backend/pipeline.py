@@ -197,7 +197,12 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
                                 or not math.isfinite(req.fps) or not 0 < req.fps <= MAX_FPS):
         raise InputError(f"--fps {req.fps}: must be a frame rate in (0, {MAX_FPS:g}]",
                          "give the image sequence's frame rate, e.g. --fps 24")
+    if req.iterations is not None and (isinstance(req.iterations, bool) or not isinstance(req.iterations, int)
+                                       or req.iterations < 1):
+        raise InputError(f"--iters {req.iterations}: must be at least 1",
+                         "leave --iters out to use the preset's number of steps")
     if cfg.method not in METHODS:
+
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",

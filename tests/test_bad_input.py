@@ -227,6 +227,8 @@ def test_a_library_caller_gets_the_same_checks_in_prepare(sample_clip, tmp_path)
         prepare(req, C.parse_assignment(C.get_preset("cpu-tiny"), "stage2.w_rigid=NaN"))
     with pytest.raises(InputError, match="--fps nan"):
         prepare(dataclasses.replace(req, fps=float("nan")), C.get_preset("cpu-tiny"))
+    with pytest.raises(InputError, match="--iters 0: must be at least 1"):
+        prepare(dataclasses.replace(req, iterations=0), C.get_preset("cpu-tiny"))
     assert not (tmp_path / "out" / "run").exists()
 
 
