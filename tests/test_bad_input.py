@@ -128,6 +128,27 @@ def test_a_bad_element_in_a_list_value_is_refused(item, pos, bad):
         C.validate(cfg)
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=6)
+
+
+@SETTINGS
+@given(field=st.sampled_from([_key(s, n) for s, n, _ in FIELDS]), value=json_values)
+def test_any_override_is_either_accepted_as_valid_or_refused_with_the_field_named(field, value):
+    """Whatever JSON value --set gives any field, the result is a config every check accepts, or a
+    ValueError/InputError naming the field: never another exception."""
+    text = f"{field}={json.dumps(value)}"
+    try:
+        cfg = C.validate(C.parse_assignment(C.get_preset("lite"), text))
+    except (ValueError, InputError) as e:
+        assert field in str(e)
+        return
+    section, _, name = field.rpartition(".")
+    v = getattr(getattr(cfg, section) if section else cfg, name)
+    assert C.field_check(section, name, v).accepts(v)
+
+
 @pytest.mark.parametrize("text, message", [
     ("deformation.grid_resolutions=[8,0]", "each an integer >= 1"),
     ("deformation.grid_resolutions=[8,1.5]", "each an integer >= 1"),
