@@ -520,9 +520,12 @@ class Check:
     ordered: bool = False  # tuples: elements in non-decreasing order
     multiple_of: int = 1  # ints: a multiple of this
     flag: str = ""  # the command-line flag that sets the field, named in the refusal
+    words: str = ""  # what it accepts in the user's terms, instead of the words made from the bounds
 
     def describe(self) -> str:
         """What the field accepts, in words, for the refusal's message."""
+        if self.words:
+            return self.words
         if self.kind is bool:
             return "true or false"
         if self.kind is str:
@@ -602,10 +605,11 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
               "min_frames": Check(int, lo=2), "max_frames": Check(int, lo=2)},
     "camera": {"fovy_deg": Check(float, lo=0, hi=180, lo_open=True, hi_open=True), "near": POSITIVE,
                "far": POSITIVE, "scene_depth": POSITIVE,
-               "focal_px": Check(float, lo=0, lo_open=True, optional=True, flag="--focal_px")},
+               "focal_px": Check(float, lo=0, lo_open=True, optional=True, flag="--focal_px",
+                                 words="a positive number of pixels (of the original frames)")},
     "camera_solve": {"camera_model": Check(str, choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL")),
-                     "mask_grow_px": NONNEG_INT, "max_features": COUNT, "overlap": COUNT, "min_registered": COUNT,
-                     "max_unregistered_fraction": FRACTION, "num_threads": Check(int, lo=1, extra=(-1,)),
+                     "mask_grow_px": NONNEG_INT, "max_features": COUNT, "overlap": COUNT, "min_registered": Check(int, lo=2),
+                     "max_unregistered_fraction": Check(float, lo=0, hi=1, hi_open=True), "num_threads": Check(int, lo=1, extra=(-1,)),
                      "seed": SEED},
     "init": {"gaussians_per_object": COUNT, "thickness": WEIGHT, "opacity": OPEN_FRACTION,
              "scale_factor": POSITIVE, "depth_spread": WEIGHT},
