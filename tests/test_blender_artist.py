@@ -69,8 +69,10 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
     ob1.name = "hero"
     mat = bpy.data.materials.new("artist look")
     ob1.data.materials.append(mat)
+    bpy.data.objects["shot_object_002"].hide_select = True  # a representation switch keeps it
     bpy.ops.genmojo.set_representation(representation="SPLATS", object_name="shot_object_002")
     ob2 = bpy.data.objects["shot_object_002"]
+    switch_kept_select = ob2.hide_select
     ob2.hide_render = True
     mod = ob2.modifiers[0]
     size_key = next(k for k in mod.keys() if isinstance(mod[k], float))
@@ -92,6 +94,7 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
                 hero_id=bpy.data.objects["hero"]["genmojo_object_id"],
                 ob2_render=bpy.data.objects["shot_object_002"].hide_render,
                 ob2_rep=bpy.data.objects["shot_object_002"]["genmojo_representation"],
+                ob2_select=bpy.data.objects["shot_object_002"].hide_select, switch_kept_select=switch_kept_select,
                 ob2_size=bpy.data.objects["shot_object_002"].modifiers[0][size_key],
                 frame=scene.frame_current, objects=len(bpy.data.objects),
                 coll=[c.name for c in bpy.data.collections["Shots"].children],
@@ -112,6 +115,7 @@ def test_reimport_keeps_the_artists_edits_and_reset_drops_them(tmp_path):
     assert k["hero_id"] == "001" and k["hero_mats"] == ["artist look"]
     assert np.allclose(k["root"], out["root_before"], atol=1e-6)
     assert k["ob2_render"] is True and k["ob2_rep"] == "SPLATS" and k["ob2_size"] == 3.0 and k["frame"] == 3
+    assert k["switch_kept_select"] is True and k["ob2_select"] is True
     assert k["objects"] == 4  # nothing parked is left over
     assert k["coll"] == ["GenMOJO shot"] and k["top"] == ["Shots"]
     assert k["coll_render"] is True and k["layer_hidden"] is True

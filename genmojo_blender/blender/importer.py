@@ -296,8 +296,9 @@ def change_representation(obj: bpy.types.Object, representation: str, *, point_d
                           notes: list[str] | None = None) -> bpy.types.Object:
     """Rebuild one imported object in another representation, reading its bundle again.
 
-    The new object takes the old one's name, parent, collections, transform and selection; the
-    old object, its data and its actions are deleted. All or nothing, like an import. Switching to
+    The new object takes the old one's name, parent, collections, transform, selection and hide
+    flags (viewport/render ones only where the masks do not key them); the old object, its data
+    and its actions are deleted. All or nothing, like an import. Switching to
     splats raises Cycles' transparent bounces as an import does, with the line for the report
     appended to ``notes``.
     """
@@ -316,6 +317,7 @@ def change_representation(obj: bpy.types.Object, representation: str, *, point_d
     scene = bpy.context.scene
     name, parent, colls = obj.name, obj.parent, list(obj.users_collection)
     basis, parent_inverse, selected = obj.matrix_basis.copy(), obj.matrix_parent_inverse.copy(), obj.select_get()
+    hidden = keep.hide_flags(obj)
     was_active = bpy.context.view_layer.objects.active == obj
     old_ids = _object_ids(obj)
     before = _id_pointers()
@@ -329,6 +331,7 @@ def change_representation(obj: bpy.types.Object, representation: str, *, point_d
             c.objects.link(new)
         new.matrix_parent_inverse = parent_inverse
         new.matrix_basis = basis
+        keep.set_hide_flags(new, hidden)
     except BaseException:
         bpy.data.batch_remove([x for k in _ID_COLLECTIONS for x in getattr(bpy.data, k)
                                if x.as_pointer() not in before[k]])

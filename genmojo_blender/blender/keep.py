@@ -256,3 +256,23 @@ def _set_modifier_inputs(ob, inputs: dict[str, dict[str, object]]) -> bool:
 def _differs(current, value) -> bool:
     current = current.to_list() if hasattr(current, "to_list") else current
     return current != value
+
+
+def hide_flags(ob) -> dict[str, bool]:
+    """An object's hide flags that a rebuilt object should take over: view-layer hide and
+    selectability always, viewport/render visibility unless the importer keys them from the masks."""
+    flags = {"hide_select": ob.hide_select}
+    if ob.name in bpy.context.view_layer.objects:
+        flags["hide"] = ob.hide_get()
+    if not _visibility_keyed(ob):
+        flags.update(hide_viewport=ob.hide_viewport, hide_render=ob.hide_render)
+    return flags
+
+
+def set_hide_flags(ob, flags: dict[str, bool]) -> None:
+    for k, v in flags.items():
+        if k == "hide":
+            if ob.name in bpy.context.view_layer.objects:
+                ob.hide_set(v)
+        else:
+            setattr(ob, k, v)
