@@ -13,7 +13,8 @@ from backend.config import DeformationConfig, get_preset
 from backend.model.deformation_field import DeformationDelta, DeformationField, time_resolution
 from backend.model.hexplane import HexPlane
 
-TINY = get_preset("cpu-tiny").deformation
+# the spec's translation bases; the rigid (se3) bases, the default, are tested below as SE3
+TINY = dataclasses.replace(get_preset("cpu-tiny").deformation, motion_bases="translation")
 T = 10
 
 
@@ -205,7 +206,7 @@ def test_time_resolution_default_and_spec():
 
 
 def test_parameter_count_of_the_spec_config():
-    cfg = DeformationConfig(time_resolution_factor=0.8, min_time_resolution=25)
+    cfg = DeformationConfig(time_resolution_factor=0.8, min_time_resolution=25, motion_bases="translation")
     field = DeformationField(cfg, 25)
     C, Rs, T_res = 32, (64, 128, 256, 512), 25
     spatial = 3 * C * sum(r * r for r in Rs)
@@ -217,6 +218,9 @@ def test_parameter_count_of_the_spec_config():
     mlp = (F * H + H) + head(K) + head(3) + head(4) + head(3) + (BH + BH) + (BH * 3 * K + 3 * K)
     assert sum(p.numel() for p in field.mlp_parameters()) == mlp
     assert sum(p.numel() for p in field.parameters()) == spatial + temporal + mlp
+    # rigid bases: an axis-angle and a translation per basis instead of a displacement
+    se3 = DeformationField(dataclasses.replace(cfg, motion_bases="se3"), 25)
+    assert sum(p.numel() for p in se3.mlp_parameters()) == mlp + BH * 3 * K + 3 * K
 
 
 def test_param_groups_cover_every_parameter_once():
