@@ -8,7 +8,7 @@ Two ways to call it (arguments after ``--`` are used when present)::
 ARGS::
 
     --data_dir CLIP --mask_dir MASKS --out_dir OUT --save_name NAME
-    [--preset cpu-tiny|lite|full] [--device auto|cpu|cuda] [--disable_guidance | --guidance]
+    [--preset auto|cpu-tiny|lite|full] [--device auto|cpu|cuda] [--disable_guidance | --guidance]
     [--guidance_model FOLDER_OR_HUB_ID] [--guidance_variant auto|zero123-xl|stable-zero123]
     [--cam_path NPZ [--bg_path IMG]] [--focal_px F] [--fps F] [--overwrite] [--resume]
     [--depth_dir DIR [--depth_is_disparity] | --depth_model DIR]
@@ -22,6 +22,9 @@ ARGS::
 The extension is loaded from this repository (not from an installed copy) and enabled like an add-on,
 the scene starts empty (factory settings), the backend runs through the same ``genmojo.run_backend``
 operator as in the UI (blocking in background mode), and the result is imported, saved and exported.
+``--preset auto`` (the default) is decided as in the sidebar, by the extension's own rule
+(``core/machine.py``): ``lite`` where the backend's PyTorch has CUDA, ``cpu-tiny`` where it has not,
+``--device cpu``/``cuda`` deciding it without asking; the chosen preset and why are printed.
 ``--backend_python`` defaults to this interpreter when bpy runs as a Python module, and is required
 inside the Blender binary (whose Python has no PyTorch). ``--backend_path`` defaults to this
 repository when it contains the ``backend`` package.
@@ -53,7 +56,9 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--mask_dir", help="folder of per-object masks")
     ap.add_argument("--out_dir", help="folder that receives the result")
     ap.add_argument("--save_name", default="result", help="result folder name (default: result)")
-    ap.add_argument("--preset", default="lite", choices=("cpu-tiny", "lite", "full"))
+    ap.add_argument("--preset", default="auto", choices=("auto", "cpu-tiny", "lite", "full"),
+                    help="auto (default): lite where the backend's PyTorch has CUDA, cpu-tiny where it has not "
+                         "(--device cpu/cuda decides it too); the chosen preset and why are printed")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--disable_guidance", dest="guidance", action="store_false",

@@ -200,3 +200,52 @@ def test_import_only_with_the_cache_and_splat_exports(tmp_path):
     assert cp.returncode == 0, cp.stderr
     cp = headless("--import_only", str(b), "--usd_splats", str(o / "x.usd"))
     assert cp.returncode == 2 and "must end in .usda" in cp.stderr
+
+
+def _fake_python(folder: Path, cuda: bool) -> Path:
+    """A backend interpreter that answers the extension's CUDA probe itself (``cuda``) and runs
+    everything else with this test's Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    py = folder / "python"
+    answer = json.dumps({"torch": "9.9-fake", "cuda": cuda, "devices": ["Fake GPU"] if cuda else []})
+    py.write_text("#!/bin/sh\n"
+                  f"case \"$2\" in *torch.cuda.is_available*) echo '{answer}'; exit 0;; esac\n"
+                  f"exec {sys.executable} \"$@\"\n")
+    py.chmod(0o755)
+    return py
+
+
+@pytest.mark.parametrize("cuda, chosen", [(False, "cpu-tiny"), (True, "lite")])
+def test_the_default_preset_is_auto_chosen_by_the_backends_cuda(tmp_path, cuda, chosen):
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                  "--out_dir", str(tmp_path / "out"), "--save_name", "shot",
+                  "--backend_python", str(_fake_python(tmp_path / "py", cuda)),
+                  "--backend_path", str(write_fake_backend(tmp_path / "fake")),
+                  env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("--preset") + 1] == chosen
+    why = "with CUDA (Fake GPU)" if cuda else "without CUDA (CPU only)"
+    assert f"[GenMOJO] Preset Auto: {chosen} (the backend's PyTorch 9.9-fake {why})" in cp.stdout, cp.stdout
+
+
+def test_an_explicit_device_or_preset_decides_without_the_probe(tmp_path):
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    common = ("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+              "--out_dir", str(tmp_path / "out"), "--backend_python", str(_fake_python(tmp_path / "py", True)),
+              "--backend_path", str(write_fake_backend(tmp_path / "fake")))
+    env = fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2")
+    cp = headless(*common, "--save_name", "a", "--device", "cpu", env=env)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("--preset") + 1] == "cpu-tiny"
+    assert "Preset Auto: cpu-tiny (the device is set to cpu)" in cp.stdout
+    cp = headless(*common, "--save_name", "b", "--preset", "full", env=env)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[argv.index("--preset") + 1] == "full" and "Preset Auto" not in cp.stdout
