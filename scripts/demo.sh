@@ -10,7 +10,7 @@ mkdir -p "$out"
 .venv/bin/python scripts/genmojo_headless.py \
     --data_dir "$out/sample_clip/JPEGImages" --mask_dir "$out/sample_clip/Annotations" \
     --out_dir "$out" --save_name sample --preset cpu-tiny --device cpu --overwrite \
-    --blend "$out/sample.blend" --glb "$out/sample.glb"
+    --blend "$out/sample.blend" --glb "$out/sample.glb" --overwrite_exports
 echo
 echo "demo: result bundle   $out/sample/ (manifest.json, per-object PLY and npz)"
 echo "demo: preview video   $out/sample/preview/input_view.mp4"

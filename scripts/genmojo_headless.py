@@ -96,7 +96,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--backend_path", default=None,
                     help="folder added to the backend's PYTHONPATH (default: this repository)")
     ap.add_argument("--blend", default="", help="save the scene to this .blend file")
-    ap.add_argument("--glb", default="", help="export the scene to this .glb file")
+    ap.add_argument("--glb", default="", help="export the scene to this .glb (or .gltf) file")
     ap.add_argument("--fbx", default="", help="export the scene to this .fbx file")
     ap.add_argument("--usd", default="", help="export a USD cache (.usd/.usda/.usdc): points as vertices per frame")
     ap.add_argument("--abc", default="", help="export an Alembic cache (.abc): points as vertices per frame")
@@ -111,7 +111,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     ap.add_argument("--usd_splats", default="", metavar="NAME.usda",
                     help="export the Gaussians as an animated USD splat layer (ParticleField3DGaussianSplat)")
     ap.add_argument("--overwrite_exports", action="store_true",
-                    help="let the exports replace existing files (by default they refuse)")
+                    help="let the exports (--glb and --fbx too) replace existing files (by default they refuse)")
     ap.add_argument("--import_only", default="", metavar="BUNDLE",
                     help="skip the backend and import an existing result folder")
     ap.add_argument("--no_points", action="store_true", help="no point-display modifier on import")
@@ -126,8 +126,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         ap.error("--surface_resolution must be between 8 and 256")
     if not 0.001 <= ns.surface_threshold <= 10.0:
         ap.error("--surface_threshold must be between 0.001 and 10")
-    for flag, exts in (("usd", (".usd", ".usda", ".usdc")), ("abc", (".abc",)), ("usd_splats", (".usda",)),
-                       ("gltf_splats", (".glb",))):
+    for flag, exts in (("glb", (".glb", ".gltf")), ("fbx", (".fbx",)), ("usd", (".usd", ".usda", ".usdc")),
+                       ("abc", (".abc",)), ("usd_splats", (".usda",)), ("gltf_splats", (".glb",))):
         target = getattr(ns, flag)
         if target and not target.lower().endswith(exts):
             ap.error(f"--{flag} {target}: the name must end in {' or '.join(exts)}")
@@ -256,7 +256,7 @@ def run(ns: argparse.Namespace) -> int:
         if flag:
             path = os.path.abspath(flag)
             try:
-                op(filepath=path)
+                op(filepath=path, overwrite=ns.overwrite_exports)
             except RuntimeError as e:
                 return fail(f"export to {path} failed: {e}", 1)
             print(f"[GenMOJO] exported {path}", flush=True)

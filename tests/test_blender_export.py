@@ -151,3 +151,44 @@ def test_rigid_export_of_selected_objects_only(tmp_path):
     assert out["nodes"] == ["shot_object_002", "shot_root"]
     assert out["targets"] == [0]  # no morph targets in a rigid export
     assert out["selected"] == ["shot_object_002", "shot_root"]  # the user's selection is restored
+
+
+def test_glb_and_fbx_never_replace_a_file_unless_told(tmp_path):
+    """The older exports follow the rule of the newer ones (core/export_files.py): an existing file
+    is refused naming it, untouched; Overwrite replaces it; nothing temporary is left behind."""
+    b = _rigid_moving_bundle(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for name in ("shot.glb", "shot.fbx", "sep.bin"):
+        (out_dir / name).write_bytes(b"the user's own file")
+    out = run_bpy(f"""
+    import os
+    enable()
+    bpy.ops.genmojo.import_result(filepath={str(b)!r})
+    from genmojo_blender.blender import export
+    from genmojo_blender.core.export_files import ExportError
+    OUT = {str(out_dir)!r}
+    refused = {{}}
+    for name, op in (("shot.glb", bpy.ops.genmojo.export_glb), ("shot.fbx", bpy.ops.genmojo.export_fbx)):
+        try:
+            op(filepath=OUT + "/" + name)
+            refused[name] = ""
+        except RuntimeError as e:
+            refused[name] = str(e)
+    try:
+        export.export_glb(OUT + "/sep.gltf")  # its .bin is in the way
+        refused["sep.gltf"] = ""
+    except ExportError as e:
+        refused["sep.gltf"] = str(e)
+    done = [sorted(op(filepath=OUT + "/" + name, overwrite=True)) for name, op in
+            (("shot.glb", bpy.ops.genmojo.export_glb), ("shot.fbx", bpy.ops.genmojo.export_fbx))]
+    emit(refused=refused, done=done, exists_sep=os.path.exists(OUT + "/sep.gltf"))
+    """)
+    for name in ("shot.glb", "shot.fbx"):
+        assert f"{out_dir / name} already exists" in out["refused"][name] and "Overwrite" in out["refused"][name]
+    assert f"{out_dir / 'sep.bin'} already exists" in out["refused"]["sep.gltf"] and not out["exists_sep"]
+    assert (out_dir / "sep.bin").read_bytes() == b"the user's own file"
+    assert out["done"] == [["FINISHED"], ["FINISHED"]]
+    assert (out_dir / "shot.glb").read_bytes()[:4] == b"glTF"
+    assert (out_dir / "shot.fbx").read_bytes().startswith(b"Kaydara FBX Binary")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["sep.bin", "shot.fbx", "shot.glb"]  # no temporary files

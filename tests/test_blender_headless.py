@@ -57,6 +57,17 @@ def test_import_only_saves_blend_and_glb(tmp_path):
     assert got["frames"] == [1, 3] and got["camera"] == "shot_camera"
     assert got["keys"] == {"shot_object_001": 4, "shot_object_002": 4}
     assert got["reps"] == {"shot_object_001": "POINTS", "shot_object_002": "POINTS"}
+    # a second run to the same .glb is refused before any work, the file untouched; the flag allows it
+    before = glb.stat().st_mtime_ns
+    cp = headless("--import_only", str(b), "--glb", str(glb))
+    assert cp.returncode == 2 and f"--glb {glb} already exists" in cp.stderr and "--overwrite_exports" in cp.stderr
+    assert glb.stat().st_mtime_ns == before
+    cp = headless("--import_only", str(b), "--glb", str(glb), "--fbx", str(tmp_path / "o" / "shot.fbx"),
+                  "--overwrite_exports")
+    assert cp.returncode == 0, cp.stderr
+    assert glb.stat().st_mtime_ns != before and (tmp_path / "o" / "shot.fbx").is_file()
+    cp = headless("--import_only", str(b), "--fbx", str(tmp_path / "o" / "shot.fbx"))
+    assert cp.returncode == 2 and "already exists" in cp.stderr
 
 
 def test_import_only_with_another_representation(tmp_path):

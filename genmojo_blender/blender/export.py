@@ -81,22 +81,37 @@ def supported_settings(operator, settings: dict) -> dict:
 RIGID_WARN_RELATIVE = 0.05
 
 
+GLTF_EXTENSIONS = (".glb", ".gltf")
+
+
 def export_glb(path: str, *, selected_only: bool = False, rigid: bool = False,
-               warnings: list[str] | None = None) -> str:
+               warnings: list[str] | None = None, overwrite: bool = False) -> str:
     """Export the current scene to glTF binary (``.glb``) or ``.gltf``; returns the written path.
 
     ``rigid`` bakes each GenMOJO object's motion into per-frame transforms (see the module
-    docstring); what the fit could not reproduce is appended to ``warnings``.
+    docstring); what the fit could not reproduce is appended to ``warnings``. An existing file is
+    refused (``ExportError``) unless ``overwrite``; a ``.glb`` is written to a hidden sibling and
+    renamed into place. A ``.gltf`` names its ``.bin`` inside itself, so both are checked and
+    written under their final names.
     """
-    path = os.path.abspath(bpy.path.abspath(path))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, _colors_as_custom_attributes():
-        op = bpy.ops.export_scene.gltf
-        result = op(**supported_settings(op, gltf_settings(path, selected_only=use_selection)))
-    if "FINISHED" not in result or not os.path.isfile(path):
-        raise RuntimeError(f"glTF export did not write {path}")
-    promote_point_colors(path)
-    return path
+    target = _cache_target(path, GLTF_EXTENSIONS, overwrite)
+    separate = target.suffix.lower() == ".gltf"
+    if separate:
+        export_files.check_targets([target, target.with_suffix(".bin")], overwrite=overwrite)
+
+    def run(p: str):
+        with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, _colors_as_custom_attributes():
+            op = bpy.ops.export_scene.gltf
+            result = op(**supported_settings(op, gltf_settings(p, selected_only=use_selection)))
+        if "FINISHED" in result and os.path.isfile(p):
+            promote_point_colors(p)
+        return result
+
+    if not separate:
+        return _export_to_temp_then_rename(target, run)
+    if "FINISHED" not in run(str(target)) or not target.is_file():
+        raise RuntimeError(f"glTF export did not write {target}")
+    return str(target)
 
 
 @contextmanager
@@ -172,23 +187,26 @@ def fbx_settings(path: str, *, selected_only: bool = False) -> dict:
 
 
 def export_fbx(path: str, *, selected_only: bool = False, rigid: bool = False,
-               warnings: list[str] | None = None) -> str:
+               warnings: list[str] | None = None, overwrite: bool = False) -> str:
     """Export the current scene to FBX with shape-key animation baked per frame (or, with
-    ``rigid``, per-frame rigid transforms); returns the path."""
-    path = os.path.abspath(bpy.path.abspath(path))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    ``rigid``, per-frame rigid transforms); returns the path. An existing file is refused
+    (``ExportError``) unless ``overwrite``; the file is written to a hidden sibling and renamed."""
+    target = _cache_target(path, (".fbx",), overwrite)
     scene = bpy.context.scene
-    with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, \
-            fbx_timing.keys_at_fbx_time_zero(scene, warnings):  # frame 1 at time 0: see fbx_timing.py
-        lost = fbx_timing.point_colour_warnings(
-            [ob for ob in bpy.context.view_layer.objects if ob.select_get() or not use_selection])
-        op = bpy.ops.export_scene.fbx
-        result = op(**supported_settings(op, fbx_settings(path, selected_only=use_selection)))
-    if "FINISHED" not in result or not os.path.isfile(path):
-        raise RuntimeError(f"FBX export did not write {path}")
+    lost: list[str] = []
+
+    def run(p: str):
+        with _rigid_stand_ins(rigid, selected_only, warnings) as use_selection, \
+                fbx_timing.keys_at_fbx_time_zero(scene, warnings):  # frame 1 at time 0: see fbx_timing.py
+            lost.extend(fbx_timing.point_colour_warnings(
+                [ob for ob in bpy.context.view_layer.objects if ob.select_get() or not use_selection]))
+            op = bpy.ops.export_scene.fbx
+            return op(**supported_settings(op, fbx_settings(p, selected_only=use_selection)))
+
+    written = _export_to_temp_then_rename(target, run)
     if warnings is not None:
         warnings += lost
-    return path
+    return written
 
 
 def shape_key_frames(obj: bpy.types.Object) -> np.ndarray:

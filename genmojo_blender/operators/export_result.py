@@ -9,7 +9,7 @@ Baked caches: ``genmojo.export_usd`` and ``genmojo.export_alembic`` (Blender's e
 points written as vertices at every frame). Splats: ``genmojo.export_ply_sequence`` (3DGS PLY per
 object and frame), ``genmojo.export_gltf_splats`` (``KHR_gaussian_splatting`` .glb per frame) and
 ``genmojo.export_usd_splats`` (animated USD particle fields); logic in ``blender/splat_export.py``.
-Every one of these is greyed out until a result is imported and never replaces an existing file
+Every one of these (glTF and FBX included) is greyed out until a result is imported and never replaces an existing file
 unless its Overwrite option is on.
 """
 
@@ -22,6 +22,10 @@ from bpy.types import Operator
 from bpy_extras.io_utils import ExportHelper
 
 from ..blender import export, importer, splat_export
+
+
+_OVERWRITE = dict(name="Overwrite", default=False,
+                  description="Replace files of the same name; without it an export never touches an existing file")
 
 
 class _NeedsImport:
@@ -42,11 +46,13 @@ class _ExportBase(_NeedsImport, ExportHelper):
         name="Rigid Transforms", default=False,
         description=("Bake each object's motion into one rotation and translation per frame (a "
                      "least-squares fit) instead of per-frame shape keys, for engines without morph targets"))
+    overwrite: BoolProperty(**_OVERWRITE)
 
     def _export(self, fn):
         warnings: list[str] = []
         try:
-            path = fn(self.filepath, selected_only=self.selected_only, rigid=self.rigid, warnings=warnings)
+            path = fn(self.filepath, selected_only=self.selected_only, rigid=self.rigid, warnings=warnings,
+                      overwrite=self.overwrite)
         except (RuntimeError, OSError, ValueError) as e:
             self.report({"ERROR"}, f"Export failed: {e}")
             return {"CANCELLED"}
@@ -84,8 +90,6 @@ class GENMOJO_OT_export_fbx(Operator, _ExportBase):
         return self._export(export.export_fbx)
 
 
-_OVERWRITE = dict(name="Overwrite", default=False,
-                  description="Replace files of the same name; without it an export never touches an existing file")
 _SELECTED = dict(name="Selected Only", default=False, description="Export only the selected objects")
 
 
