@@ -17,11 +17,14 @@ ARGS::
     [--blend OUT.blend] [--glb OUT.glb] [--fbx OUT.fbx] [--usd OUT.usdc] [--abc OUT.abc]
     [--ply_dir DIR [--ply_space blender|bundle] [--ply_merged]] [--gltf_splats NAME.glb]
     [--usd_splats NAME.usda] [--overwrite_exports]
+    [--render_setup] [--floor] [--real_height OBJECT=METRES]
     [--import_only BUNDLE]
 
 The extension is loaded from this repository (not from an installed copy) and enabled like an add-on,
 the scene starts empty (factory settings), the backend runs through the same ``genmojo.run_backend``
-operator as in the UI (blocking in background mode), and the result is imported, saved and exported.
+operator as in the UI (blocking in background mode), and the result is imported, made ready to render
+(``--render_setup``, ``--floor``, ``--real_height``, in that order, through the Result panel's own
+operators), saved and exported.
 ``--preset auto`` (the default) is decided as in the sidebar, by the extension's own rule
 (``core/machine.py``): ``lite`` where the backend's PyTorch has CUDA, ``cpu-tiny`` where it has not,
 ``--device cpu``/``cuda`` deciding it without asking; the chosen preset and why are printed.
@@ -35,6 +38,7 @@ Exit status: 0 success, 2 bad arguments or input, 1 backend/internal failure, 13
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -47,6 +51,25 @@ ADDON_MODULE = "genmojo_blender"
 def script_args(argv: list[str]) -> list[str]:
     """The script's own arguments: everything after ``--`` if present (Blender), else argv[1:]."""
     return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+
+
+# the smallest height --real_height takes, as genmojo.set_scale's Real Height
+MIN_REAL_HEIGHT_M = 0.001
+
+
+def real_height(text: str) -> tuple[str, float]:
+    """``OBJECT=METRES`` as (object name, metres); argparse turns the ValueError into exit 2."""
+    name, sep, value = text.rpartition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give OBJECT=METRES, e.g. shot_object_001=1.75")
+    try:
+        metres = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number of metres") from None
+    if not math.isfinite(metres) or metres < MIN_REAL_HEIGHT_M:
+        raise argparse.ArgumentTypeError(f"{text!r}: the height must be a finite number of metres, at least "
+                                         f"{MIN_REAL_HEIGHT_M:g}")
+    return name.strip(), metres
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
@@ -112,6 +135,14 @@ def parse_args(args: list[str]) -> argparse.Namespace:
                     help="export the Gaussians as an animated USD splat layer (ParticleField3DGaussianSplat)")
     ap.add_argument("--overwrite_exports", action="store_true",
                     help="let the exports (--glb and --fbx too) replace existing files (by default they refuse)")
+    ap.add_argument("--render_setup", action="store_true",
+                    help="after the import, set the scene up to render over the footage (Cycles, shadow catcher, "
+                         "holdouts, sun), as the Result panel's Set Up Render Scene")
+    ap.add_argument("--floor", action="store_true",
+                    help="after the import (and --render_setup), move the result so its fitted floor is at Z = 0")
+    ap.add_argument("--real_height", default=None, metavar="OBJECT=METRES", type=real_height,
+                    help="last, scale the result so that the imported object OBJECT (its Blender name, e.g. "
+                         "shot_object_001) is METRES tall")
     ap.add_argument("--import_only", default="", metavar="BUNDLE",
                     help="skip the backend and import an existing result folder")
     ap.add_argument("--no_points", action="store_true", help="no point-display modifier on import")
@@ -247,6 +278,9 @@ def run(ns: argparse.Namespace) -> int:
                 msg += f" ({state.hint})"
             return fail(msg, state.exit_status or 1)
 
+    status = make_ready(ns)
+    if status:
+        return status
     if ns.blend:
         path = os.path.abspath(ns.blend)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -261,6 +295,36 @@ def run(ns: argparse.Namespace) -> int:
                 return fail(f"export to {path} failed: {e}", 1)
             print(f"[GenMOJO] exported {path}", flush=True)
     return run_exports(ns)
+
+
+def make_ready(ns: argparse.Namespace) -> int:
+    """``--render_setup``, ``--floor`` and ``--real_height``, in that order, through the Result panel's
+    operators (they act on the only result in the scene); 0, or the exit status of a refusal."""
+    import bpy
+
+    from genmojo_blender.blender import importer
+
+    ops = bpy.ops.genmojo
+    steps = []
+    if ns.render_setup:
+        steps.append(("the render set-up", ops.setup_render_scene, {}))
+    if ns.floor:
+        steps.append(("the floor", ops.set_floor, {}))
+    if ns.real_height:
+        name, metres = ns.real_height
+        ob = bpy.data.objects.get(name)
+        if ob is None or not ob.get(importer.OBJECT_ID_PROP):
+            known = sorted(o.name for o in bpy.data.objects if o.get(importer.OBJECT_ID_PROP))
+            return fail(f"--real_height {name}={metres:g}: the result has no object {name!r} "
+                        f"(its objects: {', '.join(known) or 'none'})", 2)
+        steps.append((f"the real height of {name}", ops.set_scale, dict(object_name=name, height=metres)))
+    for what, op, options in steps:
+        try:
+            op(**options)
+        except RuntimeError as e:
+            return fail(f"{what} failed: {e}", 1)
+        print(f"[GenMOJO] applied {what}", flush=True)
+    return 0
 
 
 def export_calls(ns: argparse.Namespace) -> list[tuple[str, str, dict]]:

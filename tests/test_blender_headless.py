@@ -260,3 +260,50 @@ def test_an_explicit_device_or_preset_decides_without_the_probe(tmp_path):
     assert cp.returncode == 0, cp.stdout + cp.stderr
     argv = json.loads(argv_file.read_text())
     assert argv[argv.index("--preset") + 1] == "full" and "Preset Auto" not in cp.stdout
+
+
+def test_render_setup_floor_and_real_height_after_the_import(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=4, objects=2, gaussians=200, preview=False)
+    blend = tmp_path / "ready.blend"
+    cp = headless("--import_only", str(b), "--render_setup", "--floor", "--real_height", "shot_object_001=1.8",
+                  "--blend", str(blend))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    order = [cp.stdout.index(f"[GenMOJO] applied {what}") for what in
+             ("the render set-up", "the floor", "the real height of shot_object_001")]
+    assert order == sorted(order)
+    got = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import floor_scale, importer
+    from genmojo_blender.core import scene_scale as ss
+    bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
+    scene = bpy.context.scene
+    rig = floor_scale.rig_of(importer.scene_imports(scene)[0])
+    contacts = ss.contact_points([floor_scale.object_frames(o)[:2] for o in rig.objects]).T[2]
+    ground = bpy.data.objects["shot_shadow_catcher"]
+    emit(engine=scene.render.engine, catcher=ground.is_shadow_catcher, ground_z=ground.matrix_world.translation.z,
+         height=floor_scale.measured_height(bpy.data.objects["shot_object_001"]),
+         floor=[float(np.median(contacts)), float(np.abs(contacts).max())])
+    """)
+    assert got["engine"] == "CYCLES" and got["catcher"]
+    assert abs(got["height"] - 1.8) < 1e-3
+    assert abs(got["floor"][0]) < 0.05 * 1.8 and abs(got["ground_z"]) < 0.05 * 1.8  # the floor, and its catcher, at Z = 0
+
+
+def test_bad_render_flags_are_refused(tmp_path):
+    b = make_bundle(tmp_path, save_name="shot", frames=2, preview=False)
+    blend = tmp_path / "never.blend"
+    cp = headless("--import_only", str(b), "--real_height", "shot_object_009=1.8", "--blend", str(blend))
+    assert cp.returncode == 2 and "the result has no object 'shot_object_009'" in cp.stderr
+    assert "shot_object_001, shot_object_002" in cp.stderr and not blend.exists()
+    # a malformed value is refused while the arguments are read: the backend never starts
+    for d in ("clip", "masks"):
+        (tmp_path / d).mkdir()
+    argv_file = tmp_path / "argv.json"
+    for value, text in (("1.8", "give OBJECT=METRES"), ("shot_object_001=tall", "'tall' is not a number of metres"),
+                        ("shot_object_001=0", "at least 0.001"), ("shot_object_001=inf", "finite number")):
+        cp = headless("--data_dir", str(tmp_path / "clip"), "--mask_dir", str(tmp_path / "masks"),
+                      "--out_dir", str(tmp_path / "out"), "--real_height", value,
+                      "--backend_path", str(write_fake_backend(tmp_path / "fake")),
+                      env=fake_env("ok", FAKE_ARGV_FILE=str(argv_file), FAKE_FRAMES="2"))
+        assert cp.returncode == 2 and text in cp.stderr, (value, cp.stderr)
+        assert not argv_file.exists() and not (tmp_path / "out").exists()
