@@ -323,3 +323,59 @@ def test_background_is_exported_with_the_objects(tmp_path):
         bg = _read_ply(out / "bg_background" / f"bg_background_{f:04d}.ply")
         assert np.array_equal(np.stack([bg["x"], bg["y"], bg["z"]], 1), bg_means)
         assert len(_read_ply(out / "all_objects" / f"all_objects_{f:04d}.ply")["x"]) == 10 + len(bg_means)
+
+
+def test_hidden_frames_are_left_out(tmp_path):
+    """An object hidden at a frame (its mask empty there, keyed hidden by the import) is not in that
+    frame's files: no PLY of its own, not in the merged PLY, no glTF node, invisible in USD; a frame
+    where every object is hidden gets no file; objects hidden in every frame are refused by name."""
+    import json
+
+    pytest.importorskip("pxr")
+    from pxr import Usd, UsdGeom
+
+    b = make_bundle(tmp_path, save_name="vis", frames=4, objects=2, gaussians=10, fps=FPS, preview=False)
+    shown = {"001": [True, False, False, True], "002": [True, True, False, True]}
+    manifest = json.loads((b / "manifest.json").read_text())
+    for o in manifest["objects"]:
+        o["visible"] = shown[o["id"]]
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    res = run_bpy(f"""
+    enable()
+    from genmojo_blender.blender import importer
+    importer.import_bundle({str(b)!r})
+    ops = bpy.ops.genmojo
+    ops.export_ply_sequence(directory={str(out / "ply")!r}, merged=True)
+    ops.export_gltf_splats(filepath={str(out / "glb" / "vis.glb")!r})
+    ops.export_usd_splats(filepath={str(out / "vis.usda")!r})
+    for ob in bpy.data.objects:
+        if ob.get(importer.OBJECT_ID_PROP):
+            ob.animation_data_clear()
+            ob.hide_render = True
+    try:
+        ops.export_ply_sequence(directory={str(out / "none")!r})
+        refusal = ""
+    except RuntimeError as e:
+        refusal = str(e)
+    emit(refusal=refusal, none=os.path.exists({str(out / "none")!r}))
+    """, helpers="import os")
+    names = {oid: f"vis_object_{oid}" for oid in shown}
+    for oid, name in names.items():
+        files = sorted(p.name for p in (out / "ply" / name).iterdir())
+        assert files == [f"{name}_{f:04d}.ply" for f, v in enumerate(shown[oid], 1) if v]
+    counts = {oid: len(_read_ply(out / "ply" / names[oid] / f"{names[oid]}_0001.ply")["x"]) for oid in shown}
+    assert sorted(p.name for p in (out / "ply" / "all_objects").iterdir()) == [
+        f"all_objects_{f:04d}.ply" for f in (1, 2, 4)]
+    assert len(_read_ply(out / "ply" / "all_objects" / "all_objects_0002.ply")["x"]) == counts["002"]
+    assert len(_read_ply(out / "ply" / "all_objects" / "all_objects_0004.ply")["x"]) == sum(counts.values())
+    assert sorted(p.name for p in (out / "glb").iterdir()) == [f"vis_{f:04d}.glb" for f in (1, 2, 4)]
+    nodes = {f: [n["name"] for n in gltf_splats.read_glb((out / "glb" / f"vis_{f:04d}.glb").read_bytes())[0]["nodes"]]
+             for f in (1, 2, 4)}
+    assert nodes == {1: list(names.values()), 2: [names["002"]], 4: list(names.values())}
+    stage = Usd.Stage.Open(str(out / "vis.usda"))
+    for oid, name in names.items():
+        prim = UsdGeom.Imageable(stage.GetPrimAtPath(f"/vis/{name}"))
+        assert [prim.ComputeVisibility(t) == "inherited" for t in range(1, 5)] == shown[oid]
+    assert "vis_object_001, vis_object_002 are hidden from the render in every frame" in res["refusal"]
+    assert not res["none"]

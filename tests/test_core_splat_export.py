@@ -242,6 +242,32 @@ def test_usda_opens_in_openusd_as_time_sampled_gaussian_splats(tmp_path):
             assert np.allclose(np.array(get("extent")), [f.means.min(0), f.means.max(0)])
 
 
+def test_usda_hides_an_object_at_its_hidden_frames(tmp_path):
+    """A hidden object is invisible there (the visibility time samples every USD reader honours) and
+    has zero opacities there; the other object, always visible, gets no visibility opinion."""
+    pytest.importorskip("pxr")
+    from pxr import Usd, UsdGeom
+
+    frames = [1, 2, 3, 4]
+    seqs = [("a", [_frame(5, seed=s) for s in range(4)]), ("b", [_frame(3, seed=s) for s in range(4, 8)])]
+    shown = [[True, False, False, True], [True] * 4]
+    path = tmp_path / "v.usda"
+    path.write_text(usd_splats.usda_text("shot", seqs, frames, fps=24.0, visible=shown), encoding="utf-8")
+    stage = Usd.Stage.Open(str(path))
+    a, b = (UsdGeom.Imageable(stage.GetPrimAtPath(f"/shot/{n}")) for n in "ab")
+    assert [a.ComputeVisibility(t) for t in frames] == ["inherited", "invisible", "invisible", "inherited"]
+    assert a.GetVisibilityAttr().GetTimeSamples() == [1.0, 2.0, 4.0]  # held between changes
+    assert not b.GetVisibilityAttr().HasAuthoredValue() and b.ComputeVisibility(2) == "inherited"
+    for t, (f, v) in enumerate(zip(seqs[0][1], shown[0]), start=1):
+        opac = np.array(a.GetPrim().GetAttribute("opacities").Get(t))
+        display = np.array(UsdGeom.PrimvarsAPI(a.GetPrim()).GetPrimvar("displayOpacity").Get(t))
+        assert np.allclose(opac, f.opacities if v else 0.0) and np.allclose(display, opac)
+        assert np.array_equal(np.array(a.GetPrim().GetAttribute("positions").Get(t), np.float32), f.means)
+    assert usd_splats.visibility_samples([5, 6, 7], [False, False, True]) == [(5, "invisible"), (7, "inherited")]
+    with pytest.raises(ValueError, match="one flag per frame"):
+        usd_splats.usda_text("r", seqs, frames, fps=24, visible=[[True] * 3, [True] * 4])
+
+
 def test_usda_refuses_a_frame_count_mismatch():
     with pytest.raises(ValueError, match="2 time codes"):
         usd_splats.usda_text("r", [("a", [_frame(3)])], [1, 2], fps=24)

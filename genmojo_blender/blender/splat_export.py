@@ -15,6 +15,14 @@ OpenCV world into Blender's Z-up world, and anything the user moved, rotated or 
 backend's cameras). glTF always uses glTF's Y-up axes (Blender's world turned as Blender's glTF
 exporter does); USD uses Blender's world with ``upAxis = "Z"``.
 
+Visibility: an object is left out of a frame where it is hidden from the render at that frame (its
+``hide_render`` there: the importer keys it hidden where the object's mask is empty, and an artist's
+own keys or hiding count the same). PLY: no file for that object and frame, and the merged file of
+that frame without it; glTF: no node for it in that frame's file; a frame where every object is
+hidden gets no file in either. USD keeps every prim's arrays the same length at every time code, so
+a hidden object gets a ``visibility`` time sample of ``invisible`` (what every USD reader honours)
+and zero opacities at those frames (for splat renderers that read only the particle attributes).
+
 Nothing is written until every target path has been checked (``core/export_files.check_targets``:
 no file is replaced without ``overwrite``), and each file is renamed into place when complete.
 """
@@ -101,31 +109,54 @@ def load_sources(objects: list[bpy.types.Object]) -> list[SplatSource]:
     return out
 
 
-def _world_matrices(scene, sources: list[SplatSource]) -> dict[tuple[str, int], np.ndarray]:
-    """Each object's world matrix at each of its Blender frames (the scene's frame is restored)."""
+@dataclass
+class FrameStates:
+    """Each object's world matrix and render visibility at each of its Blender frames."""
+
+    matrices: dict[tuple[str, int], np.ndarray]
+    visible: dict[tuple[str, int], bool]
+
+
+def frame_states(scene, sources: list[SplatSource]) -> FrameStates:
+    """Step through the objects' frames and read where each is and whether it renders there (its
+    animated ``hide_render``); the scene's frame is restored."""
     current, sub = scene.frame_current, scene.frame_subframe
-    out = {}
+    out = FrameStates({}, {})
     frames = sorted({f for s in sources for f in s.blender_frames()})
     try:
         for f in frames:
             scene.frame_set(f)
             for s in sources:
-                out[(s.name, f)] = np.array(s.obj.matrix_world, np.float64)
+                out.matrices[(s.name, f)] = np.array(s.obj.matrix_world, np.float64)
+                out.visible[(s.name, f)] = not s.obj.hide_render
     finally:
         scene.frame_set(current, subframe=sub)
     return out
 
 
-def _placed(scene, sources: list[SplatSource], space: str) -> dict[str, dict[int, Callable[[], splats.SplatFrame]]]:
+def _placed(sources: list[SplatSource], space: str,
+            states: FrameStates) -> dict[str, dict[int, Callable[[], splats.SplatFrame]]]:
     """Per object and Blender frame, a function giving the Gaussians in ``space`` (the transforms
     run only when a file is built, after its target was checked)."""
     if space not in SPACES:
         raise ef.ExportError(f"unknown space {space!r} (choose from {', '.join(SPACES)})")
     if space == "BUNDLE":
         return {s.name: {f: (lambda g=g: g) for f, g in zip(s.blender_frames(), s.frames)} for s in sources}
-    mats = _world_matrices(scene, sources)
-    return {s.name: {f: partial(splats.transform, g, mats[(s.name, f)]) for f, g in zip(s.blender_frames(), s.frames)}
-            for s in sources}
+    return {s.name: {f: partial(splats.transform, g, states.matrices[(s.name, f)])
+                     for f, g in zip(s.blender_frames(), s.frames)} for s in sources}
+
+
+def _shown(placed: dict[str, dict[int, Callable[[], splats.SplatFrame]]],
+           states: FrameStates) -> dict[str, dict[int, Callable[[], splats.SplatFrame]]]:
+    """``placed`` without the frames where an object is hidden from the render."""
+    return {name: {f: get for f, get in per.items() if states.visible[(name, f)]} for name, per in placed.items()}
+
+
+def _nothing_shown(sources: list[SplatSource]) -> ef.ExportError:
+    names = ", ".join(s.obj.name for s in sources[:ef.NAMES_IN_MESSAGE])
+    more = f" and {len(sources) - ef.NAMES_IN_MESSAGE} more" if len(sources) > ef.NAMES_IN_MESSAGE else ""
+    return ef.ExportError(f"{names}{more} {'is' if len(sources) == 1 else 'are'} hidden from the render in "
+                          "every frame, so there is nothing to export (show them, or check their visibility keys)")
 
 
 def _ply_file(parts: list[Callable[[], splats.SplatFrame]], sh_degree: int, comment: str) -> bytes:
@@ -158,7 +189,8 @@ def export_ply_sequence(folder: str, context=None, *, selected_only: bool = Fals
     if root.exists() and not root.is_dir():
         raise ef.ExportError(f"{root} is a file; choose a folder for the PLY sequence")
     sources = load_sources(result_objects(context, selected_only=selected_only))
-    placed = _placed(context.scene, sources, space)
+    states = frame_states(context.scene, sources)
+    placed = _shown(_placed(sources, space, states), states)
     files: dict[Path, Callable[[], bytes]] = {}
     note = f"GenMOJO result, space {space.lower()}"
     if per_object:
@@ -171,6 +203,8 @@ def export_ply_sequence(folder: str, context=None, *, selected_only: bool = Fals
             parts = [placed[s.name][f] for s in sources if f in placed[s.name]]
             files[ef.frame_file(root / MERGED_NAME, MERGED_NAME, f, ".ply")] = partial(
                 _ply_file, parts, sh_degree, f"{note}, all objects, frame {f}")
+    if not files:
+        raise _nothing_shown(sources)
     return _write_all(files, overwrite)
 
 
@@ -183,13 +217,16 @@ def export_gltf_splats(path: str, context=None, *, selected_only: bool = False,
     if target.suffix.lower() != ".glb":
         raise ef.ExportError(f"{target.name}: the splat glTF export writes .glb files; give a name ending in .glb")
     sources = load_sources(result_objects(context, selected_only=selected_only))
-    placed = _placed(context.scene, sources, "BLENDER")
+    states = frame_states(context.scene, sources)
+    placed = _shown(_placed(sources, "BLENDER", states), states)
     fps = context.scene.render.fps / context.scene.render.fps_base
     files: dict[Path, Callable[[], bytes]] = {}
     for f in sorted({f for p in placed.values() for f in p}):
         objs = [(s.obj.name, placed[s.name][f]) for s in sources if f in placed[s.name]]
         files[ef.frame_file(target.parent, target.stem, f, ".glb")] = partial(
             _glb_file, objs, {"frame": f, "fps": fps})
+    if not files:
+        raise _nothing_shown(sources)
     return _write_all(files, overwrite)
 
 
@@ -206,11 +243,14 @@ def export_usd_splats(path: str, context=None, *, selected_only: bool = False,
     if len(counts) != 1:
         raise ef.ExportError("the objects come from results of different lengths; export them one result at a time")
     ef.check_targets([target], overwrite=overwrite)
-    placed = _placed(context.scene, sources, "BLENDER")
-    frames = sources[0].blender_frames()
     scene = context.scene
-    text = usd_splats.usda_text(Path(sources[0].obj[importer.BUNDLE_PROP]).name, [(s.obj.name, [placed[s.name][f]() for f in frames]) for s in sources],
-                                frames, fps=scene.render.fps / scene.render.fps_base, up_axis="Z",
-                                meters_per_unit=float(scene.unit_settings.scale_length or 1.0))
+    states = frame_states(scene, sources)
+    placed = _placed(sources, "BLENDER", states)
+    frames = sources[0].blender_frames()
+    objects = [(s.obj.name, [placed[s.name][f]() for f in frames]) for s in sources]
+    visible = [[states.visible[(s.name, f)] for f in frames] for s in sources]
+    text = usd_splats.usda_text(Path(sources[0].obj[importer.BUNDLE_PROP]).name, objects, frames,
+                                fps=scene.render.fps / scene.render.fps_base, up_axis="Z",
+                                meters_per_unit=float(scene.unit_settings.scale_length or 1.0), visible=visible)
     ef.write_atomic(target, text.encode("utf-8"))
     return target
