@@ -4,7 +4,10 @@ core/camera_file.py), the backend's reader (backend/io/camera_file.py), the bund
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +20,8 @@ from genmojo_blender.core import backend_process as bp
 from genmojo_blender.core import bundle as fmt
 from genmojo_blender.core import camera as cm
 from genmojo_blender.core import solve_report
-from genmojo_blender.core.camera_file import CameraFile, CameraFileError, read_camera_file, write_camera_file
+from genmojo_blender.core.camera_file import (MAX_CAMERA_FRAMES, MAX_SOURCE_CHARS, CameraFile, CameraFileError,
+                                              read_camera_file, write_camera_file)
 
 W, H, T = 320, 180, 6
 
@@ -117,6 +121,73 @@ def test_camera_file_round_trip_and_refusals(tmp_path):
     with pytest.raises(CameraFileError, match="not rigid"):
         write_camera_file(tmp_path / "bad.npz", bad)
     assert not (tmp_path / "bad.npz").exists()
+
+
+def _camera_arrays(folder: Path) -> dict:
+    """The arrays write_camera_file stores, to damage one at a time."""
+    path = write_camera_file(folder / "arrays.npz", _camera_file())
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _npy_member(shape: tuple, dtype: str, data: bytes) -> bytes:
+    """A .npy whose header claims ``shape`` and ``dtype``, followed by ``data`` (any length)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, raw in members.items():
+            zf.writestr(name + ".npy", raw)
+    return path
+
+
+def test_damaged_camera_files_are_refused_before_their_data_is_read(tmp_path):
+    """The camera file goes through bounded_io like the bundle: truncated, oversized claims, object and
+    other foreign dtypes are refused naming the file and the array."""
+    good = write_camera_file(tmp_path / "good.npz", _camera_file())
+    raw = good.read_bytes()
+    for cut, data in (("half", raw[:len(raw) // 2]), ("end", raw[:-40]), ("empty", b"")):
+        (tmp_path / f"{cut}.npz").write_bytes(data)
+        with pytest.raises(CameraFileError) as e:
+            read_camera_file(tmp_path / f"{cut}.npz")
+        assert str(e.value).startswith(f"{tmp_path / cut}.npz: ")
+        assert ("unreadable npz" in str(e.value)) if cut != "empty" else "empty (0 bytes)" in str(e.value)
+    arrays = _camera_arrays(tmp_path)
+
+    def members(**changed) -> dict[str, bytes]:
+        out = {}
+        for k, v in {**arrays, **changed}.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(v), allow_pickle=True)
+            out[k] = buf.getvalue()
+        return out
+
+    # a header that claims a billion frames over a few bytes of data: refused from the header alone
+    huge = _zip(tmp_path / "huge.npz", {**members(), "K": _npy_member((10 ** 9, 3, 3), "<f8", b"\0" * 72)})
+    with pytest.raises(CameraFileError, match=r"K has shape \(1000000000, 3, 3\): 1000000000 along T, more than the "
+                                              f"{MAX_CAMERA_FRAMES}"):
+        read_camera_file(huge)
+    # a claim within the cap whose data is missing: the bytes are counted, not trusted
+    short = _zip(tmp_path / "short.npz", {**members(), "c2w": _npy_member((T, 4, 4), "<f8", b"\0" * 64)})
+    with pytest.raises(CameraFileError, match=f"unreadable npz \\(c2w: 64 of {T * 16 * 8} data bytes\\)"):
+        read_camera_file(short)
+    cases = {
+        "object": (dict(K=np.array([None] * (T * 9), object).reshape(T, 3, 3)), "K has dtype '|O'; expected float"),
+        "integer flags": (dict(registered=np.ones(T, np.int64)), "registered has dtype '<i8'; expected boolean"),
+        "text poses": (dict(c2w=np.full((T, 4, 4), "1")), "c2w has dtype '<U1'; expected float"),
+        "frame counts": (dict(c2w=arrays["c2w"][:-1]), f"c2w has shape ({T - 1}, 4, 4), expected ({T}, 4, 4)"),
+        "long label": (dict(source=np.array("x" * (MAX_SOURCE_CHARS + 1))), f"at most {MAX_SOURCE_CHARS} characters"),
+        "numeric format": (dict(format=np.array(7)), "format has dtype '<i8'"),
+    }
+    for case, (changed, message) in cases.items():
+        path = _zip(tmp_path / f"{case}.npz", members(**changed))
+        with pytest.raises(CameraFileError) as e:
+            read_camera_file(path)
+        assert str(e.value).startswith(f"{path}: ") and message in str(e.value), (case, str(e.value))
+    assert read_camera_file(_zip(tmp_path / "rezipped.npz", members())).num_frames == T  # the same arrays read
 
 
 def test_backend_reads_the_camera_file_at_the_fitting_size(tmp_path):

@@ -12,7 +12,10 @@ expensive step:
 * ``read_npz``: each member's size in the zip directory, then its ``.npy`` header (format version,
   dtype, shape), is compared with what the caller expects before its data is read; only plain
   numeric dtypes are accepted (no strings, objects, structured or sub-array dtypes) and only exactly
-  the expected number of bytes is inflated.
+  the expected number of bytes is inflated. An ``ArraySpec`` widens that for a caller that needs it:
+  lengths named instead of fixed (read from the file, the same for every array that names them,
+  each capped by ``max_lengths``) and other dtype kinds (booleans, bounded text), as the camera
+  file's flags and labels; still never objects, structured or sub-array dtypes.
 
 Standard library and numpy only (it runs inside Blender); ``bundle.py`` turns ``Refused`` into a
 ``BundleError`` naming the file.
@@ -24,6 +27,7 @@ import json
 import math
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +40,25 @@ MAX_ARRAY_BYTES = 8 * 1024 ** 3  # one array of a bundle: 200 frames x 2.5 M Gau
 MAX_NPY_HEADER_BYTES = 10_000  # numpy's own default limit for a .npy header
 NUMERIC_KINDS = "fiu"  # float, signed and unsigned integer
 MAX_ITEMSIZE = 8  # float64 / int64
+BOOL_KIND = "b"
+TEXT_KIND = "U"  # numpy's fixed-width unicode (4 bytes a character)
+_KIND_NAMES = {"f": "float", "i": "integer", "u": "unsigned integer", "b": "boolean", "U": "text"}
 
 
 class Refused(ValueError):
     """The file is not read: it is malformed, or bigger than the readers allow."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What one npz member must be. ``shape``: an int is a fixed length, a name (``"T"``) a length
+    read from the file, equal for every array of one read that names it and at most that read's
+    ``max_lengths[name]``. ``kinds``: the dtype kinds accepted (numpy's ``dtype.kind`` letters),
+    each item at most ``max_itemsize`` bytes (text: 4 bytes a character)."""
+
+    shape: tuple[int | str, ...]
+    kinds: str = NUMERIC_KINDS
+    max_itemsize: int = MAX_ITEMSIZE
 
 
 # what zipfile and numpy raise for truncated, garbled or encrypted archives, unknown compression
@@ -134,50 +153,82 @@ def _read_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise Refused(f"npy format version {version} is not supported")
 
 
-def _check_dtype(name: str, dtype: np.dtype) -> None:
+def _check_dtype(name: str, dtype: np.dtype, kinds: str = NUMERIC_KINDS, max_itemsize: int = MAX_ITEMSIZE) -> None:
     if (dtype.fields is not None or dtype.subdtype is not None or dtype.hasobject
-            or dtype.kind not in NUMERIC_KINDS or dtype.itemsize > MAX_ITEMSIZE):
-        raise Refused(f"{name} has dtype {dtype.str!r}; expected plain numbers (float or integer)")
+            or dtype.kind not in kinds or dtype.itemsize > max_itemsize):
+        if kinds == NUMERIC_KINDS:
+            wanted = "plain numbers (float or integer)"
+        else:
+            wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds) + " values"
+            if TEXT_KIND in kinds:
+                wanted += f" (text of at most {max_itemsize // 4} characters)"
+        raise Refused(f"{name} has dtype {dtype.str!r}; expected {wanted}")
 
 
-def read_npz(path: str | os.PathLike, expected: dict[str, tuple[int, ...]],
-             max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
-    """The arrays ``expected`` names from an npz, each of exactly the expected shape.
+def _bound(shape: tuple[int | str, ...], lengths: dict[str, int]) -> tuple[int, ...]:
+    """``shape`` with each named length replaced by its value (learnt or its cap)."""
+    return tuple(d if isinstance(d, int) else lengths[d] for d in shape)
+
+
+def read_npz(path: str | os.PathLike, expected: dict[str, tuple[int, ...] | ArraySpec],
+             max_bytes: int = MAX_ARRAY_BYTES, *, max_lengths: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``expected`` names from an npz, each of the expected shape (a tuple: exactly that
+    shape, plain numbers; an ``ArraySpec``: named lengths and other dtype kinds, see there).
 
     Sizes, dtypes and shapes are checked from the zip directory and each member's ``.npy`` header
     before its data is inflated. Raises Refused naming the array (``"<name> has shape ..."`` for a
     shape mismatch), or with ``missing arrays [...]``; OSError for a file that cannot be read.
     """
-    for name, shape in expected.items():
-        check_array_size(name, shape, max_bytes)
+    specs = {n: s if isinstance(s, ArraySpec) else ArraySpec(tuple(s)) for n, s in expected.items()}
+    caps = dict(max_lengths or {})
+    for name, spec in specs.items():
+        unbounded = [d for d in spec.shape if isinstance(d, str) and d not in caps]
+        if unbounded:
+            raise ValueError(f"{name}: no max_lengths entry for the named length {unbounded[0]!r}")
+        check_array_size(name, _bound(spec.shape, caps), max_bytes)
     try:
         zf = zipfile.ZipFile(path)
     except _UNREADABLE as e:
         raise Refused(f"unreadable npz ({e})") from None
-    out = {}
+    out, lengths = {}, {}
     with zf:
         members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
-        missing = [k for k in expected if k not in members]
+        missing = [k for k in specs if k not in members]
         if missing:
             raise Refused(f"missing arrays {missing}")
-        for name, shape in expected.items():
-            out[name] = _read_member(zf, members[name], name, shape, max_bytes)
+        for name, spec in specs.items():
+            out[name] = _read_member(zf, members[name], name, spec, lengths, caps, max_bytes)
     return out
 
 
-def _read_member(zf: zipfile.ZipFile, member: str, name: str, shape: tuple[int, ...],
-                 max_bytes: int) -> np.ndarray:
-    count = math.prod(shape)
+def _match_shape(name: str, got: tuple[int, ...], spec: ArraySpec, lengths: dict[str, int],
+                 caps: dict[str, int]) -> None:
+    """Check a header's shape against ``spec``, learning named lengths into ``lengths``."""
+    want = tuple(d if isinstance(d, int) else lengths.get(d, d) for d in spec.shape)
+    shown = "(" + ", ".join(str(d) for d in want) + ("," if len(want) == 1 else "") + ")"
+    if len(got) != len(want) or any(isinstance(w, int) and g != w for g, w in zip(got, want)):
+        raise Refused(f"{name} has shape {got}, expected {shown}")
+    for g, d in zip(got, spec.shape):
+        if isinstance(d, str) and g > caps[d]:
+            raise Refused(f"{name} has shape {got}: {g} along {d}, more than the {caps[d]} it may have")
+        if isinstance(d, str):
+            lengths[d] = g
+
+
+def _read_member(zf: zipfile.ZipFile, member: str, name: str, spec: ArraySpec, lengths: dict[str, int],
+                 caps: dict[str, int], max_bytes: int) -> np.ndarray:
+    shape = _bound(spec.shape, {**caps, **lengths})
     info = zf.getinfo(member)
-    if info.file_size > MAX_NPY_HEADER_BYTES + 16 + count * MAX_ITEMSIZE:
+    if info.file_size > MAX_NPY_HEADER_BYTES + 16 + math.prod(shape) * spec.max_itemsize:
         raise Refused(f"{name} inflates to {info.file_size} bytes, more than an array of shape {shape} needs")
     try:
         with zf.open(info) as fh:
             got, fortran, dtype = _read_header(fh)
-            _check_dtype(name, dtype)
-            if tuple(got) != tuple(shape):
-                raise Refused(f"{name} has shape {tuple(got)}, expected {tuple(shape)}")
-            nbytes = count * dtype.itemsize
+            _check_dtype(name, dtype, spec.kinds, spec.max_itemsize)
+            got = tuple(got)
+            _match_shape(name, got, spec, lengths, caps)
+            shape = got
+            nbytes = math.prod(shape) * dtype.itemsize
             if nbytes > max_bytes:
                 raise Refused(f"{name} holds {nbytes / 1024 ** 3:.1f} GiB of {dtype.name}, more than the "
                               f"{max_bytes / 1024 ** 3:g} GiB a bundle array may have")

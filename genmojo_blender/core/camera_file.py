@@ -18,6 +18,10 @@ standard library only, so writer and reader cannot drift apart. Format (``docs/b
 ``point_depth``       (T,) float64     median camera distance of those points (NaN where unknown)
 ``source``            str              what it came from, e.g. ``blender camera solve of clip.mov``
 ====================  ===============  ======================================================================
+
+It is read like the bundle, through ``bounded_io.read_npz``: every array's size, dtype and shape are
+checked from the zip directory and its ``.npy`` header before anything is inflated (at most
+``MAX_CAMERA_FRAMES`` frames, floats where floats are due, booleans for ``registered``, bounded text).
 """
 
 from __future__ import annotations
@@ -29,9 +33,27 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bounded_io
+from .bundle import MAX_FRAMES
+
 CAMERA_FILE_FORMAT = "genmojo-camera"
 CAMERA_FILE_VERSION = 1
-_ARRAYS = ("K", "c2w", "registered", "error_px", "points", "point_depth")
+MAX_CAMERA_FRAMES = MAX_FRAMES  # as many cameras as a bundle may have frames
+MAX_SOURCE_CHARS = 4096  # the ``source`` label
+MAX_FORMAT_CHARS = 64
+# What the reader accepts, checked before any array is inflated (core/bounded_io.py); T is the frame count.
+_FLOAT = "f"
+_INTEGER = "iu"
+_FORMAT_SPEC = bounded_io.ArraySpec((), bounded_io.TEXT_KIND, 4 * MAX_FORMAT_CHARS)
+_INT_SPEC = bounded_io.ArraySpec((), _INTEGER)
+_LAYOUT = {
+    "width": _INT_SPEC, "height": _INT_SPEC,
+    "K": bounded_io.ArraySpec(("T", 3, 3), _FLOAT), "c2w": bounded_io.ArraySpec(("T", 4, 4), _FLOAT),
+    "registered": bounded_io.ArraySpec(("T",), bounded_io.BOOL_KIND, 1),
+    "error_px": bounded_io.ArraySpec(("T",), _FLOAT), "points": bounded_io.ArraySpec(("T",), _INTEGER),
+    "point_depth": bounded_io.ArraySpec(("T",), _FLOAT),
+    "source": bounded_io.ArraySpec((), bounded_io.TEXT_KIND, 4 * MAX_SOURCE_CHARS),
+}
 
 
 class CameraFileError(ValueError):
@@ -84,6 +106,8 @@ def check_camera_file(cam: CameraFile, where: str = "camera file") -> CameraFile
         fail(f"image size {cam.width}x{cam.height} must be positive")
     if not cam.registered.any():
         fail("no frame is registered (the solve placed no camera)")
+    if len(cam.source) > MAX_SOURCE_CHARS:
+        fail(f"the source label has {len(cam.source)} characters, more than {MAX_SOURCE_CHARS}")
     bad = np.isfinite(cam.error_px) & (cam.error_px < 0)
     if bad.any() or (cam.points < 0).any():
         fail("error_px and points must not be negative")
@@ -110,29 +134,48 @@ def write_camera_file(path: str | os.PathLike, cam: CameraFile) -> Path:
     return path
 
 
+def _read(path: Path, expected: dict[str, bounded_io.ArraySpec]) -> dict[str, np.ndarray]:
+    try:
+        return bounded_io.read_npz(path, expected, max_lengths={"T": MAX_CAMERA_FRAMES})
+    except bounded_io.Refused as e:
+        raise CameraFileError(f"{path}: {e}") from None
+    except OSError as e:
+        raise CameraFileError(f"{path}: cannot be read ({e})") from None
+
+
 def read_camera_file(path: str | os.PathLike) -> CameraFile:
-    """Read and check a camera file; CameraFileError naming the file and the problem."""
+    """Read and check a camera file; CameraFileError naming the file and the problem.
+
+    It goes through ``bounded_io.read_npz`` like the bundle: each array's size, dtype and shape are
+    checked from the zip directory and its ``.npy`` header before anything is inflated, so a truncated
+    file, one whose header claims more than ``MAX_CAMERA_FRAMES`` frames, or one holding Python objects
+    is refused without reading its data.
+    """
     path = Path(path)
     if not path.is_file():
         raise CameraFileError(f"{path}: camera file not found")
+    if path.stat().st_size == 0:
+        raise CameraFileError(f"{path}: the file is empty (0 bytes)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if "format" not in keys or str(z["format"]) != CAMERA_FILE_FORMAT:
-                raise CameraFileError(f"{path}: not a {CAMERA_FILE_FORMAT} file (a MegaSAM npz goes to --cam_path)")
-            version = int(z["version"]) if "version" in keys else -1
-            if version != CAMERA_FILE_VERSION:
-                raise CameraFileError(f"{path}: camera file version {version} is not supported "
-                                      f"(expects {CAMERA_FILE_VERSION})")
-            missing = [k for k in (*_ARRAYS, "width", "height", "source") if k not in keys]
-            if missing:
-                raise CameraFileError(f"{path}: missing {', '.join(missing)}")
-            cam = CameraFile(K=z["K"].astype(np.float64), c2w=z["c2w"].astype(np.float64),
-                             width=int(z["width"]), height=int(z["height"]), registered=z["registered"],
-                             error_px=z["error_px"].astype(np.float64), points=z["points"].astype(np.int64),
-                             point_depth=z["point_depth"].astype(np.float64), source=str(z["source"]))
-    except CameraFileError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CameraFileError(f"{path}: not a readable npz ({e})") from e
+        fmt = _read(path, {"format": _FORMAT_SPEC})["format"]
+    except CameraFileError as e:
+        if "missing arrays" not in str(e):
+            raise
+        fmt = None
+    if fmt is None or str(fmt) != CAMERA_FILE_FORMAT:
+        raise CameraFileError(f"{path}: not a {CAMERA_FILE_FORMAT} file (a MegaSAM npz goes to --cam_path)")
+    try:
+        version = int(_read(path, {"version": _INT_SPEC})["version"])
+    except CameraFileError as e:
+        if "missing arrays" not in str(e):
+            raise
+        version = -1
+    if version != CAMERA_FILE_VERSION:
+        raise CameraFileError(f"{path}: camera file version {version} is not supported "
+                              f"(expects {CAMERA_FILE_VERSION})")
+    z = _read(path, _LAYOUT)
+    cam = CameraFile(K=z["K"].astype(np.float64), c2w=z["c2w"].astype(np.float64),
+                     width=int(z["width"]), height=int(z["height"]), registered=z["registered"],
+                     error_px=z["error_px"].astype(np.float64), points=z["points"].astype(np.int64),
+                     point_depth=z["point_depth"].astype(np.float64), source=str(z["source"]))
     return check_camera_file(cam, str(path))
