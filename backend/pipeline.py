@@ -202,7 +202,6 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         raise InputError(f"--iters {req.iterations}: must be at least 1",
                          "leave --iters out to use the preset's number of steps")
     if cfg.method not in METHODS:
-
         raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
         raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
