@@ -286,7 +286,8 @@ def test_render_setup_floor_and_real_height_after_the_import(tmp_path):
     """)
     assert got["engine"] == "CYCLES" and got["catcher"]
     assert abs(got["height"] - 1.8) < 1e-3
-    assert abs(got["floor"][0]) < 0.05 * 1.8 and abs(got["ground_z"]) < 0.05 * 1.8  # the floor, and its catcher, at Z = 0
+    # the floor, and the shadow catcher laid on it, at Z = 0
+    assert abs(got["floor"][0]) < 0.05 * 1.8 and abs(got["ground_z"]) < 0.05 * 1.8
 
 
 def test_bad_render_flags_are_refused(tmp_path):

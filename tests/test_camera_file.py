@@ -297,3 +297,16 @@ def test_export_camera_solve_reads_the_tracking_data(tmp_path):
     np.testing.assert_allclose(back.K[0], cm.tracking_intrinsics(410.0, (166.0, 84.0), W, H))
     with pytest.raises(SolveExportError, match="has no camera solve"):
         export_camera_solve(_fake_clip(skip=tuple(range(T))), tmp_path / "none.npz")
+
+
+def test_bounded_reader_needs_a_cap_for_every_named_length(tmp_path):
+    from genmojo_blender.core import bounded_io
+
+    path = write_camera_file(tmp_path / "cam.npz", _camera_file())
+    with pytest.raises(ValueError, match="no max_lengths entry for the named length 'T'"):
+        bounded_io.read_npz(path, {"K": bounded_io.ArraySpec(("T", 3, 3), "f")})
+    got = bounded_io.read_npz(path, {"K": bounded_io.ArraySpec(("T", 3, 3), "f"), "c2w": (T, 4, 4)},
+                              max_lengths={"T": T})
+    assert got["K"].shape == (T, 3, 3) and got["c2w"].dtype == np.float64
+    with pytest.raises(bounded_io.Refused, match=f"{T} along T, more than the {T - 1}"):
+        bounded_io.read_npz(path, {"K": bounded_io.ArraySpec(("T", 3, 3), "f")}, max_lengths={"T": T - 1})
