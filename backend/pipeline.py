@@ -46,19 +46,18 @@ from .model.background import BackgroundGaussians, fill_depth, lift_background
 from .model.camera import Cameras, static_cameras
 from .model.crops import crop_box, crop_object
 from .model.gaussians import CanonicalGaussians
-from .model.object_camera import REFERENCE_CAMERAS
 from .model.tracks import ObjectTrack, track_objects
 from .optim.rng import draw_seed, seeded_global
 from .optim.background import BackgroundTargets, background_masks, fit_background
 from .optim.skeleton import FitTargets, build_scene, fit_scene, make_fit_state
 from .optim.stage1 import ObjectCrop, fit_object
-from .optim.stage2 import SCALE_INITS, ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
+from .optim.stage2 import ClipTargets, build_method_scene, fit_stage2, make_stage2_state, object_reference
 from .previews import input_view, rotating_view, trajectories, trajectory_video
 from .priors import camera_solve
 from .priors import depth as depth_prior
 from .priors.flow import cached_flow
-from .priors.zero123 import (Conditioning, Zero123Guidance, check_compile_mode, check_vae_attention, frame_crops,
-                             load_zero123, persistent_compile_cache, resolve_model)
+from .priors.zero123 import (Conditioning, Zero123Guidance, frame_crops, load_zero123, persistent_compile_cache,
+                             resolve_model)
 from .progress import Reporter
 from .progress_plan import work_plan
 
@@ -201,18 +200,6 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
                                        or req.iterations < 1):
         raise InputError(f"--iters {req.iterations}: must be at least 1",
                          "leave --iters out to use the preset's number of steps")
-    if cfg.method not in METHODS:
-        raise InputError(f"method {cfg.method!r} is unknown", f"use one of {', '.join(METHODS)}")
-    if cfg.stage1.reference_camera not in REFERENCE_CAMERAS:
-        raise InputError(f"stage1.reference_camera {cfg.stage1.reference_camera!r} is unknown",
-                         f"use one of {', '.join(REFERENCE_CAMERAS)}")
-    if cfg.stage2.scale_init not in SCALE_INITS:
-        raise InputError(f"stage2.scale_init {cfg.stage2.scale_init!r} is unknown", f"use one of {', '.join(SCALE_INITS)}")
-    if not cfg.stage2.lr_scale >= 0:
-        raise InputError(f"stage2.lr_scale {cfg.stage2.lr_scale!r}: must be 0 (the spec's fixed scale) or positive",
-                         "--set stage2.lr_scale=0 keeps each frame's scale where it starts")
-    check_compile_mode(cfg.sds.compile)
-    check_vae_attention(cfg.sds.vae_attention)
     if req.holdout < 0 or req.holdout == 1:
         raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
                          "--holdout 4 withholds every 4th frame")
@@ -220,14 +207,10 @@ def prepare(req: RunRequest, cfg: Config) -> Prepared:
         raise InputError(f"--bg_path {req.bg_path}: background mode needs MegaSAM's cameras and depths (--cam_path)",
                          "the background is lifted with MegaSAM's metric depth and fitted through its cameras: "
                          "pass the clip's MegaSAM npz with --cam_path, or run without --bg_path")
-    focal = cfg.camera.focal_px
-    if focal is not None:
-        if req.cam_path is not None:
-            raise InputError(f"--focal_px {focal:g} and --cam_path both give the camera's focal length",
-                             "MegaSAM's file has its own intrinsics: drop --focal_px")
-        if isinstance(focal, bool) or not isinstance(focal, (int, float)) or not math.isfinite(focal) or focal <= 0:
-            raise InputError(f"--focal_px {focal!r}: the focal length must be a positive number of pixels",
-                             "give the focal length in pixels of the original frames, e.g. --focal_px 1400")
+    focal = cfg.camera.focal_px  # positive and finite when given (validate)
+    if focal is not None and req.cam_path is not None:
+        raise InputError(f"--focal_px {focal:g} and --cam_path both give the camera's focal length",
+                         "MegaSAM's file has its own intrinsics: drop --focal_px")
     mode = camera_mode(req, cfg)
     device = resolve_device(req.device)
     if cfg.method == "genmojo":
