@@ -61,14 +61,23 @@ def rig_of(collection: bpy.types.Collection) -> ResultRig:
     return ResultRig(collection, roots[0], cams[0], objects, bg)
 
 
+def rig_of_object(scene: bpy.types.Scene, ob: bpy.types.Object) -> ResultRig | None:
+    """The result ``ob`` belongs to, if that result is imported into ``scene``; else None."""
+    root = ob.get(importer.BUNDLE_PROP)
+    if root:
+        for coll in importer.scene_imports(scene):
+            if coll.get(importer.BUNDLE_PROP) == root:
+                return rig_of(coll)
+    return None
+
+
 def target_rig(context) -> ResultRig:
     """The result the active object belongs to, else the only result imported into the scene."""
-    imports = importer.scene_imports(context.scene)
     ob = getattr(context, "active_object", None)
-    if ob is not None and ob.get(importer.BUNDLE_PROP):
-        for coll in imports:
-            if coll.get(importer.BUNDLE_PROP) == ob.get(importer.BUNDLE_PROP):
-                return rig_of(coll)
+    rig = rig_of_object(context.scene, ob) if ob is not None else None
+    if rig is not None:
+        return rig
+    imports = importer.scene_imports(context.scene)
     if not imports:
         raise RigError("there is no imported GenMOJO result in this scene: import one first")
     if len(imports) > 1:

@@ -100,12 +100,11 @@ class GENMOJO_OT_set_scale(Operator):
             self.report({"ERROR"}, f"Pick an object of an imported result (got {self.object_name or 'none'})")
             return {"CANCELLED"}
         try:
-            coll = next(c for c in importer.scene_imports(context.scene)
-                        if c.get(importer.BUNDLE_PROP) == ob.get(importer.BUNDLE_PROP))
-            msg = floor_scale.set_real_height(floor_scale.rig_of(coll), ob, self.height)
-        except StopIteration:
-            self.report({"ERROR"}, f"{ob.name}'s result is not in this scene")
-            return {"CANCELLED"}
+            rig = floor_scale.rig_of_object(context.scene, ob)
+            if rig is None:
+                self.report({"ERROR"}, f"{ob.name}'s result is not in this scene")
+                return {"CANCELLED"}
+            msg = floor_scale.set_real_height(rig, ob, self.height)
         except (floor_scale.RigError, FloorError) as e:
             self.report({"ERROR"}, f"Set Real Scale failed: {e}")
             return {"CANCELLED"}
