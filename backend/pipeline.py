@@ -546,7 +546,7 @@ def run(req: RunRequest, cfg: Config, reporter: Reporter,
     reporter.log(f"{clip.num_frames} frames {clip.width}x{clip.height} (fit at {clip.work_size[0]}x"
                  f"{clip.work_size[1]}), {clip.num_objects} objects, device {prep.device}, method {cfg.method}"
                  + (f", {len(held)} frames withheld" if held else ""))
-    reporter.end("validate", work=_work_plan(req, cfg, prep))
+    reporter.end("validate", work=_work_plan(cfg, prep))
 
     reporter.begin("init")
     torch.manual_seed(cfg.seed)
@@ -636,13 +636,11 @@ def _stop_point(should_stop: Callable[[], bool], before: str, target: Path, ckpt
         raise Cancelled(f"stopped before {before}; {kept}", _after_fit_hint(ckpt_folder))
 
 
-def _work_plan(req: RunRequest, cfg: Config, prep: Prepared) -> dict[str, float]:
+def _work_plan(cfg: Config, prep: Prepared) -> dict[str, float]:
     """Expected seconds per stage for Blender's progress bar (``progress_plan.py``)."""
-    T = prep.clip.num_frames
-    fit = cfg.fit if cfg.method == "skeleton" else cfg.stage2
-    return work_plan(cfg, num_frames=T, num_objects=prep.clip.num_objects, work_size=prep.clip.work_size,
-                     train_frames=len(prep.train), guidance=prep.guidance_folder is not None,
-                     stage2_iterations=req.iterations if req.iterations is not None else fit.iterations(T))
+    return work_plan(cfg, num_frames=prep.clip.num_frames, num_objects=prep.clip.num_objects,
+                     work_size=prep.clip.work_size, train_frames=len(prep.train),
+                     guidance=prep.guidance_folder is not None, stage2_iterations=prep.iterations)
 
 
 def make_previews(frames: list[fmt.ObjectFrames], cameras: Cameras, plate: np.ndarray, cfg: Config,
