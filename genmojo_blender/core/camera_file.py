@@ -26,8 +26,8 @@ checked from the zip directory and its ``.npy`` header before anything is inflat
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from . import bounded_io
 from .bundle import MAX_FRAMES
+from .export_files import write_atomic
 
 CAMERA_FILE_FORMAT = "genmojo-camera"
 CAMERA_FILE_VERSION = 1
@@ -118,19 +119,13 @@ def write_camera_file(path: str | os.PathLike, cam: CameraFile) -> Path:
     """Write ``cam`` to ``path`` atomically (a temporary file renamed into place); returns the path."""
     check_camera_file(cam)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, format=CAMERA_FILE_FORMAT, version=CAMERA_FILE_VERSION, width=cam.width,
-                     height=cam.height, K=cam.K.astype(np.float64), c2w=cam.c2w.astype(np.float64),
-                     registered=cam.registered.astype(bool), error_px=cam.error_px.astype(np.float64),
-                     points=cam.points.astype(np.int64), point_depth=cam.point_depth.astype(np.float64),
-                     source=cam.source)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    np.savez(buf, format=CAMERA_FILE_FORMAT, version=CAMERA_FILE_VERSION, width=cam.width,
+             height=cam.height, K=cam.K.astype(np.float64), c2w=cam.c2w.astype(np.float64),
+             registered=cam.registered.astype(bool), error_px=cam.error_px.astype(np.float64),
+             points=cam.points.astype(np.int64), point_depth=cam.point_depth.astype(np.float64),
+             source=cam.source)
+    write_atomic(path, buf.getvalue())
     return path
 
 
