@@ -845,6 +845,33 @@ class ProbeResult:
     torch_found: bool = False
 
 
+def run_probe(python: str, code: str, args: tuple[str, ...] = (), *, backend_path: str = "", timeout_s: float,
+              about: str = "", failed: str = "failed to run") -> tuple[dict | None, str]:
+    """Run ``code`` in ``python`` (``python -c code *args``) with the environment a run would get, and
+    return the last JSON object it printed, or None and why not: ``about`` completes "did not answer"
+    (e.g. " whether it has CUDA"), ``failed`` says what a non-zero exit or no JSON line means."""
+    import json
+
+    try:
+        cp = subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
+                            env=build_env(backend_path), timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"{python} did not answer{about} within {timeout_s:.0f} s"
+    except OSError as e:
+        return None, f"Could not run {python}: {e}"
+    lines = [ln for ln in cp.stdout.splitlines() if ln.startswith("{")]
+    if cp.returncode != 0 or not lines:
+        err = (cp.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{python} {failed} ({err})"
+    try:
+        info = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        info = None
+    if not isinstance(info, dict):
+        return None, f"{python} gave an unreadable answer: {lines[-1][:80]!r}"
+    return info, ""
+
+
 def probe_backend(python: str, backend_path: str = "", module: str | None = None,
                   timeout_s: float = 30.0) -> ProbeResult:
     """Check that ``python`` runs and can find the backend module (and torch) on its path.
@@ -852,24 +879,13 @@ def probe_backend(python: str, backend_path: str = "", module: str | None = None
     Runs a tiny script in the backend interpreter with the same environment a run would get; it only
     locates modules, so it takes well under a second even for a CUDA environment.
     """
-    import json
-
     problem = check_python(python)
     if problem:
         return ProbeResult(False, problem)
     module = module or backend_module()
-    try:
-        cp = subprocess.run([python, "-c", _PROBE_CODE, module], capture_output=True, text=True,
-                            env=build_env(backend_path), timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return ProbeResult(False, f"{python} did not answer within {timeout_s:.0f} s")
-    except OSError as e:
-        return ProbeResult(False, f"Could not run {python}: {e}")
-    lines = [ln for ln in cp.stdout.splitlines() if ln.startswith("{")]
-    if cp.returncode != 0 or not lines:
-        err = (cp.stderr.strip().splitlines() or ["no output"])[-1]
-        return ProbeResult(False, f"{python} failed to run ({err})")
-    info = json.loads(lines[-1])
+    info, problem = run_probe(python, _PROBE_CODE, (module,), backend_path=backend_path, timeout_s=timeout_s)
+    if info is None:
+        return ProbeResult(False, problem)
     version, where, torch = info.get("python", ""), info.get("module"), info.get("torch")
     if not where:
         hint = " or set the Backend Source Folder" if not backend_path else ""

@@ -10,11 +10,9 @@ Blender session per interpreter and source folder. An explicit preset is never c
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass
 
-from .backend_process import build_env, check_python
+from .backend_process import check_python, run_probe
 
 AUTO_PRESET = "auto"
 GPU_PRESET = "lite"  # with CUDA
@@ -54,21 +52,10 @@ def probe_cuda(python: str, backend_path: str = "", *, timeout_s: float = PROBE_
     problem = check_python(python)
     if problem:
         return CudaProbe(None, problem)
-    try:
-        cp = subprocess.run([python, "-c", _PROBE_CODE], capture_output=True, text=True, timeout=timeout_s,
-                            env=build_env(backend_path), stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return CudaProbe(None, f"{python} did not answer whether it has CUDA within {timeout_s:.0f} s")
-    except OSError as e:
-        return CudaProbe(None, f"Could not run {python}: {e}")
-    lines = [ln for ln in cp.stdout.splitlines() if ln.startswith("{")]
-    if cp.returncode != 0 or not lines:
-        err = (cp.stderr.strip().splitlines() or ["no output"])[-1]
-        return CudaProbe(None, f"{python} could not import PyTorch ({err})")
-    try:
-        info = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return CudaProbe(None, f"{python} gave an unreadable answer: {lines[-1][:80]!r}")
+    info, problem = run_probe(python, _PROBE_CODE, backend_path=backend_path, timeout_s=timeout_s,
+                              about=" whether it has CUDA", failed="could not import PyTorch")
+    if info is None:
+        return CudaProbe(None, problem)
     cuda = bool(info.get("cuda"))
     devices = tuple(str(d) for d in info.get("devices") or [])
     version = str(info.get("torch", ""))
