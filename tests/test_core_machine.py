@@ -39,3 +39,11 @@ def test_explicit_presets_and_devices_win_and_a_failed_probe_says_why(tmp_path):
     chosen, why = machine.resolve_preset("auto", "auto", sys.executable, str(tmp_path / "broken"))
     assert chosen == "cpu-tiny" and "could not tell whether it has CUDA" in why and "no torch here" in why
     assert machine.cached_cuda(sys.executable, str(tmp_path / "broken")) is None  # not cached: tried again
+
+
+def test_a_torch_in_the_working_folder_does_not_answer_the_probe(tmp_path, monkeypatch):
+    path = _fake_torch(tmp_path / "backend", False)
+    _fake_torch(tmp_path / "cwd", True)  # Blender's working folder: not the backend's path
+    monkeypatch.chdir(tmp_path / "cwd")
+    probe = machine.probe_cuda(sys.executable, path, refresh=True)
+    assert probe.cuda is False and "without CUDA" in probe.message

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .backend_process import check_python, run_probe
+from .backend_process import DROP_WORKDIR, check_python, run_probe
 
 AUTO_PRESET = "auto"
 GPU_PRESET = "lite"  # with CUDA
@@ -20,7 +20,8 @@ CPU_PRESET = "cpu-tiny"  # without: the only preset that ends in minutes on a CP
 # Importing torch with CUDA initialisation takes seconds, longer on a cold disk or a network home.
 PROBE_TIMEOUT_S = 120.0
 
-_PROBE_CODE = """
+# the working folder is dropped from sys.path first, as for every run (a torch.py there must not answer)
+_PROBE_CODE = DROP_WORKDIR + """
 import json
 import torch
 ok = bool(torch.cuda.is_available())
