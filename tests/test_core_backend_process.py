@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import stat
 import sys
@@ -699,3 +700,11 @@ def test_a_cancel_that_leaves_the_old_result_is_reported_cancelled(tmp_path, fak
     run.process.cancel()
     _pump_until_done(run)
     assert run.outcome.status == "cancelled"
+
+
+def test_the_logged_command_is_the_one_a_person_would_type():
+    req = bp.RunRequest(data_dir="/my clips/a", mask_dir="/m", out_dir="/o", save_name="s", preset="lite")
+    argv = bp.build_argv("/py", req)
+    shown = bp.display_command(argv)
+    assert shown.startswith("/py -m backend --data_dir '/my clips/a' --mask_dir /m")
+    assert bp.BOOTSTRAP not in shown and shlex.split(shown)[3:] == bp.backend_arguments(argv)

@@ -25,6 +25,7 @@ import collections
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -342,6 +343,12 @@ def build_argv(python: str, req: RunRequest, module: str | None = None) -> list[
 def backend_arguments(argv: list[str]) -> list[str]:
     """The backend's own arguments in a command line from ``build_argv`` (what its argparse sees)."""
     return argv[4:]
+
+
+def display_command(argv: list[str]) -> str:
+    """A command line from ``build_argv`` as a person would type it, ``<python> -m backend ...`` quoted
+    for a POSIX shell (the bootstrap that keeps the working folder off the import path is left out)."""
+    return shlex.join([argv[0], "-m", argv[3], *backend_arguments(argv)])
 
 
 def _absolute(path: str) -> str:

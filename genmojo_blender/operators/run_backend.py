@@ -110,7 +110,7 @@ class GENMOJO_OT_run_backend(Operator):
         run = self._start(context)
         if run is None:
             return {"CANCELLED"}
-        print(f"{_LOG_PREFIX} started: {' '.join(run.process.argv)}", flush=True)
+        print(f"{_LOG_PREFIX} started: {bp.display_command(run.process.argv)}", flush=True)
         if session.run_state(context).preset_note:
             print(f"{_LOG_PREFIX} {session.run_state(context).preset_note}", flush=True)
         last = {"line": "", "t": 0.0}
