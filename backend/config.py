@@ -714,24 +714,37 @@ def validate(cfg: Config) -> Config:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            section = f.name
-            defaults = type(value)()
-            items = [(g.name, getattr(value, g.name), getattr(defaults, g.name)) for g in dataclasses.fields(value)]
+            check_section(f.name, value)
         else:
-            section, items = "", [(f.name, value, getattr(top, f.name))]
-        for name, v, default in items:
-            check = field_check(section, name, default)
-            if not check.accepts(v):
-                key = f"{section}.{name}" if section else name
-                given = f"{key} ({check.flag})" if check.flag else key
-                shown = repr(v) if isinstance(v, str) or not _jsonable(v) else json.dumps(list(v) if isinstance(v, tuple) else v)
-                problem = " is unknown" if check.choices and isinstance(v, str) else f": must be {check.describe()}"
-                fix = f"give {check.flag}" if check.flag else f"use --set {key}=VALUE with VALUE"
-                raise InputError(f"{given} {shown}{problem}",
-                                 f"{fix} {check.describe()} (--print_config lists the values in use)")
+            _check_items("", [(f.name, value, getattr(top, f.name))])
     for message, hint in _cross_checks(cfg):
         raise InputError(message, hint)
     return cfg
+
+
+def check_section(section: str, value: Any) -> None:
+    """InputError naming the first field of ``value``, the config section ``section`` (e.g. a
+    ``CameraSolveConfig`` for "camera_solve"), that holds a value FIELD_CHECKS does not accept; for
+    callers handed one section rather than a whole ``Config``."""
+    defaults = type(value)()
+    _check_items(section, [(g.name, getattr(value, g.name), getattr(defaults, g.name))
+                           for g in dataclasses.fields(value)])
+
+
+def _check_items(section: str, items: list[tuple[str, Any, Any]]) -> None:
+    """InputError for the first (name, value, default) of ``section`` whose value its check refuses."""
+    from .errors import InputError
+
+    for name, v, default in items:
+        check = field_check(section, name, default)
+        if not check.accepts(v):
+            key = f"{section}.{name}" if section else name
+            given = f"{key} ({check.flag})" if check.flag else key
+            shown = repr(v) if isinstance(v, str) or not _jsonable(v) else json.dumps(list(v) if isinstance(v, tuple) else v)
+            problem = " is unknown" if check.choices and isinstance(v, str) else f": must be {check.describe()}"
+            fix = f"give {check.flag}" if check.flag else f"use --set {key}=VALUE with VALUE"
+            raise InputError(f"{given} {shown}{problem}",
+                             f"{fix} {check.describe()} (--print_config lists the values in use)")
 
 
 def _jsonable(v: Any) -> bool:

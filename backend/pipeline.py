@@ -316,8 +316,7 @@ def camera_mode(req: RunRequest, cfg: Config) -> str:
     if mode == "blender" and cfg.camera.focal_px is not None:
         raise InputError(f"--focal_px {cfg.camera.focal_px:g} and --camera blender both give the focal length",
                          "the camera file has Blender's solved intrinsics: drop --focal_px")
-    if mode == "solve":
-        camera_solve.check_config(cfg.camera_solve)
+    if mode == "solve":  # its settings were checked with the rest of the configuration (validate)
         camera_solve.import_pycolmap()
     return mode
 

@@ -42,7 +42,7 @@ import numpy as np
 from genmojo_blender.core import bundle as fmt
 from genmojo_blender.core.camera import interpolate_rigid
 
-from ..config import CameraSolveConfig
+from ..config import CameraSolveConfig, check_section
 from ..errors import InputError
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL")
@@ -113,20 +113,9 @@ def _frame_list(frames: list[int], limit: int = 12) -> str:
 
 
 def check_config(cfg: CameraSolveConfig) -> None:
-    """Refuse unusable solve settings before any work (InputError naming the setting)."""
-    if cfg.camera_model not in CAMERA_MODELS:
-        raise InputError(f"camera_solve.camera_model {cfg.camera_model!r} is unknown",
-                         f"use one of {', '.join(CAMERA_MODELS)}")
-    if not 0.0 <= cfg.max_unregistered_fraction < 1.0:
-        raise InputError(f"camera_solve.max_unregistered_fraction {cfg.max_unregistered_fraction!r} must be in [0, 1)",
-                         "e.g. --set camera_solve.max_unregistered_fraction=0.25")
-    if cfg.min_registered < 2:
-        raise InputError(f"camera_solve.min_registered {cfg.min_registered} must be at least 2",
-                         "a solve needs two registered frames at the very least")
-    for name in ("mask_grow_px", "max_features", "overlap"):
-        v = getattr(cfg, name)
-        if v < (0 if name == "mask_grow_px" else 1):
-            raise InputError(f"camera_solve.{name} {v} is out of range", f"set camera_solve.{name} to a positive number")
+    """Refuse unusable solve settings before any work (InputError naming the setting): the camera_solve
+    section's FIELD_CHECKS, as ``config.validate`` applies them to a whole run's configuration."""
+    check_section("camera_solve", cfg)
 
 
 def import_pycolmap():
