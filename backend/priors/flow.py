@@ -22,8 +22,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Protocol
 
 import cv2
 import numpy as np
+
+from ..io.npz import UNREADABLE
 
 FLOW_PRESETS = ("ultrafast", "fast", "medium")
 
@@ -206,10 +206,6 @@ def cached_flow(
     return result, False
 
 
-# what np.load raises for an empty, truncated or foreign file, or a damaged member
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
-
-
 def _read_cache_entry(path: Path, pairs: np.ndarray, size: tuple[int, int]) -> tuple[FlowPairs | None, str]:
     """The cached flow at ``path`` if it is complete and matches the request: (flow, "") or (None, what is wrong).
 
@@ -223,7 +219,7 @@ def _read_cache_entry(path: Path, pairs: np.ndarray, size: tuple[int, int]) -> t
             return None, "is not an npz archive"
         with z:
             arrays = {k: z[k] for k in ("pairs", "flow", "valid", "method")}
-    except _UNREADABLE as e:
+    except UNREADABLE as e:  # io/npz.py: what np.load raises for a damaged file
         return None, f"cannot be read ({type(e).__name__}: {e})"
     flow, valid, cached_pairs, method = arrays["flow"], arrays["valid"], arrays["pairs"], arrays["method"]
     if flow.dtype != np.float32 or flow.shape != (P, H, W, 2):
