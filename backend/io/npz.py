@@ -1,7 +1,10 @@
-"""Reading named arrays from an npz file a user points at, every failure an ``InputError`` with a hint."""
+"""Reading named arrays from an npz file a user points at, every failure an ``InputError`` with a hint;
+and writing the backend's own cache entries atomically."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -51,3 +54,18 @@ def read_arrays(path: Path, keys: tuple[str, ...], hint: str, *, not_found: str 
 def _kind_name(dtype: np.dtype) -> str:
     return {"f": "floating-point numbers", "i": "integers", "u": "unsigned integers", "b": "booleans"}.get(
         dtype.kind, dtype.name)
+
+
+def write_npz_atomic(path: Path, prefix: str, **arrays) -> None:
+    """``np.savez`` the ``arrays`` to ``path`` through a temporary file (named ``prefix``...``.npz``) in the
+    same folder, renamed into place: a run killed while writing leaves no partial entry. OSError passes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

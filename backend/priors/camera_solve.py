@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from genmojo_blender.core.camera import interpolate_rigid
 
 from ..config import CameraSolveConfig, check_section
 from ..errors import InputError
+from ..io.npz import write_npz_atomic
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL")
 CACHE_VERSION = 1
@@ -305,15 +305,7 @@ def _read_cached(path: Path, T: int) -> RawSolve:
 
 
 def _write_cached(path: Path, raw: RawSolve) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".solve-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: getattr(raw, k) for k in _RAW_FIELDS}, camera_model=raw.camera_model)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_npz_atomic(path, ".solve-", **{k: getattr(raw, k) for k in _RAW_FIELDS}, camera_model=raw.camera_model)
 
 
 def cached_raw_solve(frames: np.ndarray, allowed: np.ndarray, cfg: CameraSolveConfig, cache_dir: Path | None,

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..io.npz import UNREADABLE
+from ..io.npz import UNREADABLE, write_npz_atomic
 
 FLOW_PRESETS = ("ultrafast", "fast", "medium")
 
@@ -192,15 +190,8 @@ def cached_flow(
         warn(f"warning: ignoring the unreadable flow cache {path}: it {problem}; recomputing it")
     result = estimate_flow(frames, pair_arr, fb_rel=fb_rel, fb_abs=fb_abs, estimator=estimator)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".flow-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, pairs=result.pairs, flow=result.flow, valid=result.valid, method=result.method)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_npz_atomic(path, ".flow-", pairs=result.pairs, flow=result.flow, valid=result.valid,
+                         method=result.method)
     except OSError as e:
         warn(f"warning: could not cache the optical flow in {path.parent} ({e}); the run continues")
     return result, False
