@@ -184,6 +184,12 @@ def test_cache_is_read_back_and_an_unreadable_entry_is_recomputed(clip, solved):
     assert any("unreadable camera-solve cache" in w for w in warnings)
     with np.load(entries[0]) as z:  # rewritten, readable again
         assert z["registered"].all()
+    whole = entries[0].read_bytes()
+    entries[0].write_bytes(whole[:len(whole) // 2])  # cut short, as by a full disk: a damaged zip
+    warnings.clear()
+    raw3, hit3 = cs.cached_raw_solve(frames, allowed, cfg, cache, warn=warnings.append, solver=solver)
+    assert not hit3 and calls == [1, 1] and any("unreadable camera-solve cache" in w for w in warnings)
+    assert entries[0].read_bytes() != whole[:len(whole) // 2]
     # other settings are another entry
     other = dataclasses.replace(cfg, overlap=3)
     assert cs.solve_cache_key(frames, allowed, other, None, "x") != cs.solve_cache_key(frames, allowed, cfg, None, "x")

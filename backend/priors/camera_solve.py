@@ -43,7 +43,7 @@ from genmojo_blender.core.camera import interpolate_rigid
 
 from ..config import CameraSolveConfig, check_section
 from ..errors import InputError
-from ..io.npz import write_npz_atomic
+from ..io.npz import UNREADABLE, write_npz_atomic
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL")
 CACHE_VERSION = 1
@@ -321,7 +321,7 @@ def cached_raw_solve(frames: np.ndarray, allowed: np.ndarray, cfg: CameraSolveCo
         if path.is_file():
             try:
                 return _read_cached(path, T), True
-            except (OSError, ValueError, KeyError) as e:
+            except UNREADABLE as e:  # empty, truncated or damaged: recomputed, as the flow cache's
                 warn(f"warning: ignoring the unreadable camera-solve cache {path} ({e})")
     with tempfile.TemporaryDirectory(prefix="genmojo-colmap-") as tmp:
         raw = solver(frames, allowed, cfg, Path(tmp), focal_px=focal_px)
