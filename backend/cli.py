@@ -16,9 +16,9 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from .config import MAX_FPS, PRESETS, Config, get_preset, parse_assignment, validate, with_overrides
+from .config import PRESETS, Config, get_preset, parse_assignment, validate, with_overrides
 from .errors import Cancelled, GenmojoError, InputError, storage_error
-from .pipeline import CAMERA_MODES, STAGES, RunRequest, run
+from .pipeline import CAMERA_MODES, STAGES, RunRequest, check_run_numbers, run
 from .progress import Reporter, claim_stdout
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -149,20 +149,13 @@ class _Parser(argparse.ArgumentParser):
 def check_flags(args: argparse.Namespace) -> None:
     """InputError for a numeric flag outside its range (NaN and infinity included), before any work.
     Flags that set a config field (--seed, --focal_px, --checkpoint_every) are checked with the config."""
-    def bad(flag: str, value, what: str, hint: str) -> InputError:
-        return InputError(f"{flag} {value}: must be {what}", hint)
-
-    if args.fps is not None and not (math.isfinite(args.fps) and 0 < args.fps <= MAX_FPS):
-        raise bad("--fps", args.fps, f"a frame rate in (0, {MAX_FPS:g}]", "give the image sequence's frame rate, e.g. --fps 24")
-    if args.iters is not None and args.iters < 1:
-        raise bad("--iters", args.iters, "at least 1", "leave --iters out to use the preset's number of steps")
+    check_run_numbers(args.fps, args.iters, args.holdout)  # as prepare checks a library caller's
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise bad("--checkpoint_every", args.checkpoint_every, "0 or more", "give 0 to checkpoint only when stopped")
+        raise InputError(f"--checkpoint_every {args.checkpoint_every}: must be 0 or more",
+                         "give 0 to checkpoint only when stopped")
     if not (math.isfinite(args.progress_every_s) and args.progress_every_s >= 0):
         raise InputError(f"--progress_every_s must be 0 or more, not {args.progress_every_s}",
                          "give 0 to report every step")
-    if args.holdout < 0 or args.holdout == 1:
-        raise bad("--holdout", args.holdout, "0 (none) or at least 2", "--holdout 4 withholds every 4th frame")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

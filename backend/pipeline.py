@@ -189,20 +189,25 @@ def _check_output(out_dir: Path, save_name: str, overwrite: bool) -> Path:
     return target
 
 
+def check_run_numbers(fps: float | None, iterations: int | None, holdout: int) -> None:
+    """InputError for ``--fps``, ``--iters`` or ``--holdout`` out of range (NaN, infinity and values of
+    the wrong type included); the command line checks its flags with it, ``prepare`` a library caller's."""
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float))
+                            or not math.isfinite(fps) or not 0 < fps <= MAX_FPS):
+        raise InputError(f"--fps {fps}: must be a frame rate in (0, {MAX_FPS:g}]",
+                         "give the image sequence's frame rate, e.g. --fps 24")
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int)
+                                   or iterations < 1):
+        raise InputError(f"--iters {iterations}: must be at least 1",
+                         "leave --iters out to use the preset's number of steps")
+    if holdout < 0 or holdout == 1:
+        raise InputError(f"--holdout {holdout}: must be 0 (none) or at least 2", "--holdout 4 withholds every 4th frame")
+
+
 def prepare(req: RunRequest, cfg: Config) -> Prepared:
     """Validate options, output and inputs; load the clip and track the objects. No optimisation."""
     validate(cfg)  # every field in its range (config.FIELD_CHECKS), whether from a preset or an override
-    if req.fps is not None and (isinstance(req.fps, bool) or not isinstance(req.fps, (int, float))
-                                or not math.isfinite(req.fps) or not 0 < req.fps <= MAX_FPS):
-        raise InputError(f"--fps {req.fps}: must be a frame rate in (0, {MAX_FPS:g}]",
-                         "give the image sequence's frame rate, e.g. --fps 24")
-    if req.iterations is not None and (isinstance(req.iterations, bool) or not isinstance(req.iterations, int)
-                                       or req.iterations < 1):
-        raise InputError(f"--iters {req.iterations}: must be at least 1",
-                         "leave --iters out to use the preset's number of steps")
-    if req.holdout < 0 or req.holdout == 1:
-        raise InputError(f"--holdout {req.holdout}: must be 0 (none) or at least 2",
-                         "--holdout 4 withholds every 4th frame")
+    check_run_numbers(req.fps, req.iterations, req.holdout)
     if req.bg_path is not None and req.cam_path is None:
         raise InputError(f"--bg_path {req.bg_path}: background mode needs MegaSAM's cameras and depths (--cam_path)",
                          "the background is lifted with MegaSAM's metric depth and fitted through its cameras: "
