@@ -238,11 +238,11 @@ def export_usd_splats(path: str, context=None, *, selected_only: bool = False,
     target = Path(os.path.abspath(bpy.path.abspath(path)))
     if target.suffix.lower() != ".usda":
         raise ef.ExportError(f"{target.name}: the USD splat export writes text layers; give a name ending in .usda")
+    ef.check_targets([target], overwrite=overwrite)  # its one file is known: refused before the bundles are read
     sources = load_sources(result_objects(context, selected_only=selected_only))
     counts = {len(s.frames) for s in sources}
     if len(counts) != 1:
         raise ef.ExportError("the objects come from results of different lengths; export them one result at a time")
-    ef.check_targets([target], overwrite=overwrite)
     scene = context.scene
     states = frame_states(scene, sources)
     placed = _placed(sources, "BLENDER", states)
