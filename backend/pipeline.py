@@ -342,9 +342,15 @@ def footage_cameras(req: RunRequest, cfg: Config, mode: str, clip: Clip, fit_mas
     solved, hit = camera_solve.solve_cameras(clip.frames, clip.masks, clip.background, cfg.camera_solve,
                                              cfg.camera.scene_depth, cache_dir=target.parent / CAMERA_CACHE,
                                              focal_px=focal, warn=note)
-    note(f"camera: {solved.describe(pixel_scale=clip.width / w)}" + (" (read from the cache)" if hit else
-                                           f" in {time.monotonic() - t0:.1f} s"))
+    took = " (read from the cache)" if hit else f" in {time.monotonic() - t0:.1f} s"
+    note(f"camera: {solved.describe(pixel_scale=_to_original_pixels(solved, clip))}{took}")
     return solved
+
+
+def _to_original_pixels(solved: camera_solve.SolvedCameras, clip: Clip) -> float:
+    """The factor from a solve's reprojection errors to pixels of the original frames: COLMAP solves the
+    frames at the fitting size; Blender's camera file is in the footage's own pixels."""
+    return clip.width / clip.work_size[0] if solved.method == "colmap" else 1.0
 
 
 def _background_inputs(req: RunRequest, cfg: Config, clip: Clip, fit_masks: np.ndarray,
@@ -432,8 +438,7 @@ def cameras_and_depths(prep: Prepared, cfg: Config, req: RunRequest | None = Non
         reference = float(np.median(megasam_d))
     elif prep.footage is not None:
         fc = prep.footage
-        # the errors in the manifest are in pixels of the original frames (COLMAP's are at the fitting size)
-        scale = clip.width / w if fc.method == "colmap" else 1.0
+        scale = _to_original_pixels(fc, clip)  # the manifest's errors are in pixels of the original frames
         cams = Cameras(K=torch.from_numpy(fc.K).float(), c2w=torch.from_numpy(fc.c2w).float(), width=w, height=h,
                        near=cfg.camera.near, far=max(cfg.camera.far, fc.max_depth * 2),
                        source=fc.describe(pixel_scale=scale), solve=fc.solve_info(pixel_scale=scale))
