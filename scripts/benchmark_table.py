@@ -23,6 +23,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from eval_table import _f, load_eval  # the same reading and number format as the per-run table
+
 # #20's acceptance, on every clip: held-out masked PSNR, each object's held-out IoU and area ratio; on a
 # ground-truth clip the novel views' PSNR inside the true masks, and the 3D track error of visible points
 # at most half of TRACK_ERROR_BEFORE, the figure measured before #20 (docs/results.md, learned scale, 0.270)
@@ -57,13 +59,6 @@ class ClipRow:
         return self.status == "ok" and not self.short
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON file ({err})") from err
-
-
 def _num(v) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
@@ -92,7 +87,7 @@ def clip_row(results: Path, clip: str, track_error_before: float = TRACK_ERROR_B
     if row.status != "ok" or not ev_path.is_file():
         row.status = row.status if row.status != "ok" else "no evaluation"
         return row
-    ev = _read_json(ev_path)
+    ev = load_eval(ev_path)
     splits = ev.get("splits") or {}
     if "holdout" not in splits:
         raise ValueError(f"{ev_path}: no held-out split; run the benchmark with --holdout")
@@ -113,7 +108,7 @@ def clip_row(results: Path, clip: str, track_error_before: float = TRACK_ERROR_B
         row.short.append(f"area ratio {_f(row.area_ratio_max, 2)}")
     gt_path = results / f"{clip}_gt_eval" / "gt_eval.json"
     if gt_path.is_file():
-        gt = _read_json(gt_path)
+        gt = load_eval(gt_path)
         row.novel_psnr = _num(gt["novel_views"]["summary"]["psnr_masked"])
         row.track_error = _num(gt["tracks_3d"]["visible"]["epe_mean"])
         if row.novel_psnr is None or row.novel_psnr < MIN_NOVEL_PSNR:
@@ -137,10 +132,6 @@ def mean_row(rows: list[ClipRow]) -> dict:
         return statistics.fmean(vals) if vals else None
     keys = ("psnr", "ssim", "iou_min", "area_ratio_max", "train_psnr", "novel_psnr", "track_error", "fit_s")
     return {**{k: mean(k) for k in keys}, "clips": len(rows), "clips_meeting_targets": sum(r.meets for r in rows)}
-
-
-def _f(v: float | None, digits: int) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def markdown(rows: list[ClipRow]) -> str:
