@@ -34,7 +34,7 @@ from .checkpoint import (check_method_payload, check_skeleton_payload, checkpoin
                          inspect_checkpoint, open_checkpoint, read_info, remove_checkpoint, restoring,
                          save_checkpoint, tidy_checkpoints, START_OVER)
 from .config import MAX_FPS, STALE_CHECKPOINT_DAYS, Config, validate
-from .errors import Cancelled, InputError, storage_error
+from .errors import Cancelled, InputError
 from .io.background import load_background_image
 from .io.bundle_staging import recover_staging
 from .io.bundle_writer import BakedBackground, write_bundle
@@ -481,10 +481,7 @@ def visibility(prep: Prepared) -> np.ndarray:
 
 
 class _Checkpointer:
-    """Saves and restores the run's progress. A save that fails because the disk is full, over quota or
-    read-only stops the run at once with the error that names the folder (the bundle could not be written
-    either, so going on would only lose the fit's time; the previous checkpoint is kept); any other failed
-    save is reported and the run goes on."""
+    """Saves and restores the run's progress; a failed save is reported and the run goes on."""
 
     def __init__(self, req: RunRequest, prep: Prepared, reporter: Reporter):
         self.folder = checkpoint_dir(req.out_dir, req.save_name)
@@ -496,30 +493,8 @@ class _Checkpointer:
             save_checkpoint(self.folder, payload, self.finger, step)
             return True
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as RuntimeError
-            refusal = storage_error(e, self.folder.parent) or _storage_probe(self.folder)
-            if refusal is not None:
-                raise refusal from e
             self.reporter.log(f"warning: could not save a checkpoint in {self.folder} ({e}); the run continues")
             return False
-
-
-CHECKPOINT_PROBE_BYTES = 1 << 20  # after a failed save: can the checkpoint's folder still take a file this size?
-
-
-def _storage_probe(folder: Path) -> InputError | None:
-    """The storage error of writing ``CHECKPOINT_PROBE_BYTES`` into ``folder`` (torch.save's own failure
-    carries no errno), or None when that write succeeds."""
-    probe = folder / f".space-probe-{os.getpid()}"
-    try:
-        with open(probe, "wb") as f:
-            f.write(bytes(CHECKPOINT_PROBE_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return storage_error(e, folder.parent)
-    finally:
-        probe.unlink(missing_ok=True)
-    return None
 
 
 def _canonical_payload(c: CanonicalGaussians) -> dict:

@@ -5,13 +5,11 @@ on a checkpoint written by ``save_checkpoint`` with this run's own fingerprint, 
 one case goes through the command line for the exit code and the JSON ``failed`` event.
 """
 
-import errno
 import hashlib
 import json
 import os
 import shutil
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -209,41 +207,3 @@ def test_stale_checkpoints_of_other_runs_are_listed_and_old_ones_removed(tmp_pat
     assert "removed" in text and "'old'" in text and "'new' (0.0 days old)" in text and "--resume" in text
     assert f"{damaged} cannot be resumed" in text
     assert "'own'" not in text
-
-
-def _checkpointer(tmp_path):
-    logs = []
-    req = SimpleNamespace(out_dir=tmp_path, save_name="run")
-    return pipeline._Checkpointer(req, SimpleNamespace(fingerprint={"k": 1}), SimpleNamespace(log=logs.append)), logs
-
-
-def test_a_full_disk_at_a_checkpoint_stops_the_run_with_the_folder_named(tmp_path, monkeypatch):
-    ckp, logs = _checkpointer(tmp_path)
-
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".run.checkpoint" / "state.pt"))
-    monkeypatch.setattr(pipeline, "save_checkpoint", full)
-    with pytest.raises(InputError, match="No space left on device") as err:
-        ckp.save({}, 3)
-    assert "free space" in err.value.hint and str(tmp_path) in err.value.hint
-
-
-def test_a_failed_torch_save_stops_only_when_the_folder_takes_no_more(tmp_path, monkeypatch):
-    ckp, logs = _checkpointer(tmp_path)
-    ckp.folder.mkdir()
-
-    def torch_failure(*a, **k):  # torch.save's own report of a failed write carries no errno
-        raise RuntimeError("PytorchStreamWriter failed writing file data/0")
-    monkeypatch.setattr(pipeline, "save_checkpoint", torch_failure)
-    assert ckp.save({}, 3) is False  # the disk still takes a probe: a warning, the run goes on
-    assert "the run continues" in logs[-1] and not list(ckp.folder.iterdir())
-
-    real_open = open
-
-    def no_space(path, *a, **k):
-        if ".space-probe-" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_open(path, *a, **k)
-    monkeypatch.setattr("builtins.open", no_space)
-    with pytest.raises(InputError, match="No space left on device"):
-        ckp.save({}, 4)
