@@ -15,73 +15,69 @@ from ..blender import floor_scale, importer, render_setup
 from ..core.scene_scale import FloorError
 
 
-def _poll_result(cls, context) -> bool:
-    scene = getattr(context, "scene", None)
-    if scene is None or not importer.scene_imports(scene):
-        cls.poll_message_set("Import a GenMOJO result first")
-        return False
-    return True
+class _ResultOperator:
+    """What the three share: undoable, available once a result is imported, and a failure to find the
+    result or its floor reported as ``<failure_label> failed: ...``."""
 
-
-class GENMOJO_OT_setup_render_scene(Operator):
-    """Render the result over its footage: Cycles with a transparent film composited over the plate, a shadow catcher on the floor, a sun and a world"""
-
-    bl_idname = "genmojo.setup_render_scene"
-    bl_label = "Set Up Render Scene"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
-        return _poll_result(cls, context)
+        scene = getattr(context, "scene", None)
+        if scene is None or not importer.scene_imports(scene):
+            cls.poll_message_set("Import a GenMOJO result first")
+            return False
+        return True
 
-    def execute(self, context):
+    def _apply(self, action):
+        """Run ``action()`` (returns the summary line, or None when it reported its own outcome)."""
         try:
-            rig = floor_scale.target_rig(context)
-            report = render_setup.setup_render_scene(context.scene, rig, view_layer=context.view_layer)
+            msg = action()
         except (floor_scale.RigError, FloorError) as e:
-            self.report({"ERROR"}, f"Render set-up failed: {e}")
+            self.report({"ERROR"}, f"{self.failure_label} failed: {e}")
             return {"CANCELLED"}
-        for w in report.warnings:
-            self.report({"WARNING"}, w)
-        self.report({"INFO"}, report.summary())
-        return {"FINISHED"}
-
-
-class GENMOJO_OT_set_floor(Operator):
-    """Fit the floor under the objects' lowest points over time and move the whole result (camera included) so that it lies at Z = 0; the footage still lines up"""
-
-    bl_idname = "genmojo.set_floor"
-    bl_label = "Set Floor"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _poll_result(cls, context)
-
-    def execute(self, context):
-        try:
-            msg = floor_scale.align_floor(floor_scale.target_rig(context))
-        except (floor_scale.RigError, FloorError) as e:
-            self.report({"ERROR"}, f"Set Floor failed: {e}")
+        if msg is None:
             return {"CANCELLED"}
         self.report({"INFO"}, msg)
         return {"FINISHED"}
 
 
-class GENMOJO_OT_set_scale(Operator):
+class GENMOJO_OT_setup_render_scene(_ResultOperator, Operator):
+    """Render the result over its footage: Cycles with a transparent film composited over the plate, a shadow catcher on the floor, a sun and a world"""
+
+    bl_idname = "genmojo.setup_render_scene"
+    bl_label = "Set Up Render Scene"
+    failure_label = "Render set-up"
+
+    def execute(self, context):
+        def action():
+            report = render_setup.setup_render_scene(context.scene, floor_scale.target_rig(context),
+                                                     view_layer=context.view_layer)
+            for w in report.warnings:
+                self.report({"WARNING"}, w)
+            return report.summary()
+        return self._apply(action)
+
+
+class GENMOJO_OT_set_floor(_ResultOperator, Operator):
+    """Fit the floor under the objects' lowest points over time and move the whole result (camera included) so that it lies at Z = 0; the footage still lines up"""
+
+    bl_idname = "genmojo.set_floor"
+    bl_label = failure_label = "Set Floor"
+
+    def execute(self, context):
+        return self._apply(lambda: floor_scale.align_floor(floor_scale.target_rig(context)))
+
+
+class GENMOJO_OT_set_scale(_ResultOperator, Operator):
     """Scale the whole result (camera included) so that one object has its real height; the footage still lines up"""
 
     bl_idname = "genmojo.set_scale"
-    bl_label = "Set Real Scale"
-    bl_options = {"REGISTER", "UNDO"}
+    bl_label = failure_label = "Set Real Scale"
 
     object_name: StringProperty(name="Object", description="The object of the result whose real height you know")
     height: FloatProperty(name="Real Height", description="The object's real height, along Blender's Z",
                           default=1.7, min=0.001, soft_max=50.0, unit="LENGTH", subtype="DISTANCE")
-
-    @classmethod
-    def poll(cls, context):
-        return _poll_result(cls, context)
 
     def invoke(self, context, event):
         ob = context.active_object
@@ -99,17 +95,14 @@ class GENMOJO_OT_set_scale(Operator):
         if ob is None or not ob.get(importer.OBJECT_ID_PROP):
             self.report({"ERROR"}, f"Pick an object of an imported result (got {self.object_name or 'none'})")
             return {"CANCELLED"}
-        try:
+
+        def action():
             rig = floor_scale.rig_of_object(context.scene, ob)
             if rig is None:
                 self.report({"ERROR"}, f"{ob.name}'s result is not in this scene")
-                return {"CANCELLED"}
-            msg = floor_scale.set_real_height(rig, ob, self.height)
-        except (floor_scale.RigError, FloorError) as e:
-            self.report({"ERROR"}, f"Set Real Scale failed: {e}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, msg)
-        return {"FINISHED"}
+                return None
+            return floor_scale.set_real_height(rig, ob, self.height)
+        return self._apply(action)
 
 
 CLASSES = (GENMOJO_OT_setup_render_scene, GENMOJO_OT_set_floor, GENMOJO_OT_set_scale)
