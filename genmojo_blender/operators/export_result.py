@@ -21,21 +21,16 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy.types import Operator
 from bpy_extras.io_utils import ExportHelper
 
-from ..blender import export, importer, splat_export
+from ..blender import export, splat_export
+from .result_poll import NeedsImport
 
 
 _OVERWRITE = dict(name="Overwrite", default=False,
                   description="Replace files of the same name; without it an export never touches an existing file")
 
 
-class _NeedsImport:
-    @classmethod
-    def poll(cls, context):
-        scene = getattr(context, "scene", None)
-        if scene is None or not importer.scene_imports(scene):
-            cls.poll_message_set("Import a GenMOJO result first: there is nothing of GenMOJO's in this scene to export")
-            return False
-        return True
+class _NeedsImport(NeedsImport):
+    needs_import_message = "Import a GenMOJO result first: there is nothing of GenMOJO's in this scene to export"
 
 
 class _ExportBase(_NeedsImport, ExportHelper):

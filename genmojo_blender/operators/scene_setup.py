@@ -13,21 +13,14 @@ from bpy.types import Operator
 
 from ..blender import floor_scale, importer, render_setup
 from ..core.scene_scale import FloorError
+from .result_poll import NeedsImport
 
 
-class _ResultOperator:
+class _ResultOperator(NeedsImport):
     """What the three share: undoable, available once a result is imported, and a failure to find the
     result or its floor reported as ``<failure_label> failed: ...``."""
 
     bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        scene = getattr(context, "scene", None)
-        if scene is None or not importer.scene_imports(scene):
-            cls.poll_message_set("Import a GenMOJO result first")
-            return False
-        return True
 
     def _apply(self, action):
         """Run ``action()`` (returns the summary line, or None when it reported its own outcome)."""
