@@ -219,6 +219,10 @@ class Stage2Config:
     w_rgb: float = 10000.0
     w_alpha: float = 1000.0
     silhouette_band_px: int = 0  # as Stage1Config.silhouette_band_px, around the union mask (0: the spec)
+    # the RGB and alpha terms' balancing counts the pixels the render covers (alpha above spill_alpha) with
+    # the mask's, so spill costs per pixel what a miss costs (optim/losses.spill_weighted); False: the spec
+    spill_weighted: bool = True
+    spill_alpha: float = 0.05
     w_alpha_sharp: float = 0.0  # as Stage1Config.w_alpha_sharp, around the union mask (0: the spec)
     alpha_sharp_ring_px: int = 2
     w_instance: float = 100.0
@@ -227,6 +231,12 @@ class Stage2Config:
     parity_instance_object0: bool = False  # True: test object 0's weight for every pixel [quirk]
     w_flow: float = 10000.0
     w_scale_change: float = 1000.0
+    # mean |Δlog σ| of the field's scale output against the canonical Gaussians, at every sampled frame (0: the
+    # spec, which only penalises the change between consecutive frames). Without it nothing holds a change of
+    # size that is the same in every frame: on horsejump-high every Gaussian grew about e-fold in every frame
+    # and the object became a blob twice the mask's area (docs/results.md). The object's apparent size is the
+    # placement's scale; a Gaussian of a solid object keeps its size
+    w_scale_drift: float = 1000.0
     w_color_change: float = 500.0
     w_local_scale: float = 50000.0
     w_rigid: float = 50000.0
@@ -639,9 +649,10 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                "lr_scale": WEIGHT, "weight_decay": WEIGHT, "grid_weight_decay": WEIGHT, "depth_smooth_sigma": WEIGHT,
                "depth_smooth_size": COUNT, "depth_rate_limit": POSITIVE, "knn": COUNT, "knn_weight_scale": WEIGHT,
                "ramp": FLAG, "w_rgb": WEIGHT, "w_alpha": WEIGHT, "silhouette_band_px": NONNEG_INT,
+               "spill_weighted": FLAG, "spill_alpha": Check(float, lo=0, hi=1, hi_open=True),
                "w_alpha_sharp": WEIGHT, "alpha_sharp_ring_px": NONNEG_INT, "w_instance": WEIGHT,
                "instance_start": FRACTION, "instance_hard_threshold": FRACTION, "parity_instance_object0": FLAG,
-               "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
+               "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_scale_drift": WEIGHT, "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
                "w_rigid": WEIGHT, "w_time_smooth": WEIGHT, "depth_loss": FLAG, "w_depth": WEIGHT,
                "parity_scale_first_depth": FLAG, "random_background": FLAG,
                "flow_preset": Check(str, choices=("ultrafast", "fast", "medium")), "flow_fb_rel": WEIGHT,

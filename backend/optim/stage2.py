@@ -340,15 +340,20 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
         masks = targets.masks[fr]
         union = masks.any(-1)
         target = torch.where(union[..., None], targets.frames[fr], backgrounds[:, None, None, :])
+        covered = L.spill_weighted(render.alpha, c.spill_alpha) if c.spill_weighted else None
         terms = {
-            "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px),
-            "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px),
+            "rgb": c.w_rgb * ramp * L.balanced_mse(render.image, target, union, c.silhouette_band_px, covered),
+            "alpha": c.w_alpha * ramp * L.balanced_mse(render.alpha, union.float(), union, c.silhouette_band_px,
+                                                       covered),
         }
         if c.w_alpha_sharp > 0:
             terms["alpha_sharp"] = c.w_alpha_sharp * ramp * L.alpha_sharpness(render.alpha, union, c.alpha_sharp_ring_px)
         if step_ratio > c.instance_start:
             terms["instance"] = c.w_instance * ramp * instance_nll(render.instance, masks, c.instance_hard_threshold,
                                                                    c.parity_instance_object0)
+        if c.w_scale_drift > 0:
+            terms["scale_drift"] = c.w_scale_drift * ramp * torch.stack(
+                [s.d_log_scales[:B].abs().mean() for s in states]).mean()
         if c.depth_loss and targets.depth is not None:
             terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
         if P:
