@@ -428,3 +428,96 @@ def test_scale_init_box_starts_each_frame_at_the_objects_apparent_size():
     assert box[5] == pytest.approx(box[4])  # held from its measured neighbour
     with pytest.raises(ValueError, match="scale_init"):
         placement_sides(tr, ref_side, with_overrides(CFG, stage2={"scale_init": "bbox"}).stage2)
+
+
+def _fit_shared_alpha(masks: torch.Tensor, spill_weighted: bool, steps: int = 400) -> torch.Tensor:
+    """One alpha image shared by every frame (a model that cannot follow the motion), fitted to each
+    frame's mask with stage 2's alpha term; returns the fitted alpha."""
+    from backend.optim.losses import balanced_mse, spill_weighted as covered
+
+    logits = torch.zeros(masks.shape[1:], requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(steps):
+        alpha = torch.sigmoid(logits)[None].expand(masks.shape[0], -1, -1)
+        near = covered(alpha, 0.05) if spill_weighted else None
+        loss = balanced_mse(alpha, masks.float(), masks, 0, near)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.sigmoid(logits).detach()
+
+
+def test_spec_balancing_swells_a_shape_it_cannot_follow_into_the_union_of_its_poses():
+    """A limb in one place in half the frames and elsewhere in the other half: the spec's balanced MSE
+    covers both places (each frame insists on its own mask and hardly minds coverage elsewhere);
+    counting the render's own silhouette with the mask covers neither more than the frames agree on."""
+    masks = torch.zeros(4, 64, 64, dtype=torch.bool)
+    masks[:, 20:44, 28:36] = True  # the body, in every frame
+    masks[:2, 20:24, 36:48] = True  # the limb up in two frames
+    masks[2:, 40:44, 36:48] = True  # and down in the other two
+    body, up, down = (slice(20, 44), slice(28, 36)), (slice(20, 24), slice(36, 48)), (slice(40, 44), slice(36, 48))
+    spec = _fit_shared_alpha(masks, spill_weighted=False)
+    fair = _fit_shared_alpha(masks, spill_weighted=True)
+    for alpha in (spec, fair):
+        assert float(alpha[body].min()) > 0.9  # what every frame agrees on is covered
+        assert float(alpha[:8].max()) < 0.1  # and what none asks for is left alone
+    assert float(spec[up].min()) > 0.85 and float(spec[down].min()) > 0.85  # the union of both poses
+    assert float(fair[up].max()) < 0.6 and float(fair[down].max()) < 0.6  # no more than half
+    area = lambda a: float((a > 0.5).sum())  # noqa: E731
+    assert area(spec) == pytest.approx(float(masks.any(0).sum()), rel=0.02)
+    assert area(fair) < 1.05 * float(masks.all(0).sum())
+
+
+def test_spill_weighting_prices_spill_and_misses_alike():
+    """Each pixel spilled all round a thin object costs what each pixel it falls short costs, up to the
+    change of the near area (mask plus render) they are averaged over; the spec's balancing makes a
+    spilled pixel (outside area / inside area) times cheaper."""
+    from backend.optim.losses import balanced_mse, silhouette_band, spill_weighted
+
+    mask = torch.zeros(1, 96, 96, dtype=torch.bool)
+    mask[0, 40:60, 44:52] = True
+    fat = silhouette_band(mask, 1).float()
+    thin = (~silhouette_band(~mask, 1)).float()
+    target = mask.float()
+    spilled, missed = float((fat.bool() & ~mask).sum()), float((mask & ~thin.bool()).sum())
+
+    def cost(alpha, weighted=True):
+        return float(balanced_mse(alpha, target, mask, 0, spill_weighted(alpha, 0.05) if weighted else None))
+
+    assert cost(fat) / spilled == pytest.approx(1 / float(fat.sum()), rel=1e-5)  # near = mask ∪ render
+    assert cost(thin) / missed == pytest.approx(1 / float(mask.sum()), rel=1e-5)
+    assert (cost(thin) / missed) / (cost(fat) / spilled) < 1.5
+    assert (cost(thin, False) / missed) / (cost(fat, False) / spilled) > 50
+    assert cost(target) == 0
+    assert not spill_weighted(fat.requires_grad_(True), 0.05).requires_grad  # a weighting, not a gradient path
+
+
+def test_stage_two_terms_follow_the_spill_and_drift_settings():
+    """``spill_weighted`` changes the RGB and alpha terms of a spilling render and nothing else;
+    ``w_scale_drift`` names a term that is zero at the identity start and penalises a size change
+    that is the same in every frame (which the frame-to-frame scale term cannot see)."""
+    import dataclasses
+
+    from backend.optim.stage2 import step_losses
+
+    frames, masks, tr, box, canon, cams = _disc_object()
+    targets = _disc_targets(frames, masks)
+    batch, bg = torch.tensor([0, 3]), torch.ones(2, 3)
+    scene = build_method_scene(["001"], [canon], [tr], cams, np.full((1, 4), 3.0), [box.side], CFG)
+
+    def terms(**stage2):
+        cfg = dataclasses.replace(CFG, stage2=dataclasses.replace(CFG.stage2, **stage2))
+        with torch.no_grad():
+            return {k: float(v) for k, v in step_losses(scene, targets, cams, batch, bg, cfg, 0.5).items()}
+
+    assert CFG.stage2.spill_weighted and CFG.stage2.w_scale_drift > 0
+    assert terms()["scale_drift"] == 0  # the field starts at the identity
+    assert "scale_drift" not in terms(w_scale_drift=0.0)
+    field = scene.objects[0].field
+    with torch.no_grad():
+        field.scale_head.out.bias.fill_(0.7)  # every Gaussian 2x larger in every frame
+    on, spec = terms(), terms(spill_weighted=False)
+    assert on["scale_drift"] == pytest.approx(CFG.stage2.w_scale_drift * 0.5 * 0.7, rel=1e-5)
+    assert on["scale_change"] == pytest.approx(0, abs=1e-6)  # the same change in both frames
+    assert on["alpha"] > spec["alpha"] and on["rgb"] > spec["rgb"]  # the swollen disc's spill now counts
+    assert on["flow"] == spec["flow"]
