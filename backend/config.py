@@ -145,6 +145,11 @@ class Stage1Config:
     opacity_reset_every: int = 1200  # gsplat 1.5.3 never resets (operator-precedence bug); we do
     final_prune_opacity: float = 0.01
     final_prune_scale: float = 0.1  # object units
+    # what the hidden side of the object becomes (model/back_prior.py): "mirror", the Gaussians in front of a
+    # middle surface inflated from the silhouette copied behind it, so the object has a body instead of being a
+    # card from the side; "none", the spec (without guidance, nothing shapes the back); "auto", mirror when no
+    # novel-view guidance runs, none when it does (the guidance shapes the back then)
+    back_prior: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -641,7 +646,8 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                "lr_quats": WEIGHT, "weight_decay": WEIGHT, "extent": POSITIVE, "densify_every": COUNT,
                "densify_until": NONNEG_INT, "max_gaussians": COUNT, "grow_grad2d": WEIGHT, "grow_scale3d": WEIGHT,
                "prune_opacity": FRACTION, "prune_scale3d": WEIGHT, "opacity_reset_every": NONNEG_INT,
-               "final_prune_opacity": FRACTION, "final_prune_scale": WEIGHT},
+               "final_prune_opacity": FRACTION, "final_prune_scale": WEIGHT,
+               "back_prior": Check(str, choices=("auto", "mirror", "none"))},
     "deformation": {"grid_resolutions": Check(int, lo=1, length=0), "grid_channels": COUNT,
                     "time_resolution_factor": WEIGHT, "min_time_resolution": COUNT, "bounds": POSITIVE,
                     "spatial_init": Check(float, length=2, ordered=True), "hidden": COUNT, "num_bases": COUNT,

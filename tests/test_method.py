@@ -521,3 +521,79 @@ def test_stage_two_terms_follow_the_spill_and_drift_settings():
     assert on["scale_change"] == pytest.approx(0, abs=1e-6)  # the same change in both frames
     assert on["alpha"] > spec["alpha"] and on["rgb"] > spec["rgb"]  # the swollen disc's spill now counts
     assert on["flow"] == spec["flow"]
+
+
+def test_inflation_gives_a_disc_a_ball_and_a_bar_a_tube_of_its_own_width():
+    from backend.model.back_prior import inflation_half_thickness
+
+    yy, xx = np.mgrid[:96, :96]
+    rho2 = (xx - 48) ** 2 + (yy - 48) ** 2
+    h = inflation_half_thickness(rho2 < 30 ** 2)
+    ball = np.sqrt(np.clip(30 ** 2 - rho2, 0, None))
+    inner = rho2 < 15 ** 2
+    assert np.abs(h - ball)[inner].max() < 1.5  # the inner half of the disc is a ball
+    assert h[rho2 >= 30 ** 2].max() == 0
+    bar = (np.abs(yy - 48) < 6) & (np.abs(xx - 48) < 40)  # 11 px wide, attached to nothing
+    hb = inflation_half_thickness(bar)
+    assert 5 <= hb[48, 48] <= 6.5  # a tube as thick as the bar is wide, not as the longer side
+    assert inflation_half_thickness(np.zeros((8, 8), bool)).max() == 0
+
+
+def _card(ref, radius_px: float, n: int = 1500, seed: int = 0) -> CanonicalGaussians:
+    """What stage 1 leaves without a novel-view prior, made exact: one layer of opaque Gaussians on the plane
+    through the object's origin facing the reference camera, covering a disc of ``radius_px`` in the crop."""
+    g = torch.Generator().manual_seed(seed)
+    S = ref.size
+    ang, rad = torch.rand(n, generator=g) * 2 * math.pi, radius_px * torch.rand(n, generator=g).sqrt()
+    u, v = S / 2 + rad * torch.cos(ang), S / 2 + rad * torch.sin(ang)
+    z = torch.full((n,), float(ref.center_depth))
+    cam = torch.stack([(u - ref.K[0, 2]) / ref.K[0, 0] * z, (v - ref.K[1, 2]) / ref.K[1, 1] * z, z], 1)
+    R, t = ref.viewmat[:3, :3], ref.viewmat[:3, 3]
+    px = float(z[0] / ref.K[0, 0])  # one pixel in object units
+    return CanonicalGaussians(means=(cam - t) @ R, log_scales=torch.full((n, 3), math.log(1.5 * px)),
+                              colors=torch.rand(n, 3, generator=g), opacities=torch.full((n,), 0.9))
+
+
+def test_mirrored_back_gives_a_card_the_depth_of_its_width_without_changing_its_reference_view():
+    """A card seen face-on gets a body as deep as it is wide (a disc becomes a ball), hidden behind the
+    front: the reference render stays what stage 1 fitted, and the originals keep their parameters."""
+    import dataclasses
+
+    from backend.model.back_prior import mirror_back
+    from backend.optim.stage1 import uses_back_prior
+
+    _, masks = _disc_clip(T=1)
+    tr = track_object("001", masks)
+    cams = static_cameras(1, 48, 48, 49.1, 0.01, 100.0)
+    ref = object_reference(tr, cams, CFG)
+    card = _card(ref, radius_px=ref.size * 0.3)
+    body = mirror_back(card, ref)
+    n = card.num_gaussians
+    assert n < body.num_gaussians <= 2 * n
+    assert torch.equal(body.means[:n], card.means) and torch.equal(body.color_logits[:n], card.color_logits)
+
+    R, t = ref.viewmat[:3, :3], ref.viewmat[:3, 3]
+
+    def extent(x):
+        return float(torch.quantile(x, 0.98) - torch.quantile(x, 0.02))
+
+    with torch.no_grad():
+        cam = body.means @ R.T + t
+        width = extent((card.means @ R.T + t)[:, 0])
+        assert extent((card.means @ R.T + t)[:, 2]) < 1e-3 * width  # the card is flat
+        assert 0.7 * width < extent(cam[:, 2]) < 1.4 * width  # a ball of the (blurred) silhouette: depth ≈ width
+        assert float(cam[:, 2].min()) >= float(ref.center_depth) - 1e-4  # all of it behind the front
+
+        def render(c):
+            return render_object({"means": c.means, "quats": c.quats, "scales": c.log_scales,
+                                  "opacities": c.opacity_logits, "colors": c.color_logits},
+                                 ref.viewmat[None], ref.K, ref.size)
+
+        (a, alpha_a, _), (b, alpha_b, _) = render(card), render(body)
+    covered = alpha_a[0] > 0.99
+    assert int(covered.sum()) > 100
+    assert float((a[0] - b[0]).abs()[covered].max()) < 0.05  # the copies hide behind the opaque front
+    cfg = dataclasses.replace(CFG.stage1, back_prior="none")
+    assert uses_back_prior(CFG.stage1, guided=False) and not uses_back_prior(CFG.stage1, guided=True)
+    assert not uses_back_prior(cfg, guided=False)
+    assert uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="mirror"), guided=True)

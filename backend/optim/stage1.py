@@ -20,6 +20,7 @@ import torch
 from ..config import Stage1Config
 from ..errors import Cancelled
 from ..kernels import rasterize
+from ..model.back_prior import mirror_back
 from ..model.gaussians import CanonicalGaussians
 from ..model.object_camera import ReferenceCamera
 from . import losses as L
@@ -95,7 +96,8 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, ref: ReferenceCamera, device
                on_step: Callable[[int, int, dict[str, float]], None] = lambda *a: None,
                should_stop: Callable[[], bool] = lambda: False) -> CanonicalGaussians:
     """Fit one object's canonical Gaussians to its crop, seen through ``ref``; returns them after the
-    final prune. The guidance's views orbit the object about ``ref``'s line of sight."""
+    final prune, with a mirrored back where ``cfg.back_prior`` asks for one. The guidance's views orbit
+    the object about ``ref``'s line of sight."""
     iters = cfg.iterations if iterations is None else iterations
     S = crop.size
     if ref.size != S:
@@ -141,7 +143,15 @@ def fit_object(crop: ObjectCrop, cfg: Stage1Config, ref: ReferenceCamera, device
         if not math.isfinite(values["total"]):
             raise FloatingPointError(f"the stage-1 loss became non-finite at step {step}")
         on_step(step, iters, dict(values, gaussians=float(params["means"].shape[0])))
-    return final_prune(params, cfg)
+    canonical = final_prune(params, cfg)
+    if uses_back_prior(cfg, guidance is not None):
+        canonical = mirror_back(canonical, ref)
+    return canonical
+
+
+def uses_back_prior(cfg: Stage1Config, guided: bool) -> bool:
+    """Whether stage 1 gives the object a mirrored back (``Stage1Config.back_prior``)."""
+    return cfg.back_prior == "mirror" or (cfg.back_prior == "auto" and not guided)
 
 
 def _render_offsets(params, offsets: torch.Tensor, ref: ReferenceCamera) -> torch.Tensor:
