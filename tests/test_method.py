@@ -593,7 +593,7 @@ def test_mirrored_back_gives_a_card_the_depth_of_its_width_without_changing_its_
     covered = alpha_a[0] > 0.99
     assert int(covered.sum()) > 100
     assert float((a[0] - b[0]).abs()[covered].max()) < 0.05  # the copies hide behind the opaque front
-    cfg = dataclasses.replace(CFG.stage1, back_prior="none")
-    assert uses_back_prior(CFG.stage1, guided=False) and not uses_back_prior(CFG.stage1, guided=True)
-    assert not uses_back_prior(cfg, guided=False)
+    auto = dataclasses.replace(CFG.stage1, back_prior="auto")
+    assert uses_back_prior(auto, guided=False) and not uses_back_prior(auto, guided=True)
+    assert not uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="none"), guided=False)
     assert uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="mirror"), guided=True)

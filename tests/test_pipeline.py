@@ -205,12 +205,12 @@ def test_evaluation_of_the_tiny_run(tiny_run, sample_clip_master):
     assert len(res["per_frame"]) == 8
     # a 60-step CPU fit (the GPU figures are in docs/results.md). Silhouettes on their masks: with the spec's
     # balancing (stage2.spill_weighted=false) this run's renders spill 24-26 % (area ratio 1.19-1.21, IoU
-    # 0.77-0.79); spill-weighted, 5-14 % (1.00-1.06, IoU 0.82-0.89). The masked PSNR, which a spilled render's
-    # cover of the mask's edge raises, was 16.1 dB then and 15.7 dB now
+    # 0.77-0.79); spill-weighted, 6-10 % (0.98-1.05, IoU 0.85-0.87). The masked PSNR, which a spilled render's
+    # cover of the mask's edge raises, was 16.1 dB then and 15.4 dB now
     s = res["summary"]
     assert all(v > 0.8 for v in s["iou"].values()), s
     assert all(v < 1.12 for v in s["area_ratio"].values()), s
-    assert s["psnr_masked"] > 15.0, s
+    assert s["psnr_masked"] > 14.5, s
 
 
 def test_object_entering_late_and_no_background_folder(sample_clip, tmp_path):
