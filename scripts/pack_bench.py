@@ -24,15 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.config import InputConfig  # noqa: E402
-from backend.io.clip import _resize_factor, _to_binary  # noqa: E402
+from backend.io.clip import _to_binary, working_size  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-def working_size(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """The size ``load_clip`` fits a ``w`` × ``h`` frame at."""
-    s = _resize_factor(w, h, max_side)
-    return (w, h) if s == 1.0 else (max(1, round(w * s)), max(1, round(h * s)))
 
 
 def pack_frame(src: Path, dst: Path, size: tuple[int, int], quality: int) -> None:

@@ -116,6 +116,12 @@ def _resize_factor(w: int, h: int, max_side: int) -> float:
     return min(1.0, max_side / max(w, h))
 
 
+def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The (w, h) a ``width`` × ``height`` clip is fitted at: its longer side at most ``max_side``."""
+    s = _resize_factor(width, height, max_side)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
 def _load_frames_folder(folder: Path) -> tuple[list[str], list[int], list[Path]]:
     entries = _numbered_images(folder, "frames")
     return [p.name for _, p in entries], [n for n, _ in entries], [p for _, p in entries]
@@ -217,7 +223,7 @@ def load_clip(data_dir: str | os.PathLike, mask_dir: str | os.PathLike, *, max_s
     first = raw_frames[0] if is_video else _read_image(frame_paths[0], cv2.IMREAD_COLOR)
     H, W = first.shape[:2]
     s = _resize_factor(W, H, max_side)
-    w, h = max(1, round(W * s)), max(1, round(H * s))
+    w, h = working_size(W, H, max_side)
     warnings: list[str] = []
     if s < 1.0:
         warnings.append(f"frames of {W}x{H} are fitted at {w}x{h} (longer side {max_side}); "
