@@ -72,10 +72,10 @@ def mirror_back(canonical: CanonicalGaussians, ref: ReferenceCamera) -> Canonica
                                 S, S, render_mode="ED")
     alpha = alpha[0].reshape(S, S)
     front = depth[0].reshape(S, S)
-    sil = (alpha > SILHOUETTE_ALPHA).cpu().numpy()
-    if not sil.any():
+    sil = alpha > SILHOUETTE_ALPHA
+    if not bool(sil.any()):
         return canonical
-    half_px = torch.from_numpy(inflation_half_thickness(sil)).to(dev)
+    half_px = torch.from_numpy(inflation_half_thickness(sil.cpu().numpy())).to(dev)
     R, t = view[:3, :3], view[:3, 3]
     cam = c.means @ R.T + t
     z = cam[:, 2]
@@ -83,10 +83,10 @@ def mirror_back(canonical: CanonicalGaussians, ref: ReferenceCamera) -> Canonica
     v = (K[1, 1] * cam[:, 1] / z.clamp_min(1e-6) + K[1, 2]).floor().long()
     on = (z > 0) & (u >= 0) & (u < S) & (v >= 0) & (v < S)
     uu, vv = u.clamp(0, S - 1), v.clamp(0, S - 1)
-    on &= torch.from_numpy(sil).to(dev)[vv, uu]
-    z_front = front[vv, uu]
-    middle = z_front + half_px[vv, uu] * z_front / K[0, 0]  # pixels → depth units at the front surface
-    pick = on & (z < middle) & (half_px[vv, uu] > 0)
+    on &= sil[vv, uu]
+    z_front, half = front[vv, uu], half_px[vv, uu]
+    middle = z_front + half * z_front / K[0, 0]  # pixels → depth units at the front surface
+    pick = on & (z < middle) & (half > 0)
     if not bool(pick.any()):
         return canonical
     z_back = 2 * middle[pick] - z[pick]
