@@ -149,8 +149,9 @@ class Stage1Config:
     # middle surface inflated from the silhouette copied behind it, so the object has a body instead of being a
     # card from the side; "none", the spec (without guidance, nothing shapes the back); "auto", mirror when no
     # novel-view guidance runs, none when it does (the guidance shapes the back then). Off by default for now: on
-    # the CPU it improved every ground-truth figure but one (docs/results.md), but with twice the Gaussians the
-    # CPU rasterizer's multithreaded backward is no longer bit-reproducible, which a resumed run relies on
+    # the CPU it improved every ground-truth figure but one (docs/results.md). Its twice as many Gaussians once
+    # made CPU runs on 2+ threads irreproducible; the cause was stage 2's kNN-loss gradient scatter, now summed
+    # in a fixed order (kernels/knn_losses_torch.py), not the prior or the rasterizer
     back_prior: str = "none"
 
 

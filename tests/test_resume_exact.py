@@ -80,11 +80,11 @@ def _arrays(bundle: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _assert_identical(a: Path, b: Path) -> None:
+def _assert_identical(a: Path, b: Path, when: str = "after resuming") -> None:
     A, B = _arrays(a), _arrays(b)
     assert A and sorted(A) == sorted(B)
     differ = [k for k in A if not np.array_equal(A[k], B[k])]
-    assert not differ, f"arrays differ after resuming: {differ}"
+    assert not differ, f"arrays differ {when}: {differ}"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,31 @@ def test_skeleton_resumed_run_is_bit_identical(clip, tmp_path):
     path, err, log = _run(clip, tmp_path, "r", resume=True, method="skeleton")
     assert err is None and "resuming from the checkpoint at step 3" in log
     _assert_identical(ref, path)
+
+
+def test_mirrored_backs_rerun_bit_identical_on_two_threads(clip, tmp_path):
+    """Two runs with ``stage1.back_prior=mirror`` on 2 torch threads give the same bundle, bit for bit.
+
+    The mirror doubles each object's Gaussians, and past 32768 scattered elements ATen's CPU
+    ``index_put_(accumulate=True)``, the backward of plain advanced indexing, runs as atomic float adds on
+    several threads, in an order that changes from run to run. Stage 2's kNN losses used to gather that
+    way; they now sum their gradient in a fixed order (``kernels.knn_losses_torch.gather_neighbours``).
+    16 neighbours, as the GPU presets, put the short fit's mirrored objects past that size (checked)."""
+    import torch
+
+    knn = 16
+    cfg = with_overrides(_config(), stage1={"back_prior": "mirror", "num_points": 800, "max_gaussians": 800},
+                         stage2={"knn": knn})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        paths = []
+        for name in ("a", "b"):
+            req = pipeline.RunRequest(data_dir=clip / "JPEGImages", mask_dir=clip / "Annotations", out_dir=tmp_path,
+                                      save_name=name, device="cpu", iterations=STAGE2_ITERS)
+            paths.append(pipeline.run(req, cfg, StopAt(), should_stop=lambda: False))
+    finally:
+        torch.set_num_threads(threads)
+    counts = [v.shape[1] for k, v in _arrays(paths[0]).items() if k.endswith("frames.npz:means")]
+    assert counts and max(counts) * knn * 3 >= 32768, counts  # the size where ATen's scatter goes parallel
+    _assert_identical(*paths, when="between two runs")
