@@ -13,7 +13,8 @@ import benchmark_table as bt  # noqa: E402
 
 
 def _split(psnr, ious, ratios, count=5):
-    return {"count": count, "psnr_masked": psnr, "ssim_masked": 0.9, "iou": ious, "area_ratio": ratios}
+    return {"count": count, "psnr_masked": psnr, "ssim_masked": 0.9, "iou": ious, "area_ratio": ratios,
+            "psnr_interior": psnr + 2.0, "psnr_edge": psnr - 5.0}
 
 
 def _write_eval(folder: Path, name: str, psnr: float, ious: dict, ratios: dict, train: float = 28.0):
@@ -59,7 +60,8 @@ def test_main_writes_markdown_and_json(tmp_path, capsys):
     _write_eval(tmp_path, "b", 20.0, {"001": None}, {"001": None})
     assert bt.main([str(tmp_path)]) == 0
     md = (tmp_path / "benchmark.md").read_text()
-    assert "| a | 1 | 25.00 |" in md and "short: PSNR 20.00, IoU 001 -, area ratio -" in md
+    assert "| a | 1 | 25.00 | 27.00 / 20.00 |" in md and "| 24.50 / 17.50 |" in md  # interior / edge, and their mean
+    assert "short: PSNR 20.00, IoU 001 -, area ratio -" in md
     assert "1 of 2" in md
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert [r["meets_targets"] for r in data["rows"]] == [True, False]
