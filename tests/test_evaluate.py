@@ -86,7 +86,7 @@ def test_perfect_render_scores_perfectly(setup):
     assert all(v == 0.0 for v in s["spill"].values()) and all(v == 0.0 for v in s["missed"].values()), s
     assert all(v > 40 for v in s["psnr_object"].values()) and s["psnr_interior"] > 40 and s["psnr_edge"] > 40, s
     assert set(res["per_frame"][0]) == {"frame", "holdout", "psnr_masked", "ssim_masked", "iou", "area_ratio",
-                                        "spill", "missed", "psnr_object", "psnr_interior", "psnr_edge"}
+                                        "spill", "missed", "psnr_object", "psnr_interior", "psnr_edge", "jitter_px"}
 
 
 def _remask(clip, out, change):
@@ -189,3 +189,26 @@ def test_cli_writes_strict_json(setup, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == {"summary": res["summary"], "splits": res["splits"]}
     assert not any(isinstance(v, float) and math.isnan(v) for v in res["summary"]["iou"].values())
+
+
+def test_jitter_is_zero_for_uniform_motion_and_measures_a_wobble_in_pixels():
+    """``jitter_px``: Gaussians moving at constant velocity under a static camera score 0; one frame shifted
+    sideways by d scene units at depth z scores f·d/z px there and half that at its two neighbours; the first and
+    last frames have no neighbours on both sides (NaN)."""
+    from backend.evaluate import jitter_px
+    from backend.model.camera import Cameras
+
+    T, N, f, z = 7, 5, 120.0, 4.0
+    K = torch.tensor([[f, 0, 32.0], [0, f, 24.0], [0, 0, 1]]).expand(T, 3, 3).clone()
+    cams = Cameras(K=K, c2w=torch.eye(4).expand(T, 4, 4).clone(), width=64, height=48, near=0.01, far=100.0)
+    rng = np.random.default_rng(0)
+    start = np.concatenate([rng.normal(scale=0.3, size=(N, 2)), np.zeros((N, 1))], 1) + [0, 0, z]
+    means = start[None] + np.arange(T)[:, None, None] * np.array([0.05, -0.02, 0.0])
+    j = jitter_px(means, cams)
+    assert math.isnan(j[0]) and math.isnan(j[-1])
+    assert np.allclose(j[1:-1], 0, atol=1e-9)
+    means[3, :, 0] += 0.01
+    j = jitter_px(means, cams)
+    assert j[3] == pytest.approx(f * 0.01 / z, rel=1e-9)
+    assert j[2] == pytest.approx(f * 0.01 / z / 2, rel=1e-9) and j[4] == pytest.approx(j[2], rel=1e-9)
+    assert j[1] == pytest.approx(0, abs=1e-9) and j[5] == pytest.approx(0, abs=1e-9)

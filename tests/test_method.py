@@ -521,6 +521,14 @@ def test_stage_two_terms_follow_the_spill_and_drift_settings():
     assert on["scale_change"] == pytest.approx(0, abs=1e-6)  # the same change in both frames
     assert on["alpha"] > spec["alpha"] and on["rgb"] > spec["rgb"]  # the swollen disc's spill now counts
     assert on["flow"] == spec["flow"]
+    assert "placement_smooth" not in on and CFG.stage2.w_placement_smooth == 0  # off by default, the spec
+    from backend.optim.stage2 import placement_jerk
+    placement = scene.objects[0].placement
+    with torch.no_grad():
+        placement.translation[1, 0] += 0.05  # frame 1 off its neighbours' midpoint
+        jerk = float(placement_jerk(placement, cams.K, CFG.stage1.extent))
+    assert jerk > 0
+    assert terms(w_placement_smooth=2.0)["placement_smooth"] == pytest.approx(2.0 * 0.5 * jerk, rel=1e-5)
 
 
 def test_inflation_gives_a_disc_a_ball_and_a_bar_a_tube_of_its_own_width():
@@ -597,3 +605,40 @@ def test_mirrored_back_gives_a_card_the_depth_of_its_width_without_changing_its_
     assert uses_back_prior(auto, guided=False) and not uses_back_prior(auto, guided=True)
     assert not uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="none"), guided=False)
     assert uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="mirror"), guided=True)
+
+
+def test_placement_jerk_is_zero_for_smooth_motion_and_counts_wobble_in_pixels():
+    """``placement_jerk``: an object gliding at constant image velocity costs nothing whatever its depth; one frame
+    a pixel off its neighbours' midpoint costs 6/(T−2) px²; withheld frames read interpolated values and cost
+    nothing themselves; a depth factor that wobbles (invisible in the image) costs like a size wobble."""
+    from backend.model.dynamic import ScenePlacement
+    from backend.optim.stage2 import placement_jerk
+
+    def jerk(p):
+        return float(placement_jerk(p, K, 0.5).detach())
+
+    T, f = 10, 200.0
+    K = torch.tensor([[f, 0, 64], [0, f, 64], [0, 0, 1]]).expand(T, 3, 3)
+    t = torch.arange(T, dtype=torch.float32)
+    trans = torch.stack([0.02 * t, -0.01 * t, torch.full((T,), 2.0)], 1)
+    glide = ScenePlacement(torch.full((T,), 0.5), trans, torch.full((T,), 1.5))
+    assert jerk(glide) == pytest.approx(0, abs=1e-6)
+
+    off = trans.clone()
+    off[4, 0] += 1.0 / f * 2.0  # one pixel to the right at frame 4
+    wobble = ScenePlacement(torch.full((T,), 0.5), off, torch.full((T,), 1.5))
+    assert jerk(wobble) == pytest.approx(6 / (T - 2), rel=1e-4)
+
+    trained = np.ones(T, bool)
+    trained[4] = False  # the displaced frame withheld: it reads its neighbours' midpoint
+    held = ScenePlacement(torch.full((T,), 0.5), off, torch.full((T,), 1.5), trained)
+    assert jerk(held) == pytest.approx(0, abs=1e-6)
+
+    radius_px = f * 0.5 / 2.0 * 0.5  # f · s / T_z · radius
+    depth = torch.full((T,), 1.5)
+    depth[4] *= math.exp(0.01)
+    deep = ScenePlacement(torch.full((T,), 0.5), trans, depth)
+    assert jerk(deep) == pytest.approx(6 * (radius_px * 0.01) ** 2 / (T - 2), rel=1e-3)
+    deep.depth.requires_grad_(True)
+    placement_jerk(deep, K, 0.5).backward()
+    assert float(deep.depth.grad[4]) > 0 and float(deep.depth.grad[0]) == 0  # pulls the wobbling frame back

@@ -303,6 +303,28 @@ def depth_l1_log(depth: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,
     return _masked_mean(err, sel)
 
 
+def placement_jerk(placement: ScenePlacement, K: torch.Tensor, radius: float) -> torch.Tensor:
+    """Mean over the clip's frames of |Δ²q_t|², q_t the object's placement at frame t in pixels: its centre's image
+    position (f·T_xy/T_z), and the log of its apparent size (s/T_z) and of its depth factor times its radius in
+    pixels (``radius`` object units through the mean apparent scale, not differentiated). K (T,3,3).
+
+    Zero for an object gliding at constant image velocity, size and depth; one frame displaced by a pixel scores
+    6/(T−2) px² (it enters three second differences, as 1, −2 and 1). Frames the fit withholds read interpolated values (``FrameFill``), whose second difference is 0
+    there, so the term sees the trained frames as a sequence with gaps.
+    """
+    T = placement.num_frames
+    if T < 3:
+        return K.new_zeros(())
+    s, trans, d = placement.at(torch.arange(T, device=K.device))
+    z = trans[:, 2].clamp_min(1e-6)
+    apparent = s / z
+    r = (K[:, 1, 1] * apparent).mean().detach() * radius
+    q = torch.stack([K[:, 0, 0] * trans[:, 0] / z, K[:, 1, 1] * trans[:, 1] / z,
+                     r * torch.log(apparent), r * torch.log(d.clamp_min(1e-6))], -1)
+    d2 = q[2:] - 2 * q[1:-1] + q[:-2]
+    return d2.pow(2).sum(-1).mean()
+
+
 def _at(batch: GaussianBatch, rows: torch.Tensor | slice) -> GaussianBatch:
     return GaussianBatch(batch.means[rows], batch.quats[rows], batch.log_scales[rows], batch.colors[rows],
                          batch.opacities[rows])
@@ -354,6 +376,9 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
         if c.w_scale_drift > 0:
             terms["scale_drift"] = c.w_scale_drift * ramp * torch.stack(
                 [s.d_log_scales[:B].abs().mean() for s in states]).mean()
+        if c.w_placement_smooth > 0:
+            terms["placement_smooth"] = c.w_placement_smooth * ramp * torch.stack(
+                [placement_jerk(o.placement, cameras.K, cfg.stage1.extent) for o in scene.objects]).mean()
         if c.depth_loss and targets.depth is not None:
             terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
         if P:
