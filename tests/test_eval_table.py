@@ -21,7 +21,7 @@ def _frame(t: int, holdout: bool, psnr: float, iou: tuple[float, float]) -> dict
     return {"frame": t, "holdout": holdout, "psnr_masked": psnr, "ssim_masked": 0.9, "iou": per(*iou),
             "area_ratio": per(1.1, 1.2), "spill": per(0.1, 0.2), "missed": per(0.01, 0.0),
             "psnr_object": per(psnr, psnr), "psnr_interior": psnr + 1, "psnr_edge": psnr - 3,
-            }
+            "jitter_px": per(0.5, 1.5)}
 
 
 def _write(path: Path, frames: list[dict], holdout: bool = True) -> Path:
