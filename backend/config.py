@@ -255,8 +255,9 @@ class Stage2Config:
     # its centre's image position, and its apparent size and depth factor as log changes times its radius in
     # pixels (0: the spec, whose per-frame translation, depth and scale are free per frame). Withheld frames read
     # their placement interpolated from their neighbours, so wobble at the trained frames is what they miss: on
-    # the CPU (cpu-tiny, gt_medium) the fit's objects wobbled 1.4-3.1 px per trained frame against the truth's
-    # 0.1-1.4 (evaluate's jitter_px), and 0.04-0.45 px at withheld frames. Off until measured on the GPU
+    # the CPU (cpu-tiny, gt_medium) the fit's objects wobbled 1.4-3.8 px per trained frame against the truth's
+    # 0.1-1.4 (evaluate's jitter_px), and 0.04-0.45 px at withheld frames; 10 cut the wobble by about a third with
+    # every figure within 0.1 dB (docs/results.md). Off until measured on the GPU
     w_placement_smooth: float = 0.0
     w_color_change: float = 500.0
     w_local_scale: float = 50000.0
@@ -674,7 +675,8 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                "spill_weighted": FLAG, "spill_alpha": Check(float, lo=0, hi=1, hi_open=True),
                "w_alpha_sharp": WEIGHT, "alpha_sharp_ring_px": NONNEG_INT, "w_instance": WEIGHT,
                "instance_start": FRACTION, "instance_hard_threshold": FRACTION, "parity_instance_object0": FLAG,
-               "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_scale_drift": WEIGHT, "w_placement_smooth": WEIGHT, "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
+               "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_scale_drift": WEIGHT, "w_placement_smooth": WEIGHT,
+               "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
                "w_rigid": WEIGHT, "w_time_smooth": WEIGHT, "depth_loss": FLAG, "w_depth": WEIGHT,
                "parity_scale_first_depth": FLAG, "random_background": FLAG,
                "flow_preset": Check(str, choices=("ultrafast", "fast", "medium")), "flow_fb_rel": WEIGHT,

@@ -62,12 +62,14 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from genmojo_blender.core.alignment import project
 from genmojo_blender.core.bundle import Bundle, BundleError, ObjectFrames, open_bundle
 
 from .errors import GenmojoError, InputError, describe_error
@@ -147,16 +149,16 @@ def _interior(union: np.ndarray, px: int) -> np.ndarray:
 
 
 def jitter_px(means: np.ndarray, cams: Cameras) -> np.ndarray:
-    """(T,) for one object's baked means (T,N,3): the mean over its Gaussians of |uv_t − (uv_{t−1} + uv_{t+1})/2|
-    in pixels of ``cams``, NaN at the first and last frame (``jitter_px`` in the module docstring)."""
-    w2c = np.linalg.inv(cams.c2w.double().cpu().numpy())
-    K = cams.K.double().cpu().numpy()
-    cam = np.einsum("tij,tnj->tni", w2c[:, :3, :3], means.astype(np.float64)) + w2c[:, None, :3, 3]
-    uv = np.einsum("tij,tnj->tni", K, cam)
-    uv = uv[..., :2] / np.maximum(uv[..., 2:3], 1e-9)
+    """(T,) for one object's baked means (T,N,3): the mean over its Gaussians in front of the camera of
+    |uv_t − (uv_{t−1} + uv_{t+1})/2| in pixels of ``cams``, NaN at the first and last frame (``jitter_px`` in
+    the module docstring)."""
+    K, c2w = cams.K.double().cpu().numpy(), cams.c2w.double().cpu().numpy()
+    uv = np.stack([project(K[t], c2w[t], means[t])[0] for t in range(means.shape[0])])
     out = np.full(means.shape[0], np.nan)
     if means.shape[0] >= 3 and means.shape[1]:
-        out[1:-1] = np.linalg.norm(uv[1:-1] - 0.5 * (uv[2:] + uv[:-2]), axis=-1).mean(-1)
+        with warnings.catch_warnings():  # a frame with every Gaussian behind the camera is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[1:-1] = np.nanmean(np.linalg.norm(uv[1:-1] - 0.5 * (uv[2:] + uv[:-2]), axis=-1), axis=-1)
     return out
 
 

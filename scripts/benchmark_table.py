@@ -135,7 +135,8 @@ def mean_row(rows: list[ClipRow]) -> dict:
     def mean(key: str) -> float | None:
         vals = [getattr(r, key) for r in rows if getattr(r, key) is not None]
         return statistics.fmean(vals) if vals else None
-    keys = ("psnr", "psnr_interior", "psnr_edge", "ssim", "iou_min", "area_ratio_max", "train_psnr", "novel_psnr", "track_error", "fit_s")
+    keys = ("psnr", "psnr_interior", "psnr_edge", "ssim", "iou_min", "area_ratio_max", "train_psnr", "novel_psnr",
+            "track_error", "fit_s")
     return {**{k: mean(k) for k in keys}, "clips": len(rows), "clips_meeting_targets": sum(r.meets for r in rows)}
 
 

@@ -309,8 +309,9 @@ def placement_jerk(placement: ScenePlacement, K: torch.Tensor, radius: float) ->
     pixels (``radius`` object units through the mean apparent scale, not differentiated). K (T,3,3).
 
     Zero for an object gliding at constant image velocity, size and depth; one frame displaced by a pixel scores
-    6/(T−2) px² (it enters three second differences, as 1, −2 and 1). Frames the fit withholds read interpolated values (``FrameFill``), whose second difference is 0
-    there, so the term sees the trained frames as a sequence with gaps.
+    6/(T−2) px² (it enters three second differences, as 1, −2 and 1). Frames the fit withholds read interpolated
+    values (``FrameFill``), whose second difference is 0 there, so the term sees the trained frames as a sequence
+    with gaps.
     """
     T = placement.num_frames
     if T < 3:
