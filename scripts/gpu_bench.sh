@@ -39,12 +39,8 @@ for part in $parts; do
     esac
 done
 mkdir -p "$work" "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/wheels/*.whl \
-    .carry/wheels_guidance/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-if [ -d .carry/torch_extensions ]; then
-    export TORCH_EXTENSIONS_DIR="$PWD/.carry/torch_extensions"
-fi
+. scripts/gpu_env.sh
+gpu_env
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 case " $parts " in
     *" pipeline"*)

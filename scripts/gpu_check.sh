@@ -9,15 +9,8 @@
 # $OUT/gpu_tests.log (or /tmp).
 set -euo pipefail
 
-wheels=(.carry/wheels/*.whl)
-if [ -d .carry/wheels_guidance ]; then
-    wheels+=(.carry/wheels_guidance/*.whl)
-fi
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}"
-export PYTHONPATH=/tmp/site:$PWD
-if [ -d .carry/torch_extensions ]; then
-    export TORCH_EXTENSIONS_DIR="$PWD/.carry/torch_extensions"
-fi
+. scripts/gpu_env.sh
+gpu_env
 
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"

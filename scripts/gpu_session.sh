@@ -14,7 +14,8 @@
 # A group is one gpu_benchmark.sh run over its clips with its flags; all groups run side by side on the GPU.
 # Clips are folders under the directories of $BENCH_DIRS (default: every .carry/bench* folder), e.g. made by
 # scripts/pack_bench.py; gsplat and plyfile wheels come from .carry/wheels. The source is copied to
-# /tmp/src at start, so a later call's working tree does not change the fits in flight.
+# /tmp/src at start, so a later call's working tree does not change the fits in flight (scripts/gpu_env.sh
+# installs the wheels, and reuses a carried gsplat build in .carry/torch_extensions).
 # Results: /tmp/gpu_session/NAME/ per group (gpu_benchmark.sh's files and benchmark.md); each call writes
 # $OUT/res.tgz (videos left out) and prints every clip's status. The file is checked before any work: a
 # malformed line, a repeated name or a clip that is in no bench folder ends the call with exit 2.
@@ -63,9 +64,9 @@ if [ "$verb" = start ]; then
     [ -d .carry/wheels ] || fail ".carry/wheels: no such folder; put the gsplat and plyfile wheels there"
     rm -rf "$src" "$results" /tmp/bench && mkdir -p "$src" "$results" /tmp/bench
     cp -r backend scripts genmojo_blender pyproject.toml "$src/"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/wheels/*.whl || fail "installing .carry/wheels failed"
+    . scripts/gpu_env.sh
+    gpu_env "$src" || fail "installing the carried wheels failed"
     for d in "${bench_dirs[@]}"; do cp -r "$d"/* /tmp/bench/; done
-    export PYTHONPATH=/tmp/site:$src
     nvidia-smi -L
     t=$SECONDS
     (cd "$src" && python3 -c "from gsplat.cuda._backend import _C; assert _C is not None") || fail "gsplat's CUDA extension did not build"
