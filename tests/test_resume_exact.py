@@ -58,13 +58,13 @@ class StopAt(Reporter):
 
 
 def _run(clip: Path, out: Path, name: str, *, stop: tuple[str, int] | None = None, resume: bool = False,
-         method: str = "genmojo"):
-    """One run; returns (bundle or None, the Cancelled error or None, the log)."""
+         method: str = "genmojo", cfg=None):
+    """One run (of ``cfg``, default ``_config()``); returns (bundle or None, the Cancelled error or None, the log)."""
     req = pipeline.RunRequest(data_dir=clip / "JPEGImages", mask_dir=clip / "Annotations", out_dir=out,
                               save_name=name, device="cpu", iterations=STAGE2_ITERS, resume=resume)
     reporter = StopAt(*stop) if stop else StopAt()
     try:
-        path = pipeline.run(req, replace(_config(), method=method), reporter, should_stop=reporter)
+        path = pipeline.run(req, replace(cfg or _config(), method=method), reporter, should_stop=reporter)
     except Cancelled as e:
         return None, e, reporter.log_stream.getvalue()
     return path, None, reporter.log_stream.getvalue()
@@ -178,13 +178,11 @@ def test_mirrored_backs_rerun_bit_identical_on_two_threads(clip, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        paths = []
-        for name in ("a", "b"):
-            req = pipeline.RunRequest(data_dir=clip / "JPEGImages", mask_dir=clip / "Annotations", out_dir=tmp_path,
-                                      save_name=name, device="cpu", iterations=STAGE2_ITERS)
-            paths.append(pipeline.run(req, cfg, StopAt(), should_stop=lambda: False))
+        runs = [_run(clip, tmp_path, name, cfg=cfg) for name in ("a", "b")]
     finally:
         torch.set_num_threads(threads)
+    assert all(err is None for _, err, _ in runs)
+    paths = [path for path, _, _ in runs]
     counts = [v.shape[1] for k, v in _arrays(paths[0]).items() if k.endswith("frames.npz:means")]
     assert counts and max(counts) * knn * 3 >= 32768, counts  # the size where ATen's scatter goes parallel
     _assert_identical(*paths, when="between two runs")
