@@ -179,6 +179,11 @@ class DeformationConfig:
     # hinge at the clip's middle frame, so each basis starts as two straight pieces of motion and a fast
     # out-and-back movement (a kick, a jump) elsewhere in the clip has no hinge to bend at
     basis_knots: str = "spread"
+    # at most one hinge per this many frames (0: basis_hidden hinges whatever the clip's length). 64 hinges
+    # on a 24-frame clip put about three between two trained frames around a withheld one, where nothing
+    # but the fit's path through the weights decides how the bases bend
+    basis_hinge_frames: float = 0.0
+    min_basis_hinges: int = 8
     # what a motion basis is: "translation", an object-global 3D displacement per frame (the spec), so a
     # Gaussian's motion is a convex combination of translations; "se3", a rigid motion per frame (rotation
     # about the object's origin, then translation) blended by the same coefficients, as linear blend
@@ -259,6 +264,10 @@ class Stage2Config:
     # 0.1-1.4 (evaluate's jitter_px), and 0.04-0.45 px at withheld frames; 10 cut the wobble by about a third with
     # every figure within 0.1 dB (docs/results.md). Off until measured on the GPU
     w_placement_smooth: float = 0.0
+    # mean squared second difference, in pixels, of each object's motion bases over every frame of the clip,
+    # withheld ones included (optim/stage2.basis_jerk; 0: the spec, which never looks at the bases between
+    # the frames it fits)
+    w_basis_smooth: float = 0.0
     w_color_change: float = 500.0
     w_local_scale: float = 50000.0
     w_rigid: float = 50000.0
@@ -663,7 +672,8 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
     "deformation": {"grid_resolutions": Check(int, lo=1, length=0), "grid_channels": COUNT,
                     "time_resolution_factor": WEIGHT, "min_time_resolution": COUNT, "bounds": POSITIVE,
                     "spatial_init": Check(float, length=2, ordered=True), "hidden": COUNT, "num_bases": COUNT,
-                    "basis_hidden": COUNT, "basis_knots": Check(str, choices=("spread", "centre")),
+                    "basis_hidden": COUNT, "basis_hinge_frames": WEIGHT, "min_basis_hinges": COUNT,
+                    "basis_knots": Check(str, choices=("spread", "centre")),
                     "motion_bases": Check(str, choices=("translation", "se3")),
                     "parity_random_init": FLAG},
     "stage2": {"iters_per_frame": COUNT, "min_iterations": COUNT, "frames_per_batch": COUNT, "accumulation": COUNT,
@@ -676,6 +686,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                "w_alpha_sharp": WEIGHT, "alpha_sharp_ring_px": NONNEG_INT, "w_instance": WEIGHT,
                "instance_start": FRACTION, "instance_hard_threshold": FRACTION, "parity_instance_object0": FLAG,
                "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_scale_drift": WEIGHT, "w_placement_smooth": WEIGHT,
+               "w_basis_smooth": WEIGHT,
                "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
                "w_rigid": WEIGHT, "w_time_smooth": WEIGHT, "depth_loss": FLAG, "w_depth": WEIGHT,
                "parity_scale_first_depth": FLAG, "random_background": FLAG,

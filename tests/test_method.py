@@ -1,5 +1,6 @@
 """Building blocks of the GenMOJO method: crops, stage 1, placement, stage-2 losses, withheld frames."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from backend.config import get_preset, with_overrides
 from backend.model.camera import static_cameras
 from backend.model.crops import crop_box, crop_object
+from backend.model.deformation_field import DeformationField
 from backend.model.frame_fill import FrameFill
 from backend.model.gaussians import CanonicalGaussians
 from backend.model.geometry import quat_multiply
@@ -529,6 +531,13 @@ def test_stage_two_terms_follow_the_spill_and_drift_settings():
         jerk = float(placement_jerk(placement, cams.K, CFG.stage1.extent))
     assert jerk > 0
     assert terms(w_placement_smooth=2.0)["placement_smooth"] == pytest.approx(2.0 * 0.5 * jerk, rel=1e-5)
+    assert "basis_smooth" not in on and CFG.stage2.w_basis_smooth == 0  # off by default, the spec
+    from backend.optim.stage2 import basis_jerk, pixels_per_unit
+    with torch.no_grad():
+        field.basis_mlp[-1].weight.normal_(0, 0.1)  # bent bases
+        bent = float(basis_jerk(field, pixels_per_unit(placement, cams.K), CFG.stage1.extent))
+    assert bent > 0
+    assert terms(w_basis_smooth=3.0)["basis_smooth"] == pytest.approx(3.0 * 0.5 * bent, rel=1e-5)
 
 
 def test_inflation_gives_a_disc_a_ball_and_a_bar_a_tube_of_its_own_width():
@@ -605,6 +614,45 @@ def test_mirrored_back_gives_a_card_the_depth_of_its_width_without_changing_its_
     assert uses_back_prior(auto, guided=False) and not uses_back_prior(auto, guided=True)
     assert not uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="none"), guided=False)
     assert uses_back_prior(dataclasses.replace(CFG.stage1, back_prior="mirror"), guided=True)
+
+
+def test_basis_jerk_is_zero_for_bases_at_a_constant_rate_and_looks_at_withheld_frames():
+    """``basis_jerk``: bases whose time layer never bends inside the clip cost nothing; a kink between two
+    frames costs its change of slope in pixels (rotations times the radius), at any frame, trained or not."""
+    from backend.optim.stage2 import basis_jerk
+
+    cfg = dataclasses.replace(CFG.deformation, num_bases=2, basis_hidden=4, motion_bases="se3")
+    T = 9
+    field = DeformationField(cfg, T)
+    px = torch.tensor(40.0)
+    lin, out = field.basis_mlp[0], field.basis_mlp[-1]
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(2.0)  # every hinge at tau = -2, before the clip: straight lines inside it
+        out.weight.normal_(0, 0.3)
+    assert float(basis_jerk(field, px, 0.5)) == pytest.approx(0, abs=1e-6)
+
+    with torch.no_grad():
+        out.weight.zero_()
+        lin.bias[0] = -float(field.times(torch.tensor([4]))[0]) - 1.0 / T  # unit 0 bends at frame 4.5
+        out.weight[3, 0] = 1.0  # basis 0's x translation: slope change 1 per unit of tau
+    step = 2.0 / T  # tau per frame
+    # the kink between frames 4 and 5 enters the second differences centred at 4 and 5, half a step each
+    expected = 2 * (0.5 * step * 40.0) ** 2 / ((T - 2) * 2)
+    assert float(basis_jerk(field, px, 0.5)) == pytest.approx(expected, rel=1e-4)
+    with torch.no_grad():
+        out.weight.zero_()
+        out.weight[0, 0] = 1.0  # the same kink as basis 0's rotation about x: times the radius
+    assert float(basis_jerk(field, px, 0.5)) == pytest.approx(expected * 0.25, rel=1e-4)
+
+
+def test_basis_hinges_scale_with_the_clip_when_asked():
+    from backend.model.deformation_field import basis_hinges
+    d = CFG.deformation
+    assert d.basis_hinge_frames == 0 and basis_hinges(d, 24) == d.basis_hidden == basis_hinges(d, 500)
+    capped = dataclasses.replace(d, basis_hidden=64, basis_hinge_frames=2.0, min_basis_hinges=8)
+    assert [basis_hinges(capped, T) for T in (4, 24, 100, 400)] == [8, 12, 50, 64]
+    assert DeformationField(capped, 24).basis_mlp[0].out_features == 12
 
 
 def test_placement_jerk_is_zero_for_smooth_motion_and_counts_wobble_in_pixels():

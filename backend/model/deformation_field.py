@@ -63,6 +63,16 @@ def time_resolution(cfg: DeformationConfig, num_frames: int) -> int:
     return max(int(cfg.min_time_resolution), int(cfg.time_resolution_factor * num_frames))
 
 
+def basis_hinges(cfg: DeformationConfig, num_frames: int) -> int:
+    """Width of the motion bases' time layer: one ReLU hinge per unit. ``basis_hinge_frames`` > 0 caps it at
+    one hinge per that many frames (at least ``min_basis_hinges``), so a short clip's bases cannot bend
+    between two neighbouring frames; 0 keeps ``basis_hidden`` whatever the clip's length."""
+    if cfg.basis_hinge_frames <= 0:
+        return int(cfg.basis_hidden)
+    by_length = int(round(num_frames / cfg.basis_hinge_frames))
+    return max(1, min(int(cfg.basis_hidden), max(int(cfg.min_basis_hinges), by_length)))
+
+
 class _Head(nn.Module):
     """ReLU, one residual hidden layer, then the output layer."""
 
@@ -114,8 +124,9 @@ class DeformationField(nn.Module):
             raise ValueError(f"deformation.motion_bases must be one of {', '.join(BASIS_WIDTH)}, "
                              f"got {cfg.motion_bases!r}")
         self.basis_width = BASIS_WIDTH[cfg.motion_bases]
+        hinges = basis_hinges(cfg, self.num_frames)
         self.basis_mlp = nn.Sequential(
-            nn.Linear(1, cfg.basis_hidden), nn.ReLU(), nn.Linear(cfg.basis_hidden, self.basis_width * cfg.num_bases)
+            nn.Linear(1, hinges), nn.ReLU(), nn.Linear(hinges, self.basis_width * cfg.num_bases)
         )
         self.reset_parameters()
 

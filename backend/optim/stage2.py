@@ -319,10 +319,34 @@ def placement_jerk(placement: ScenePlacement, K: torch.Tensor, radius: float) ->
     s, trans, d = placement.at(torch.arange(T, device=K.device))
     z = trans[:, 2].clamp_min(1e-6)
     apparent = s / z
-    r = (K[:, 1, 1] * apparent).mean().detach() * radius
+    r = pixels_per_unit(placement, K) * radius
     q = torch.stack([K[:, 0, 0] * trans[:, 0] / z, K[:, 1, 1] * trans[:, 1] / z,
                      r * torch.log(apparent), r * torch.log(d.clamp_min(1e-6))], -1)
     d2 = q[2:] - 2 * q[1:-1] + q[:-2]
+    return d2.pow(2).sum(-1).mean()
+
+
+def pixels_per_unit(placement: ScenePlacement, K: torch.Tensor) -> torch.Tensor:
+    """An object unit's mean length in pixels over the clip (f·s/T_z), not differentiated. K (T,3,3)."""
+    s, trans, _ = placement.at(torch.arange(placement.num_frames, device=K.device))
+    return (K[:, 1, 1] * s / trans[:, 2].clamp_min(1e-6)).mean().detach()
+
+
+def basis_jerk(field: DeformationField, px_per_unit: torch.Tensor, radius: float) -> torch.Tensor:
+    """Mean over the clip's frames and the motion bases of |Δ²b_t|², b_t a basis's motion at frame t in pixels:
+    its translation, and for rigid bases its rotation (axis-angle) times ``radius`` object units.
+
+    Every frame counts, withheld ones too: the bases are a function of time, so a withheld frame's motion is
+    whatever that function does between the trained frames around it, and only this term looks there. Zero
+    for bases that move at a constant rate.
+    """
+    T = field.num_frames
+    if T < 3:
+        return px_per_unit.new_zeros(())
+    b = field.bases(torch.arange(T))  # (T, K, W)
+    if b.shape[-1] == 6:
+        b = torch.cat([b[..., :3] * radius, b[..., 3:]], -1)
+    d2 = (b[2:] - 2 * b[1:-1] + b[:-2]) * px_per_unit
     return d2.pow(2).sum(-1).mean()
 
 
@@ -380,6 +404,10 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
         if c.w_placement_smooth > 0:
             terms["placement_smooth"] = c.w_placement_smooth * ramp * torch.stack(
                 [placement_jerk(o.placement, cameras.K, cfg.stage1.extent) for o in scene.objects]).mean()
+        if c.w_basis_smooth > 0:
+            terms["basis_smooth"] = c.w_basis_smooth * ramp * torch.stack(
+                [basis_jerk(o.field, pixels_per_unit(o.placement, cameras.K), cfg.stage1.extent)
+                 for o in scene.objects]).mean()
         if c.depth_loss and targets.depth is not None:
             terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
         if P:
