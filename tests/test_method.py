@@ -523,7 +523,8 @@ def test_stage_two_terms_follow_the_spill_and_drift_settings():
     assert on["scale_change"] == pytest.approx(0, abs=1e-6)  # the same change in both frames
     assert on["alpha"] > spec["alpha"] and on["rgb"] > spec["rgb"]  # the swollen disc's spill now counts
     assert on["flow"] == spec["flow"]
-    assert "placement_smooth" not in on and CFG.stage2.w_placement_smooth == 0  # off by default, the spec
+    assert on["placement_smooth"] == pytest.approx(0, abs=1e-9) and CFG.stage2.w_placement_smooth > 0  # on; a glide
+    assert "placement_smooth" not in terms(w_placement_smooth=0.0)  # 0: the spec
     from backend.optim.stage2 import placement_jerk
     placement = scene.objects[0].placement
     with torch.no_grad():
