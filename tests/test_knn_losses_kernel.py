@@ -79,6 +79,26 @@ def test_the_neighbour_gather_has_plain_indexings_gradient_and_repeats_it_on_two
         assert torch.equal(out, ref_out) and torch.equal(gx, ref_grad)
 
 
+def test_the_tables_groups_give_the_losses_and_gradients_computed_per_call():
+    """A ``KnnTable`` sorts its neighbour groups once; passing them changes neither the losses nor their
+    gradients, bit for bit, from the groups the torch twins compute themselves."""
+    from backend.kernels.knn_losses_torch import neighbour_groups
+
+    xp, xc, back, d, t = _case()
+    order, counts = neighbour_groups(t.indices)
+    assert torch.equal(t.groups[0], order) and torch.equal(t.groups[1], counts)
+
+    def run(groups):
+        ins = [v.clone().requires_grad_() for v in (xp, xc, back, d)]
+        loss = (knn_rigidity(*ins[:3], t.indices, t.weights, backend="torch", groups=groups)
+                + knn_smoothness(ins[3], t.indices, t.weights, backend="torch", groups=groups))
+        loss.backward()
+        return [loss.detach()] + [v.grad for v in ins]
+
+    for a, b in zip(run(t.groups), run(None)):
+        assert torch.equal(a, b)
+
+
 def test_shapes_are_checked():
     xp, xc, back, d, t = _case()
     with pytest.raises(ValueError, match="back must be"):

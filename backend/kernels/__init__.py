@@ -56,7 +56,7 @@ def resolve_kernels(backend: str, device: torch.device | str) -> str:
 
 
 def knn_rigidity(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, weights: Tensor,
-                 backend: str = "auto") -> Tensor:
+                 backend: str = "auto", groups: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Mean local-rigidity residual over P frame pairs, N Gaussians and their K neighbours.
 
     Inputs: centres at the two frames ``x_prev``, ``x_cur`` (P, N, 3); ``back`` (P, N, 3, 3), each
@@ -64,27 +64,32 @@ def knn_rigidity(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, w
     table ``indices`` (N, K) (itself included) and ``weights`` (N, K). Float32 on one device.
 
     Returns the mean over (P, N, K) of sqrt(w · |o_prev − back · o_cur|² + 1e-20), with o = x[j] − x[i];
-    differentiable in ``x_prev``, ``x_cur`` and ``back``.
+    differentiable in ``x_prev``, ``x_cur`` and ``back``. ``groups``: the table's
+    ``neighbour_groups(indices)``, which the torch path's reproducible backward sums by (computed per call
+    otherwise; the Triton kernel needs none).
     """
     if x_prev.ndim != 3:
         raise ValueError(f"x_prev must be (P, N, 3), got {tuple(x_prev.shape)}")
     P, N = x_prev.shape[:2]
     check_knn_inputs(indices, weights, N, ("x_prev", x_prev, (P, N, 3)), ("x_cur", x_cur, (P, N, 3)),
                      ("back", back, (P, N, 3, 3)))
-    fn = knn_rigidity_triton if resolve_kernels(backend, x_prev.device) == "triton" else knn_rigidity_torch
-    return fn(x_prev, x_cur, back, indices, weights)
+    if resolve_kernels(backend, x_prev.device) == "triton":
+        return knn_rigidity_triton(x_prev, x_cur, back, indices, weights)
+    return knn_rigidity_torch(x_prev, x_cur, back, indices, weights, groups)
 
 
-def knn_smoothness(d: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto") -> Tensor:
+def knn_smoothness(d: Tensor, indices: Tensor, weights: Tensor, backend: str = "auto",
+                   groups: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Mean neighbour difference of per-Gaussian vectors ``d`` (P, N, 3) (stage 2: log-scale changes)
-    over (P, N, K): sqrt(w · |d[j] − d[i]|² + 1e-20); ``indices``, ``weights`` (N, K) as in
+    over (P, N, K): sqrt(w · |d[j] − d[i]|² + 1e-20); ``indices``, ``weights`` (N, K) and ``groups`` as in
     :func:`knn_rigidity`. Differentiable in ``d``."""
     if d.ndim != 3:
         raise ValueError(f"d must be (P, N, 3), got {tuple(d.shape)}")
     P, N = d.shape[:2]
     check_knn_inputs(indices, weights, N, ("d", d, (P, N, 3)))
-    fn = knn_smoothness_triton if resolve_kernels(backend, d.device) == "triton" else knn_smoothness_torch
-    return fn(d, indices, weights)
+    if resolve_kernels(backend, d.device) == "triton":
+        return knn_smoothness_triton(d, indices, weights)
+    return knn_smoothness_torch(d, indices, weights, groups)
 
 
 def hexplane_features(spatial: list[Tensor], temporal: list[Tensor], coords: Tensor, taus: Tensor,

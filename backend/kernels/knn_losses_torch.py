@@ -83,16 +83,19 @@ def check_knn_inputs(indices: Tensor, weights: Tensor, n: int, *tensors: tuple[s
                              "put them on one device")
 
 
-def knn_rigidity_torch(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
-    """x_prev, x_cur (P, N, 3), back (P, N, 3, 3) → the mean rigidity residual length (scalar)."""
-    groups = neighbour_groups(indices)
+def knn_rigidity_torch(x_prev: Tensor, x_cur: Tensor, back: Tensor, indices: Tensor, weights: Tensor,
+                       groups: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """x_prev, x_cur (P, N, 3), back (P, N, 3, 3) → the mean rigidity residual length (scalar).
+    ``groups``: ``neighbour_groups(indices)`` when the caller keeps them with the table."""
+    groups = neighbour_groups(indices) if groups is None else groups
     o_prev = gather_neighbours(x_prev, indices, groups) - x_prev[..., :, None, :]
     o_cur = gather_neighbours(x_cur, indices, groups) - x_cur[..., :, None, :]
     r = o_prev - torch.einsum("...nij,...nkj->...nki", back, o_cur)
     return torch.sqrt(weights * r.pow(2).sum(-1) + EPS).mean()
 
 
-def knn_smoothness_torch(d: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
-    """d (P, N, 3) → the mean neighbour-difference length (scalar)."""
-    diff = gather_neighbours(d, indices) - d[..., :, None, :]
+def knn_smoothness_torch(d: Tensor, indices: Tensor, weights: Tensor,
+                         groups: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """d (P, N, 3) → the mean neighbour-difference length (scalar); ``groups`` as in knn_rigidity_torch."""
+    diff = gather_neighbours(d, indices, groups) - d[..., :, None, :]
     return torch.sqrt(weights * diff.pow(2).sum(-1) + EPS).mean()

@@ -10,13 +10,22 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels.knn_losses_torch import neighbour_groups
+
 
 @dataclass
 class KnnTable:
-    """For each of N Gaussians its k nearest (itself included): indices (N,k), weights exp(−s·d) (N,k)."""
+    """For each of N Gaussians its k nearest (itself included): indices (N,k), weights exp(−s·d) (N,k);
+    ``groups``, ``neighbour_groups(indices)``, which the losses' reproducible backward sums by: the
+    table is fixed for the whole fit, so they are sorted once here rather than in every loss call."""
 
     indices: torch.Tensor
     weights: torch.Tensor
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.groups is None:
+            self.groups = neighbour_groups(self.indices)
 
 
 @torch.no_grad()

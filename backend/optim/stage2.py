@@ -280,7 +280,8 @@ def instance_nll(instance: torch.Tensor, masks: torch.Tensor, threshold: float, 
 def local_scale_loss(ds: torch.Tensor, knn: KnnTable, kernels: str = "auto") -> torch.Tensor:
     """kNN-weighted smoothness of per-Gaussian log-scale changes ``ds`` (..., N, 3)
     (``backend.kernels.knn_smoothness``)."""
-    return knn_smoothness(ds.reshape(-1, *ds.shape[-2:]), knn.indices, knn.weights, backend=kernels)
+    return knn_smoothness(ds.reshape(-1, *ds.shape[-2:]), knn.indices, knn.weights, backend=kernels,
+                          groups=knn.groups)
 
 
 def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tensor, q_cur: torch.Tensor,
@@ -291,7 +292,7 @@ def rigidity_loss(x_prev: torch.Tensor, x_cur: torch.Tensor, q_prev: torch.Tenso
     # R_relᵀ with R_rel = R_cur · R_prevᵀ (prev frame → cur frame): cur-frame offsets back to prev
     back = (quat_to_rotmat(q_prev) @ quat_to_rotmat(q_cur).transpose(-1, -2)).reshape(-1, x_prev.shape[-2], 3, 3)
     return knn_rigidity(x_prev.reshape(-1, *x_prev.shape[-2:]), x_cur.reshape(-1, *x_cur.shape[-2:]), back,
-                        knn.indices, knn.weights, backend=kernels)
+                        knn.indices, knn.weights, backend=kernels, groups=knn.groups)
 
 
 def depth_l1_log(depth: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
