@@ -126,10 +126,10 @@ def main(argv=None) -> int:
         for k in kernels:
             def loss_fwd():
                 with torch.no_grad():
-                    fn(*inputs, table.indices, table.weights, backend=k)
+                    fn(*inputs, table.indices, table.weights, backend=k, groups=table.groups)
 
             def loss_fwd_bwd():
-                torch.autograd.grad(fn(*inputs, table.indices, table.weights, backend=k), inputs)
+                torch.autograd.grad(fn(*inputs, table.indices, table.weights, backend=k, groups=table.groups), inputs)
 
             f_ms, _ = timed(loss_fwd, device, args.steps, args.warmup)
             fb_ms, peak = timed(loss_fwd_bwd, device, args.steps, args.warmup)
