@@ -271,6 +271,11 @@ class Stage2Config:
     # the frames it fits). Measured on one H200 (docs/results.md): 100 and 1000 moved the ground-truth clip's
     # held-out PSNR by +0.05 and -0.2 dB, so the bases do not bend between trained frames; off
     w_basis_smooth: float = 0.0
+    # mean squared second difference in pixels of each Gaussian's deformed position over three consecutive
+    # frames, centred on the batch's frames and the frames after them, so withheld frames are centres too
+    # (optim/stage2.field_jerk; 0: the spec). On field_jerk_points of each object's Gaussians per step
+    w_field_jerk: float = 0.0
+    field_jerk_points: int = 2048
     w_color_change: float = 500.0
     w_local_scale: float = 50000.0
     w_rigid: float = 50000.0
@@ -689,7 +694,7 @@ FIELD_CHECKS: dict[str, dict[str, Check]] = {
                "w_alpha_sharp": WEIGHT, "alpha_sharp_ring_px": NONNEG_INT, "w_instance": WEIGHT,
                "instance_start": FRACTION, "instance_hard_threshold": FRACTION, "parity_instance_object0": FLAG,
                "w_flow": WEIGHT, "w_scale_change": WEIGHT, "w_scale_drift": WEIGHT, "w_placement_smooth": WEIGHT,
-               "w_basis_smooth": WEIGHT,
+               "w_basis_smooth": WEIGHT, "w_field_jerk": WEIGHT, "field_jerk_points": COUNT,
                "w_color_change": WEIGHT, "w_local_scale": WEIGHT,
                "w_rigid": WEIGHT, "w_time_smooth": WEIGHT, "depth_loss": FLAG, "w_depth": WEIGHT,
                "parity_scale_first_depth": FLAG, "random_background": FLAG,

@@ -539,6 +539,13 @@ def test_stage_two_terms_follow_the_spill_and_drift_settings():
         bent = float(basis_jerk(field, pixels_per_unit(placement, cams.K), CFG.stage1.extent))
     assert bent > 0
     assert terms(w_basis_smooth=3.0)["basis_smooth"] == pytest.approx(3.0 * 0.5 * bent, rel=1e-5)
+    assert "field_jerk" not in on and CFG.stage2.w_field_jerk == 0  # off by default, the spec
+    from backend.optim.stage2 import field_jerk, jerk_centres
+    with torch.no_grad():
+        jerk = float(field_jerk(field, scene.objects[0].means, jerk_centres(batch, targets.frames.shape[0]),
+                                pixels_per_unit(placement, cams.K)))
+    assert jerk > 0  # the bent bases move the Gaussians off their neighbours' midpoints
+    assert terms(w_field_jerk=2.0, field_jerk_points=10 ** 6)["field_jerk"] == pytest.approx(2.0 * 0.5 * jerk, rel=1e-5)
 
 
 def test_inflation_gives_a_disc_a_ball_and_a_bar_a_tube_of_its_own_width():
@@ -645,6 +652,33 @@ def test_basis_jerk_is_zero_for_bases_at_a_constant_rate_and_looks_at_withheld_f
         out.weight.zero_()
         out.weight[0, 0] = 1.0  # the same kink as basis 0's rotation about x: times the radius
     assert float(basis_jerk(field, px, 0.5)) == pytest.approx(expected * 0.25, rel=1e-4)
+
+
+def test_field_jerk_centres_reach_withheld_frames_and_measure_pixels():
+    """``jerk_centres``: each batch frame and the next, within [1, T−2], so a frame withheld after a trained
+    one is a centre; ``field_jerk`` is zero while the field is the identity and counts an offset of one
+    Gaussian at one frame in pixels."""
+    from backend.optim.stage2 import field_jerk, jerk_centres
+    assert jerk_centres(torch.tensor([0, 4, 5, 9]), 10).tolist() == [1, 4, 5, 6, 8]
+    assert jerk_centres(torch.tensor([0, 1]), 2).numel() == 0
+
+    cfg = dataclasses.replace(CFG.deformation, motion_bases="translation", num_bases=1, basis_hidden=4)
+    field = DeformationField(cfg, 6)
+    means = torch.zeros(2, 3)
+    px = torch.tensor(50.0)
+    assert float(field_jerk(field, means, torch.tensor([1, 2, 3]), px)) == 0  # the identity start
+    with torch.no_grad():
+        lin, out = field.basis_mlp[0], field.basis_mlp[-1]
+        out.weight.zero_()
+        out.bias.zero_()
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(0.0)
+        lin.bias[0] = -float(field.times(torch.tensor([2]))[0])  # unit 0 bends at frame 2
+        out.weight[0, 0] = 1.0  # the one basis moves along x after it: a kink at frame 2
+    step = 2.0 / 6  # tau per frame
+    # centre 2: x at frames 1, 2, 3 is 0, 0, step; centre 3: 0, step, 2·step (no second difference)
+    got = float(field_jerk(field, means, torch.tensor([2, 3]), px))
+    assert got == pytest.approx((step * 50.0) ** 2 / 2, rel=1e-4)
 
 
 def test_basis_hinges_scale_with_the_clip_when_asked():

@@ -351,6 +351,35 @@ def basis_jerk(field: DeformationField, px_per_unit: torch.Tensor, radius: float
     return d2.pow(2).sum(-1).mean()
 
 
+def jerk_centres(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The frames (C,) whose second difference ``field_jerk`` takes for a batch of trained ``frames`` (B,):
+    each frame and the one after it, kept to [1, T−2]. A withheld frame follows a trained one (or ends the
+    clip), so the frames the fit never sees are centres too."""
+    if num_frames < 3:
+        return frames.new_zeros(0)
+    return torch.unique(torch.cat([frames, frames + 1]).clamp(1, num_frames - 2))
+
+
+def field_jerk(field: DeformationField, means: torch.Tensor, centres: torch.Tensor,
+               px_per_unit: torch.Tensor) -> torch.Tensor:
+    """Mean over ``centres`` (C,) and Gaussians of |Δ²x_t|², x_t a Gaussian's deformed position at frame t
+    (``means`` (N, 3) canonical, in object units) in pixels: how far each one is from the midpoint of where
+    it is one frame before and after. The placement's own wobble is ``placement_jerk``'s."""
+    if centres.numel() == 0:
+        return px_per_unit.new_zeros(())
+    C, N = centres.shape[0], means.shape[0]
+    d = field(means, torch.cat([centres - 1, centres, centres + 1])).d_means.view(3, C, N, 3)
+    d2 = (d[0] - 2 * d[1] + d[2]) * px_per_unit
+    return d2.pow(2).sum(-1).mean()
+
+
+def _jerk_rows(n: int, points: int, frames: torch.Tensor) -> slice:
+    """Every k-th Gaussian (about ``points`` of ``n``), starting where the batch's first frame says, so
+    that successive batches cover them all without a random draw of their own."""
+    k = max(1, n // max(1, points))
+    return slice(int(frames[0]) % k, n, k)
+
+
 def _at(batch: GaussianBatch, rows: torch.Tensor | slice) -> GaussianBatch:
     return GaussianBatch(batch.means[rows], batch.quats[rows], batch.log_scales[rows], batch.colors[rows],
                          batch.opacities[rows])
@@ -409,6 +438,11 @@ def step_losses(scene: MethodScene, targets: ClipTargets, cameras: Cameras, fram
             terms["basis_smooth"] = c.w_basis_smooth * ramp * torch.stack(
                 [basis_jerk(o.field, pixels_per_unit(o.placement, cameras.K), cfg.stage1.extent)
                  for o in scene.objects]).mean()
+        if c.w_field_jerk > 0:
+            centres = jerk_centres(frames, targets.frames.shape[0])
+            terms["field_jerk"] = c.w_field_jerk * ramp * torch.stack(
+                [field_jerk(o.field, o.means[_jerk_rows(o.num_gaussians, c.field_jerk_points, frames)], centres,
+                            pixels_per_unit(o.placement, cameras.K)) for o in scene.objects]).mean()
         if c.depth_loss and targets.depth is not None:
             terms["depth"] = c.w_depth * ramp * depth_l1_log(render.depth, render.alpha, targets.depth[fr], masks)
         if P:
