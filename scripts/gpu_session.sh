@@ -4,8 +4,11 @@
 # the first call starts every group detached and the later calls, made while the machine is still warm,
 # wait for them; each call ends by packing what is there.
 #
-#   bash scripts/gpu_session.sh start GROUPS [SECONDS]   set up, start every group, then wait up to SECONDS
-#   bash scripts/gpu_session.sh wait  GROUPS [SECONDS]   wait up to SECONDS more for the groups started
+#   bash scripts/gpu_session.sh start GROUPS [SECONDS]   set up, start every group, then wait
+#   bash scripts/gpu_session.sh wait  GROUPS [SECONDS]   wait for the groups started
+# Either call returns SECONDS (default 540) after it began, set-up included, or sooner when every fit is done,
+# and packs what is there: give the device call a timeout a little above SECONDS, or it is killed before
+# packing (the set-up alone took 72-114 s, most of it gsplat's build).
 #
 # GROUPS is a text file with one group per line, "NAME CLIP[,CLIP...] [backend flags]" ('#' starts a
 # comment), e.g.
@@ -16,7 +19,7 @@
 # scripts/pack_bench.py; gsplat and plyfile wheels come from .carry/wheels. The source is copied to
 # /tmp/src at start, so a later call's working tree does not change the fits in flight (scripts/gpu_env.sh
 # installs the wheels, and reuses a carried gsplat build in .carry/torch_extensions).
-# Results: /tmp/gpu_session/NAME/ per group (gpu_benchmark.sh's files and benchmark.md); each call writes
+# Results: /tmp/gpu_session/NAME/ ($GPU_SESSION_DIR/NAME) per group (gpu_benchmark.sh's files and benchmark.md); each call writes
 # $OUT/res.tgz (videos left out) and prints every clip's status. The file is checked before any work: a
 # malformed line, a repeated name or a clip that is in no bench folder ends the call with exit 2.
 set -uo pipefail
@@ -25,7 +28,7 @@ usage="usage: bash scripts/gpu_session.sh start|wait GROUPS [SECONDS]"
 verb=${1:-}
 groups=${2:-}
 seconds=${3:-540}
-results=/tmp/gpu_session
+results=${GPU_SESSION_DIR:-/tmp/gpu_session}
 src=/tmp/src
 fail() { echo "error: $*" >&2; exit 2; }
 
@@ -81,16 +84,15 @@ if [ "$verb" = start ]; then
 fi
 export PYTHONPATH=/tmp/site:$src
 
-t0=$SECONDS
 while :; do
     left=0
     for name in "${names[@]}"; do
         for c in ${clips_of[$name]}; do [ -f "$results/$name/${c}_status.txt" ] || left=$((left + 1)); done
     done
-    [ $left = 0 ] || [ $((SECONDS - t0)) -ge "$seconds" ] && break
+    [ $left = 0 ] || [ $SECONDS -ge "$seconds" ] && break
     sleep 10
 done
-echo "after $((SECONDS - t0)) s: $left clip(s) still running"
+echo "after $SECONDS s: $left clip(s) still running"
 for name in "${names[@]}"; do
     for c in ${clips_of[$name]}; do
         f=$results/$name/${c}_status.txt

@@ -26,11 +26,12 @@ def bench(tmp_path: Path) -> Path:
     return tmp_path / "bench"
 
 
-def _run(tmp_path: Path, bench: Path, text: str | None, verb: str = "start", *extra: str):
+def _run(tmp_path: Path, bench: Path, text: str | None, verb: str = "start", *extra: str, **env_extra: str):
     groups = tmp_path / "groups.txt"
     if text is not None:
         groups.write_text(text)
-    env = {"PATH": "/usr/bin:/bin", "BENCH_DIRS": str(bench), "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "BENCH_DIRS": str(bench), "HOME": str(tmp_path),
+           "GPU_SESSION_DIR": str(tmp_path / "results"), **env_extra}
     return subprocess.run(["bash", str(SCRIPT), verb, str(groups), *extra], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -65,3 +66,21 @@ def test_a_valid_file_gets_past_the_checks_to_the_set_up(tmp_path, bench):
     step of the set-up (which clears /tmp/src, so it must never run here)."""
     r = _run(tmp_path, bench, "# A/B\nbase a,b   # both clips\n\nmirror a --set stage1.back_prior=mirror\n")
     assert r.returncode == 2 and "no GPU here" in r.stderr
+
+
+def test_wait_returns_at_its_deadline_and_packs_what_is_there(tmp_path, bench):
+    """``wait`` ends SECONDS after the call began whether or not the fits are done, reports each clip, and packs
+    the results folder into $OUT/res.tgz, so a device call given a timeout above SECONDS always brings them back."""
+    import tarfile
+
+    done = tmp_path / "results" / "base"
+    done.mkdir(parents=True)
+    (done / "a_status.txt").write_text("ok")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = _run(tmp_path, bench, "base a,b\n", "wait", "0", OUT=str(out))
+    assert r.returncode == 0, r.stderr
+    assert "1 clip(s) still running" in r.stdout
+    assert "base a: ok" in r.stdout and "base b: running" in r.stdout
+    with tarfile.open(out / "res.tgz") as tar:
+        assert "results/base/a_status.txt" in tar.getnames()
